@@ -1,0 +1,1 @@
+"""Data layer: caption readers, tokenisation, vocabulary, TFRecords, tf.data."""
