@@ -1,0 +1,169 @@
+"""What every caption decoder shares, and the decoder-step contract.
+
+Shape letters: B batch, T caption length, E embedding size, H hidden units,
+V vocabulary, L image locations, D feature channels.
+
+The contract (after im2txt's ``feed_image`` / ``inference_step``), which the
+one search, the one training loop and export use for every decoder:
+  * ``initial_state(features, training)``: image features -> state, a dict
+    of tensors whose leading dimension is B (search tiles it over beams);
+  * ``step(word_ids, state, training)``: int32 [B] previous words and state
+    -> ``StepOutput(logits [B, V], state, attention [B, L] or None)``.
+
+``teacher_forced`` runs the step over a whole caption for training; a
+subclass may override it with a faster equivalent (the no-attention decoders
+run a fused RNN layer and one output matmul over all steps), and the tests
+check that the two agree.
+"""
+
+import collections
+
+import keras
+import tensorflow as tf
+
+StepOutput = collections.namedtuple("StepOutput", "logits state attention")
+
+
+def make_rnn(cell, units, name="rnn"):
+  """A sequence RNN layer of the chosen cell type; its ``.cell`` steps once."""
+  layers = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
+            "rnn": keras.layers.SimpleRNN}
+  if cell not in layers:
+    raise ValueError(f"cell must be one of {sorted(layers)}, got {cell!r}")
+  return layers[cell](units, return_sequences=True, return_state=True,
+                      name=name)
+
+
+def zero_cell_state(rnn, batch_size):
+  """Zero recurrent state: [h, c] for an LSTM, [h] otherwise, each [B, H]."""
+  count = 2 if isinstance(rnn, keras.layers.LSTM) else 1
+  return [tf.zeros([batch_size, rnn.units]) for _ in range(count)]
+
+
+class CaptionDecoder(keras.Model):
+  """Base class: word embedding, output layer, encoder hookup, teacher forcing.
+
+  Args:
+    vocab_size: int. V, the number of words including the special tokens.
+    embedding_size: int. E, the word embedding width.
+    hidden_size: int. H, the recurrent state width.
+    dropout: float. Drop rate on the recurrent input and output.
+    encoder: optional keras.Model, images -> {"pooled", "spatial"}; used
+      when batches carry images instead of cached features.
+    freeze_embeddings: bool. Keep the word embedding fixed in training.
+    cell: str. "lstm", "gru" or "rnn".
+  """
+
+  feature_kind = "pooled"  # Which encoder output the decoder reads.
+
+  def __init__(self, vocab_size, embedding_size=512, hidden_size=512,
+               dropout=0.3, encoder=None, freeze_embeddings=False,
+               cell="lstm", **kwargs):
+    super().__init__(**kwargs)
+    self.vocab_size = vocab_size
+    self.embedding_size = embedding_size
+    self.hidden_size = hidden_size
+    self.cell_type = cell
+    self.encoder = encoder
+    self.word_embedding = keras.layers.Embedding(
+        vocab_size, embedding_size, trainable=not freeze_embeddings,
+        name="word_embedding")
+    self.input_dropout = keras.layers.Dropout(dropout)
+    self.output_dropout = keras.layers.Dropout(dropout)
+    self.logits_layer = keras.layers.Dense(vocab_size, name="logits")
+
+  # -- Features --------------------------------------------------------------
+
+  def encode(self, batch, training=False):
+    """Cached ``features`` or the encoder's output for ``image``.
+
+    Returns float32 [B, D] (pooled) or [B, L, D] (spatial).
+    """
+    if "features" in batch:
+      return tf.cast(batch["features"], tf.float32)
+    if self.encoder is None:
+      raise ValueError("batch has images but the decoder has no encoder")
+    return self.encoder(batch["image"], training=training)[self.feature_kind]
+
+  # -- The contract ----------------------------------------------------------
+
+  def initial_state(self, features, training=False):
+    raise NotImplementedError
+
+  def step(self, word_ids, state, training=False):
+    raise NotImplementedError
+
+  def embed(self, word_ids, training=False):
+    """int32 [B] or [B, T] -> float32 [B, E] or [B, T, E], with dropout."""
+    return self.input_dropout(self.word_embedding(word_ids), training=training)
+
+  def output_logits(self, hidden, training=False):
+    """[..., H] -> [..., V] logits, the shared output layer with dropout."""
+    return self.logits_layer(self.output_dropout(hidden, training=training))
+
+  # -- Training --------------------------------------------------------------
+
+  def teacher_forced(self, features, input_ids, training=False):
+    """Logits for every position of the input captions.
+
+    Returns (logits float32 [B, T, V], aux dict); aux["attention"] is float32
+    [B, T, L] for attention decoders.
+    """
+    return self.sampled_forward(features, input_ids, 0.0, training)
+
+  def sampled_forward(self, features, input_ids, sampling_prob, training,
+                      seed=None):
+    """Step-by-step forward pass with scheduled sampling (Bengio et al. 2015).
+
+    With probability ``sampling_prob`` each input word after the first is the
+    model's own sample from the previous step instead of the true word.
+    """
+    batch_size = tf.shape(input_ids)[0]
+    length = tf.shape(input_ids)[1]
+    state = self.initial_state(features, training)
+    logits_ta = tf.TensorArray(tf.float32, size=length)
+    attention_ta = tf.TensorArray(tf.float32, size=length)
+    word = input_ids[:, 0]
+    seed = tf.zeros([2], tf.int32) if seed is None else seed
+    for t in tf.range(length):
+      out = self.step(word, state, training)
+      state = out.state
+      logits_ta = logits_ta.write(t, out.logits)
+      if out.attention is not None:
+        attention_ta = attention_ta.write(t, out.attention)
+      next_true = input_ids[:, tf.minimum(t + 1, length - 1)]
+      if sampling_prob > 0:
+        step_seed = seed + tf.stack([t, 0])
+        sampled = tf.cast(tf.random.stateless_categorical(
+            out.logits, 1, step_seed)[:, 0], tf.int32)
+        use_sample = tf.random.stateless_uniform(
+            [batch_size], step_seed + 1) < sampling_prob
+        word = tf.where(use_sample, sampled, next_true)
+      else:
+        word = next_true
+    logits = tf.transpose(logits_ta.stack(), [1, 0, 2])
+    aux = {}
+    if self.has_attention:
+      aux["attention"] = tf.transpose(attention_ta.stack(), [1, 0, 2])
+    return logits, aux
+
+  has_attention = False  # True where step() returns attention weights.
+
+  def auxiliary_losses(self, aux, batch, token_nll):
+    """Extra loss terms of a variant (e.g. doubly stochastic attention).
+
+    Args:
+      aux: dict from teacher_forced.
+      batch: the input batch (``mask`` float32 [B, T]).
+      token_nll: float32 [B, T], the per-word negative log-likelihood.
+    Returns:
+      dict name -> scalar loss, added to the cross-entropy and logged.
+    """
+    del aux, batch, token_nll
+    return {}
+
+  def call(self, batch, training=False):
+    """Teacher-forced logits for a batch: float32 [B, T, V]."""
+    features = self.encode(batch, training)
+    logits, _ = self.teacher_forced(features, batch["input_ids"], training)
+    return logits

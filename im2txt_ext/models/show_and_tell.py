@@ -1,0 +1,50 @@
+"""Show and Tell (Vinyals et al. 2015, im2txt).
+
+The pooled CNN vector, projected to the embedding size, is fed to the LSTM
+once before the first word (eq. 10, x_{-1} = CNN(I)); then each word
+embedding W_e S_t is fed (eq. 11) and a dense layer over the hidden state
+gives p_{t+1} = softmax(W h_t) (eq. 12).
+"""
+
+import keras
+import tensorflow as tf
+
+from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
+from im2txt_ext.models.decoder import make_rnn, zero_cell_state
+
+
+class ShowAndTell(CaptionDecoder):
+  """Show and Tell decoder; see CaptionDecoder for the arguments.
+
+  The ``cell`` argument lets the same model run with a GRU or vanilla RNN.
+
+  Reference: Vinyals et al., "Show and Tell: A Neural Image Caption
+  Generator", CVPR 2015.
+  """
+
+  def __init__(self, vocab_size, **kwargs):
+    super().__init__(vocab_size, **kwargs)
+    self.image_embedding = keras.layers.Dense(self.embedding_size,
+                                              name="image_embedding")
+    self.rnn = make_rnn(self.cell_type, self.hidden_size)
+
+  def initial_state(self, features, training=False):
+    """Feeds the image embedding once: features [B, D] -> {"cell": [...]}."""
+    image_input = self.input_dropout(self.image_embedding(features),
+                                     training=training)
+    zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
+    _, cell_state = self.rnn.cell(image_input, zeros, training=training)
+    return {"cell": list(cell_state)}
+
+  def step(self, word_ids, state, training=False):
+    hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),
+                                       state["cell"], training=training)
+    return StepOutput(self.output_logits(hidden, training),
+                      {"cell": list(cell_state)}, None)
+
+  def teacher_forced(self, features, input_ids, training=False):
+    """Fused form of the step loop: one RNN layer call, one output matmul."""
+    state = self.initial_state(features, training)
+    hidden, *_ = self.rnn(self.embed(input_ids, training),
+                          initial_state=state["cell"], training=training)
+    return self.output_logits(hidden, training), {}

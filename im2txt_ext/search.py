@@ -1,0 +1,223 @@
+"""The one caption search: greedy, sampling and batched beam search.
+
+Written once against the decoder-step contract (``initial_state``, ``step``;
+see ``im2txt_ext.models.decoder``), so it serves every decoder, in memory or
+inside an exported SavedModel. Each search is one ``tf.while_loop``: no
+Python round trip per step, and it stops as soon as every caption has ended.
+
+Results are ``SearchResult`` tuples (k captions per image):
+  ids: int32 [B, k, T], word ids after <start>, <end> included, then <pad>;
+  log_probs: float32 [B, k], sum of the words' log-probabilities;
+  scores: float32 [B, k], log_probs / length**length_penalty (ranks beams);
+  lengths: int32 [B, k], words including <end>;
+  attention: float32 [B, k, T, L] for attention decoders, else None.
+"""
+
+import collections
+
+import tensorflow as tf
+
+SearchResult = collections.namedtuple(
+    "SearchResult", "ids log_probs scores lengths attention")
+
+NEG_INF = -1e9
+
+
+def _tile(structure, times):
+  """Repeats every [B, ...] tensor to [B * times, ...], image-major."""
+  return tf.nest.map_structure(lambda x: tf.repeat(x, times, axis=0),
+                               structure)
+
+
+def _gather_rows(structure, rows):
+  return tf.nest.map_structure(lambda x: tf.gather(x, rows), structure)
+
+
+def _check(beam_size, max_length):
+  if not isinstance(beam_size, int) or beam_size < 1:
+    raise ValueError(f"beam size must be a positive integer, got {beam_size}")
+  if not isinstance(max_length, int) or not 1 <= max_length <= 500:
+    raise ValueError(f"max length must be in 1..500, got {max_length}")
+
+
+def beam_search(decoder, features, beam_size=3, max_length=20,
+                length_penalty=0.0, top_k=None, start_id=1, end_id=2,
+                pad_id=0):
+  """Batched beam search over a batch of images.
+
+  Beams that emit <end> are kept, frozen, and compete on their total
+  log-probability; the search stops when all beams of all images have ended
+  or at ``max_length``, in which case unfinished beams (the best partial
+  captions) are returned as they are. Final ranking divides by
+  length**length_penalty (0 = plain log-probability).
+
+  Args:
+    decoder: an object with the decoder-step contract.
+    features: float32 [B, D] or [B, L, D] image features.
+    beam_size: int. K beams per image.
+    max_length: int. Most words per caption, <end> included.
+    length_penalty: float. The exponent alpha above.
+    top_k: int <= beam_size. Captions returned per image (default: all K).
+  """
+  _check(beam_size, max_length)
+  k = beam_size
+  top_k = k if top_k is None else top_k
+  if not 1 <= top_k <= k:
+    raise ValueError(f"top_k must be in 1..{k}, got {top_k}")
+  batch_size = tf.shape(features)[0]
+  state = _tile(decoder.initial_state(features), k)
+  vocab_size = decoder.vocab_size
+  num_locations = tf.shape(features)[1] if decoder.has_attention else 1
+
+  # Only beam 0 is alive at the start, so the first step draws K distinct
+  # words from it rather than K copies of the same one.
+  log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]),
+                      [batch_size, 1])
+  # A finished beam may only continue with <pad>, at no cost.
+  pad_row = tf.where(tf.range(vocab_size) == pad_id, 0.0, NEG_INF)
+  beam_offsets = tf.range(batch_size)[:, None] * k  # [B, 1]
+  init = dict(
+      t=tf.constant(0),
+      words=tf.fill([batch_size * k], start_id),
+      state=state,
+      log_probs=log_probs,
+      finished=tf.zeros([batch_size, k], tf.bool),
+      lengths=tf.zeros([batch_size, k], tf.int32),
+      ids=tf.fill([batch_size, k, max_length], pad_id),
+      attention=tf.zeros([batch_size, k, max_length, num_locations]))
+
+  def body(v):
+    t = v["t"]
+    out = decoder.step(v["words"], v["state"])
+    step_log_probs = tf.reshape(tf.nn.log_softmax(out.logits),
+                                [batch_size, k, vocab_size])
+    step_log_probs = tf.where(v["finished"][..., None], pad_row,
+                              step_log_probs)
+    candidates = tf.reshape(v["log_probs"][..., None] + step_log_probs,
+                            [batch_size, k * vocab_size])
+    new_log_probs, flat = tf.math.top_k(candidates, k)  # [B, K]
+    parent = flat // vocab_size
+    word = tf.cast(flat % vocab_size, tf.int32)
+    rows = tf.reshape(beam_offsets + parent, [-1])
+
+    was_finished = tf.gather(v["finished"], parent, batch_dims=1)
+    column = tf.one_hot(t, max_length, dtype=tf.int32)  # [T]
+    ids = tf.gather(v["ids"], parent, batch_dims=1)
+    ids = ids * (1 - column) + word[..., None] * column
+    attention = tf.gather(v["attention"], parent, batch_dims=1)
+    if out.attention is not None:
+      step_attention = tf.gather(out.attention, rows)
+      step_attention = tf.reshape(step_attention, [batch_size, k, 1, -1])
+      attention += step_attention * tf.cast(column, tf.float32)[:, None] * \
+          tf.cast(tf.logical_not(was_finished), tf.float32)[..., None, None]
+    return (dict(
+        t=t + 1,
+        words=tf.reshape(word, [-1]),
+        state=_gather_rows(out.state, rows),
+        log_probs=new_log_probs,
+        finished=tf.logical_or(was_finished, tf.equal(word, end_id)),
+        lengths=tf.gather(v["lengths"], parent, batch_dims=1) +
+        tf.cast(tf.logical_not(was_finished), tf.int32),
+        ids=ids,
+        attention=attention),)
+
+  v = tf.while_loop(_not_done(max_length), body, (init,),
+                    shape_invariants=(_invariants(init),),
+                    maximum_iterations=max_length)[0]
+  lengths = tf.maximum(v["lengths"], 1)
+  scores = v["log_probs"] / tf.pow(tf.cast(lengths, tf.float32),
+                                   length_penalty)
+  scores, order = tf.math.top_k(scores, top_k)
+  pick = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
+  return SearchResult(pick(v["ids"]), pick(v["log_probs"]), scores,
+                      pick(lengths),
+                      pick(v["attention"]) if decoder.has_attention else None)
+
+
+def _invariants(structure):
+  """Shape invariants with the batch dimension left free."""
+  def free(x):
+    shape = x.shape.as_list()
+    return tf.TensorShape([None] + shape[1:]) if shape else x.shape
+  return tf.nest.map_structure(free, structure)
+
+
+def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0):
+  """Most likely word at each step; k = 1 caption per image."""
+  return _decode(decoder, features, max_length, lambda logits, t: tf.cast(
+      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id)
+
+
+def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
+           seed=(0, 0), start_id=1, end_id=2, pad_id=0):
+  """Samples each word from softmax(logits / temperature).
+
+  Args:
+    top_k: int. When > 0, sample only among the k most likely words.
+    seed: pair of ints; the same seed gives the same captions.
+  """
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  seed = tf.constant(seed, tf.int32)
+
+  def choose(logits, t):
+    logits = logits / temperature
+    if top_k:
+      kth = tf.math.top_k(logits, top_k).values[:, -1:]
+      logits = tf.where(logits < kth, NEG_INF, logits)
+    return tf.cast(tf.random.stateless_categorical(
+        logits, 1, seed + tf.stack([t, 0]))[:, 0], tf.int32)
+  return _decode(decoder, features, max_length, choose, start_id, end_id,
+                 pad_id)
+
+
+def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id):
+  """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
+  _check(1, max_length)
+  batch_size = tf.shape(features)[0]
+  num_locations = tf.shape(features)[1] if decoder.has_attention else 1
+  init = dict(
+      t=tf.constant(0),
+      words=tf.fill([batch_size], start_id),
+      state=decoder.initial_state(features),
+      log_probs=tf.zeros([batch_size]),
+      finished=tf.zeros([batch_size], tf.bool),
+      lengths=tf.zeros([batch_size], tf.int32),
+      ids=tf.fill([batch_size, max_length], pad_id),
+      attention=tf.zeros([batch_size, max_length, num_locations]))
+
+  def body(v):
+    out = decoder.step(v["words"], v["state"])
+    alive = tf.logical_not(v["finished"])
+    word = tf.where(alive, choose(out.logits, v["t"]), pad_id)
+    word_log_prob = tf.gather(tf.nn.log_softmax(out.logits), word,
+                              batch_dims=1)
+    column = tf.one_hot(v["t"], max_length, dtype=tf.int32)  # [T]
+    attention = v["attention"]
+    if out.attention is not None:
+      attention += out.attention[:, None, :] * tf.cast(
+          column, tf.float32)[:, None] * tf.cast(alive, tf.float32)[
+              :, None, None]
+    return (dict(
+        t=v["t"] + 1, words=word, state=out.state,
+        log_probs=v["log_probs"] + tf.where(alive, word_log_prob, 0.0),
+        finished=tf.logical_or(v["finished"], tf.equal(word, end_id)),
+        lengths=v["lengths"] + tf.cast(alive, tf.int32),
+        ids=v["ids"] * (1 - column) + word[:, None] * column,
+        attention=attention),)
+
+  v = tf.while_loop(_not_done(max_length), body, (init,),
+                    shape_invariants=(_invariants(init),),
+                    maximum_iterations=max_length)[0]
+  lengths = tf.maximum(v["lengths"], 1)
+  attention = v["attention"][:, None] if decoder.has_attention else None
+  return SearchResult(v["ids"][:, None], v["log_probs"][:, None],
+                      v["log_probs"][:, None], lengths[:, None], attention)
+
+
+def _not_done(max_length):
+  """Loop condition: steps left and some caption still going."""
+  def cond(v):
+    return tf.logical_and(v["t"] < max_length,
+                          tf.logical_not(tf.reduce_all(v["finished"])))
+  return cond
