@@ -10,7 +10,8 @@ shuffles and prefetches.
 Batch elements are dicts (shape letters: B batch, T caption length,
 S image side, D channels, L locations):
   image: float32 [B, S, S, 3], RGB in 0..255 (when reading images), or
-  features: float32 [B, D] or [B, L, D] (when reading cached features);
+  feature_row: int64 [B] (when reading cached features; ``FeatureLookup.
+    attach`` turns it into ``features`` float32 [B, D] or [B, L, D]);
   image_id: string [B];
   input_ids: int32 [B, T], the caption from <start>, without <end>;
   target_ids: int32 [B, T], the caption shifted by one: the words to predict;
@@ -107,16 +108,21 @@ def split_caption(caption_ids, max_length):
 
 
 class FeatureLookup:
-  """Cached CNN features looked up by image id, a batch at a time.
+  """Cached CNN features looked up by image id.
+
+  The pipeline carries only each example's row number (``feature_row``);
+  ``attach`` gathers the rows inside the training or search step, so the
+  features sit once in device memory (float16) and the input pipeline stays
+  small and checkpointable.
 
   Args:
     image_ids: list of str, the id of each row of ``features``.
-    features: array [N, D] or [N, L, D] (a float16 memmap is fine); rows are
-      read per batch, so the array never has to be in the graph or in memory.
+    features: array [N, D] or [N, L, D] (a float16 memmap is fine).
   """
 
   def __init__(self, image_ids, features):
-    self.features = features
+    self.values = tf.Variable(np.asarray(features, np.float16),
+                              trainable=False, name="cached_features")
     self.table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(image_ids)), tf.range(len(image_ids),
@@ -124,7 +130,7 @@ class FeatureLookup:
 
   @property
   def feature_shape(self):
-    return tuple(self.features.shape[1:])
+    return tuple(self.values.shape[1:])
 
   def rows(self, image_ids):
     rows = self.table.lookup(image_ids)
@@ -132,12 +138,15 @@ class FeatureLookup:
         rows, message="image id has no cached features")
     return rows
 
-  def gather(self, rows):
-    """int64 [B] rows -> float32 [B, ...] features."""
-    def read(r):
-      return np.asarray(self.features[r], dtype=np.float32)
-    out = tf.numpy_function(read, [rows], tf.float32, stateful=False)
-    return tf.ensure_shape(out, (None,) + self.feature_shape)
+  def attach(self, batch):
+    """Replaces ``feature_row`` int64 [B] by ``features`` float32 [B, ...]."""
+    if "feature_row" not in batch:
+      return batch
+    batch = dict(batch)
+    batch["features"] = tf.cast(tf.gather(self.values,
+                                          batch.pop("feature_row")),
+                                tf.float32)
+    return batch
 
 
 def batched(examples, config, training, features=None, drop_remainder=False):
@@ -146,14 +155,15 @@ def batched(examples, config, training, features=None, drop_remainder=False):
   Args:
     examples: dataset from ``from_tfrecords`` or ``from_records``.
     config: PipelineConfig.
-    training: bool. Shuffles (repeatable from the seed) and augments.
-    features: optional FeatureLookup; when given, batches carry ``features``
-      instead of decoded images.
+    training: bool. Shuffles (repeatable from the seed), repeats forever and
+      augments.
+    features: optional FeatureLookup; when given, batches carry
+      ``feature_row`` (for ``features.attach``) instead of decoded images.
     drop_remainder: bool. Keep every batch the same size (for distribution).
   """
   if training:
     examples = examples.shuffle(config.shuffle_buffer, seed=config.seed,
-                                reshuffle_each_iteration=True)
+                                reshuffle_each_iteration=True).repeat()
 
   def prepare(example):
     input_ids, target_ids = split_caption(example["caption_ids"],
@@ -183,22 +193,15 @@ def batched(examples, config, training, features=None, drop_remainder=False):
       bucket_batch_sizes=[config.batch_size] * (len(config.bucket_boundaries)
                                                 + 1),
       drop_remainder=drop_remainder)
-  if features is not None:
-    def attach(batch):
-      batch = dict(batch)
-      batch["features"] = features.gather(batch.pop("feature_row"))
-      return batch
-    ds = ds.map(attach, num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE)
 
 
 def image_batches(records, image_size, batch_size, features=None):
-  """Batches of {image_id, image | features}, one entry per image."""
+  """Batches of {image_id, image | feature_row}, one entry per image."""
   ds = images_of(records)
   if features is not None:
     ds = ds.batch(batch_size).map(lambda x: {
-        "image_id": x["image_id"],
-        "features": features.gather(features.rows(x["image_id"]))})
+        "image_id": x["image_id"], "feature_row": features.rows(x["image_id"])})
   else:
     ds = ds.map(lambda x: {"image_id": x["image_id"],
                            "image": decode_image(tf.io.read_file(

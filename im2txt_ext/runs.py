@@ -1,0 +1,134 @@
+"""A run directory: config, vocabulary, checkpoints; and models built from it.
+
+Layout of a run directory:
+  config.json         the ExperimentConfig (reproduces the run);
+  vocab.txt           the Vocabulary;
+  checkpoints/        the last N training checkpoints (model, optimiser,
+                      step, data-iterator position);
+  best/               the checkpoint with the best validation BLEU-4;
+  train/, val/        TensorBoard event files.
+"""
+
+import importlib
+import os
+
+import tensorflow as tf
+
+from im2txt_ext.config import ExperimentConfig
+from im2txt_ext.data.vocabulary import Vocabulary
+from im2txt_ext.errors import InputError
+from im2txt_ext.models import decoder_class
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+
+
+def embedding_source_matrix(config, vocab):
+  """The initial word-embedding matrix [V, E] named by the config, or None.
+
+  Loaded through the ``embeddings`` package (imported only when asked for).
+  """
+  source = config.model.embeddings_init
+  if not source:
+    return None
+  vectors = importlib.import_module("embeddings.vectors")
+  matrix, report = vectors.embedding_matrix(
+      vocab, source, config.model.embedding_size, seed=config.train.seed)
+  print(f"word embedding from {source}: {report}")
+  return matrix
+
+
+def build_decoder(config, vocab_size, with_encoder):
+  """The decoder named by ``config.model``, with its encoder if asked for."""
+  encoder = None
+  if with_encoder:
+    from im2txt_ext.encoders import build_encoder
+    train_encoder = config.train.train_encoder_after == 0
+    encoder = build_encoder(config.model.encoder,
+                            weights=config.model.encoder_weights or None,
+                            image_size=config.data.image_size or None,
+                            trainable=train_encoder)
+  try:
+    cls = decoder_class(config.model.decoder)
+  except (ValueError, ImportError) as e:
+    raise InputError(str(e)) from None
+  return cls(vocab_size,
+             embedding_size=config.model.embedding_size,
+             hidden_size=config.model.hidden_size,
+             dropout=config.model.dropout,
+             cell=config.model.cell,
+             encoder=encoder,
+             freeze_embeddings=config.model.freeze_embeddings,
+             **config.model.decoder_options)
+
+
+def build_from_batch(decoder, batch):
+  """Creates the decoder's weights by running it once on a batch."""
+  decoder({k: v for k, v in batch.items() if k != "image_id"}, training=False)
+
+
+def image_size(config):
+  from im2txt_ext.encoders import encoder_spec
+  return config.data.image_size or encoder_spec(config.model.encoder).image_size
+
+
+def feature_shape(config):
+  """Shape of one image's features: (D,) or (L, D), from the encoder spec."""
+  from im2txt_ext.encoders import encoder_spec
+  spec = encoder_spec(config.model.encoder)
+  size = image_size(config)
+  grid = spec.grid * size // spec.image_size
+  return (spec.dim,) if decoder_class(config.model.decoder).feature_kind == \
+      "pooled" else (grid * grid, spec.dim)
+
+
+class TrainedModel:
+  """A decoder restored from a run directory, ready to caption.
+
+  Attributes:
+    config: ExperimentConfig. vocab: Vocabulary. decoder: CaptionDecoder
+    (with its encoder when ``with_encoder``). step: int, the training step
+    of the restored checkpoint.
+  """
+
+  def __init__(self, run_dir, which="best", with_encoder=True):
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isdir(run_dir):
+      raise InputError("run directory not found", run_dir)
+    if not os.path.isfile(config_path):
+      raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
+    self.config = ExperimentConfig.load(config_path)
+    self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
+    self.decoder = build_decoder(self.config, len(self.vocab), with_encoder)
+    self.with_encoder = with_encoder
+    dummy = {"input_ids": tf.zeros([1, 2], tf.int32)}
+    if with_encoder:
+      size = image_size(self.config)
+      dummy["image"] = tf.zeros([1, size, size, 3])
+    else:
+      dummy["features"] = tf.zeros((1,) + feature_shape(self.config))
+    build_from_batch(self.decoder, dummy)
+    self.step = restore_weights(self.decoder, run_dir, which)
+
+
+def restore_weights(decoder, run_dir, which="best"):
+  """Loads the best (or "latest") checkpoint's weights; returns its step."""
+  folders = [BEST_DIR, CHECKPOINTS_DIR] if which == "best" else \
+      [CHECKPOINTS_DIR]
+  for folder in folders:
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, folder))
+    if path:
+      break
+  else:
+    raise InputError("no checkpoint found", run_dir)
+  step = tf.Variable(0, dtype=tf.int64)
+  checkpoint = tf.train.Checkpoint(model=decoder, step=step)
+  try:
+    checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+  except (AssertionError, ValueError) as e:
+    first = (str(e).splitlines() or ["mismatch"])[0][:300]
+    raise InputError(f"checkpoint does not match the model in config.json "
+                     f"({first})", path) from None
+  return int(step.numpy())

@@ -1,0 +1,29 @@
+"""Masked cross-entropy over padded captions."""
+
+import tensorflow as tf
+
+
+def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0):
+  """Mean negative log-likelihood of the target words, ignoring padding.
+
+  Args:
+    logits: float32 [B, T, V].
+    targets: int32 [B, T].
+    mask: float32 [B, T], 1 on real words.
+    label_smoothing: float. Mix of the one-hot target with the uniform
+      distribution (Szegedy et al. 2016); 0 = plain cross-entropy.
+
+  Returns:
+    (loss, token_nll): the mean over real words (scalar), and float32 [B, T]
+    per-word negative log-likelihoods of the true words, zero on padding (the
+    likelihood that hard attention uses as its reward).
+  """
+  log_probs = tf.nn.log_softmax(logits)
+  token_nll = -tf.gather(log_probs, targets, batch_dims=2) * mask
+  if label_smoothing:
+    smooth = -tf.reduce_mean(log_probs, axis=-1) * mask
+    token_loss = (1.0 - label_smoothing) * token_nll + label_smoothing * smooth
+  else:
+    token_loss = token_nll
+  loss = tf.reduce_sum(token_loss) / tf.maximum(tf.reduce_sum(mask), 1.0)
+  return loss, token_nll

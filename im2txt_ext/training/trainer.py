@@ -1,0 +1,320 @@
+"""The one training loop, for every decoder.
+
+Teacher forcing with masked cross-entropy (plus each variant's auxiliary
+losses), Adam or SGD with a schedule, global-norm clipping, optional label
+smoothing and scheduled sampling, TensorBoard scalars, a progress bar, and
+periodic validation (greedy captions, BLEU-4) that prints sample captions.
+
+Checkpoints hold the model, the optimiser, the step and the position of the
+input iterator, so a run killed at any moment resumes from its last
+checkpoint with the same optimiser state and data order, losing at most the
+steps since that checkpoint. The checkpoint with the best validation BLEU-4
+is kept apart in ``best/``.
+"""
+
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from im2txt_ext import runs, search
+from im2txt_ext.data import pipeline, readers
+from im2txt_ext.data.tokenizer import tokenize
+from im2txt_ext.data.vocabulary import Vocabulary
+from im2txt_ext.errors import InputError
+from im2txt_ext.metrics import bleu4
+from im2txt_ext.training.losses import masked_cross_entropy
+
+
+def load_split_records(config, which):
+  """Training ("train") or validation ("val") records named by the config."""
+  data = config.data
+  report = readers.SkipReport()
+  on_error = "skip" if data.skip_bad_inputs else "raise"
+  path = data.train_captions if which == "train" or not data.val_captions \
+      else data.val_captions
+  if not path:
+    raise InputError("no training caption file: set data.train_captions")
+  records = readers.read_dataset(path, images_dir=data.images_dir or None,
+                                 on_error=on_error, report=report)
+  if report.total:
+    print(f"{path}: {report.summary()}")
+  if path == data.train_captions and (data.split_field or
+                                      data.val_captions == ""):
+    wanted = data.split_field if which == "train" else "val"
+    if any(r.split for r in records) and (which == "val" or
+                                          data.split_field):
+      records = readers.split_records(records, wanted)
+  if not records:
+    raise InputError(f"no {which} records", path)
+  return records
+
+
+def load_features(config):
+  """FeatureLookup of the cached features named by the config, or None."""
+  if not config.data.features:
+    return None
+  from im2txt_ext.encoders.features import load_features as load
+  image_ids, array = load(config.data.features)
+  expected = runs.feature_shape(config)
+  if tuple(array.shape[1:]) != expected:
+    raise InputError(f"cached features have shape {tuple(array.shape[1:])} "
+                     f"per image but {config.model.decoder} with "
+                     f"{config.model.encoder} needs {expected}",
+                     config.data.features)
+  return pipeline.FeatureLookup(image_ids, array)
+
+
+def learning_rate(config):
+  t = config.train
+  if t.lr_schedule == "constant":
+    return t.learning_rate
+  if t.lr_schedule == "exponential":
+    return tf.keras.optimizers.schedules.ExponentialDecay(
+        t.learning_rate, t.lr_decay_steps, t.lr_decay_rate, staircase=True)
+  if t.lr_schedule == "cosine":
+    return tf.keras.optimizers.schedules.CosineDecay(t.learning_rate,
+                                                     t.num_steps)
+  raise InputError(f"unknown lr_schedule {t.lr_schedule!r}: use constant, "
+                   "exponential or cosine")
+
+
+def make_optimizer(config):
+  import keras
+  rate = learning_rate(config)
+  if config.train.optimizer == "adam":
+    return keras.optimizers.Adam(rate)
+  if config.train.optimizer == "sgd":
+    return keras.optimizers.SGD(rate)
+  raise InputError(f"unknown optimizer {config.train.optimizer!r}: use adam "
+                   "or sgd")
+
+
+class Trainer:
+  """Trains the decoder of an ExperimentConfig in a run directory.
+
+  Args:
+    config: ExperimentConfig. Ignored (the saved one is used) when the run
+      directory already holds a config, so a resumed run is the same run.
+    run_dir: str. Where config, vocabulary, checkpoints and logs go.
+    strategy: optional tf.distribute.Strategy (default: the current one).
+    quiet: bool. No progress bar or sample captions.
+  """
+
+  def __init__(self, config, run_dir, strategy=None, quiet=False):
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = os.path.join(run_dir, runs.CONFIG_FILE)
+    if os.path.exists(config_path):
+      saved = type(config).load(config_path)
+      if saved.to_dict() != config.to_dict():
+        print(f"resuming {run_dir} with its saved config.json")
+      config = saved
+    else:
+      config.save(config_path)
+    self.config = config
+    self.run_dir = run_dir
+    self.quiet = quiet
+    self.strategy = strategy or tf.distribute.get_strategy()
+    tf.keras.utils.set_random_seed(config.train.seed)
+
+    self.train_records = load_split_records(config, "train")
+    self.val_records = load_split_records(config, "val")
+    vocab_path = os.path.join(run_dir, runs.VOCAB_FILE)
+    if os.path.exists(vocab_path):
+      self.vocab = Vocabulary.load(vocab_path)
+    else:
+      self.vocab = Vocabulary.build(
+          (tokenize(c) for r in self.train_records for c in r.captions),
+          min_count=config.data.min_word_count)
+      self.vocab.save(vocab_path)
+    self.features = load_features(config)
+    self.pipeline_config = pipeline.PipelineConfig(
+        batch_size=config.train.batch_size,
+        image_size=runs.image_size(config),
+        max_caption_length=config.data.max_caption_length,
+        shuffle_buffer=config.data.shuffle_buffer,
+        augment=config.data.augment, seed=config.train.seed)
+    self._build()
+
+  def _build(self):
+    config = self.config
+    examples = pipeline.from_records(self.train_records, self.vocab,
+                                     read_images=self.features is None)
+    dataset = pipeline.batched(
+        examples, self.pipeline_config, training=True, features=self.features,
+        drop_remainder=self.strategy.num_replicas_in_sync > 1)
+    with self.strategy.scope():
+      self.decoder = runs.build_decoder(config, len(self.vocab),
+                                        with_encoder=self.features is None)
+      self.iterator = iter(dataset)
+      first = self._attach(next(iter(dataset.take(1))))
+      runs.build_from_batch(self.decoder, first)
+      matrix = runs.embedding_source_matrix(config, self.vocab)
+      if matrix is not None:
+        self.decoder.word_embedding.embeddings.assign(matrix)
+      self.optimizer = make_optimizer(config)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      self.best_bleu = tf.Variable(-1.0, trainable=False, name="best_bleu")
+    self.checkpoint = tf.train.Checkpoint(
+        model=self.decoder, optimizer=self.optimizer, step=self.step,
+        best_bleu=self.best_bleu, iterator=self.iterator)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(self.run_dir, runs.CHECKPOINTS_DIR),
+        max_to_keep=config.train.keep_checkpoints)
+    self.best_manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=self.decoder, step=self.step),
+        os.path.join(self.run_dir, runs.BEST_DIR), max_to_keep=1)
+    if self.manager.latest_checkpoint:
+      self.checkpoint.restore(self.manager.latest_checkpoint)
+      print(f"resumed from {self.manager.latest_checkpoint} at step "
+            f"{int(self.step.numpy())}")
+    self._step_fns = {}
+    self._greedy = tf.function(
+        lambda f: search.greedy(self.decoder, f, self.config.data.max_caption_length + 1,
+                                start_id=self.vocab.start_id,
+                                end_id=self.vocab.end_id,
+                                pad_id=self.vocab.pad_id),
+        reduce_retracing=True)
+
+  def _attach(self, batch):
+    return self.features.attach(batch) if self.features else batch
+
+  # -- One step ---------------------------------------------------------------
+
+  def _train_encoder(self, step):
+    after = self.config.train.train_encoder_after
+    return self.decoder.encoder is not None and 0 <= after <= step
+
+  def _step_fn(self, train_encoder, scheduled_sampling):
+    """The compiled training step for one phase (encoder frozen or not)."""
+    key = (train_encoder, scheduled_sampling)
+    if key in self._step_fns:
+      return self._step_fns[key]
+    if self.decoder.encoder is not None:
+      self.decoder.encoder.trainable = train_encoder
+    variables = list(self.decoder.trainable_variables)
+    clip_norm = self.config.train.clip_norm
+    smoothing = self.config.train.label_smoothing
+    replicas = self.strategy.num_replicas_in_sync
+
+    def replica_step(batch, sampling_prob, seed):
+      batch = self._attach(batch)
+      with tf.GradientTape() as tape:
+        features = self.decoder.encode(batch, training=True)
+        if scheduled_sampling:
+          logits, aux = self.decoder.sampled_forward(
+              features, batch["input_ids"], sampling_prob, True, seed)
+        else:
+          logits, aux = self.decoder.teacher_forced(
+              features, batch["input_ids"], training=True)
+        xent, token_nll = masked_cross_entropy(
+            logits, batch["target_ids"], batch["mask"], smoothing)
+        extra = self.decoder.auxiliary_losses(aux, batch, token_nll)
+        loss = xent + tf.add_n(list(extra.values())) if extra else xent
+        scaled = loss / replicas  # Gradients are summed over replicas.
+      grads = tape.gradient(scaled, variables)
+      grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
+               else g for g in grads]
+      ctx = tf.distribute.get_replica_context()
+      grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      grad_norm = tf.linalg.global_norm(grads)
+      if clip_norm:
+        grads, _ = tf.clip_by_global_norm(grads, clip_norm, grad_norm)
+      self.optimizer.apply(grads, variables)
+      logged = {"loss": loss, "cross_entropy": xent, "grad_norm": grad_norm,
+                **extra}
+      return {k: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v)
+              for k, v in logged.items()}
+
+    @tf.function(reduce_retracing=True)
+    def step_fn(batch, sampling_prob, seed):
+      out = self.strategy.run(replica_step, args=(batch, sampling_prob, seed))
+      return tf.nest.map_structure(
+          lambda v: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
+                                         axis=None), out)
+    self._step_fns[key] = step_fn
+    return step_fn
+
+  # -- Validation -------------------------------------------------------------
+
+  def caption_records(self, records, batch_size=64):
+    """Greedy captions {image_id: str} for records, with this decoder."""
+    captions = {}
+    ds = pipeline.image_batches(records, self.pipeline_config.image_size,
+                                batch_size, self.features)
+    for batch in ds:
+      batch = self._attach(batch)
+      result = self._greedy(self.decoder.encode(batch, training=False))
+      for image_id, ids in zip(batch["image_id"].numpy(),
+                               result.ids[:, 0].numpy()):
+        captions[image_id.decode()] = " ".join(self.vocab.decode(ids))
+    return captions
+
+  def validate(self):
+    records = self.val_records[:self.config.train.validation_images]
+    captions = self.caption_records(records)
+    refs = {r.image_id: r.captions for r in records}
+    return bleu4(captions, refs), captions
+
+  # -- The loop ---------------------------------------------------------------
+
+  def train(self):
+    """Trains to config.train.num_steps; returns a summary dict."""
+    t = self.config.train
+    writer = tf.summary.create_file_writer(os.path.join(self.run_dir,
+                                                        "train"))
+    start = int(self.step.numpy())
+    history, started = [], time.time()
+    bar = tqdm(total=t.num_steps, initial=start, disable=self.quiet,
+               desc=self.config.name, unit="step", dynamic_ncols=True)
+    for step in range(start, t.num_steps):
+      sampling = t.scheduled_sampling * min(1.0, step / max(
+          1, t.scheduled_sampling_ramp))
+      step_fn = self._step_fn(self._train_encoder(step),
+                              t.scheduled_sampling > 0)
+      batch = next(self.iterator)
+      logged = step_fn(batch, tf.constant(sampling, tf.float32),
+                       tf.constant([t.seed, step], tf.int32))
+      self.step.assign_add(1)
+      done = step + 1
+      loss = float(logged["loss"])
+      if not math.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss} at step {done}; the "
+                                 f"last good checkpoint is in {self.run_dir}")
+      history.append(loss)
+      bar.update(1)
+      bar.set_postfix(loss=f"{loss:.3f}",
+                      ppl=f"{math.exp(min(float(logged['cross_entropy']), 50)):.1f}")
+      if done % t.log_every == 0 or done == t.num_steps:
+        with writer.as_default(step=done):
+          for name, value in logged.items():
+            tf.summary.scalar(name, value)
+          tf.summary.scalar("perplexity",
+                            math.exp(min(float(logged["cross_entropy"]), 50)))
+          tf.summary.scalar("learning_rate",
+                            float(self.optimizer.learning_rate))
+      if done % t.validate_every == 0 or done == t.num_steps:
+        self._validate_and_keep_best(done, writer)
+      if done % t.checkpoint_every == 0 or done == t.num_steps:
+        self.manager.save(checkpoint_number=done)
+    bar.close()
+    return {"steps": int(self.step.numpy()),
+            "final_loss": float(np.mean(history[-20:])) if history else None,
+            "best_val_bleu4": float(self.best_bleu.numpy()),
+            "seconds": time.time() - started}
+
+  def _validate_and_keep_best(self, step, writer):
+    score, captions = self.validate()
+    with writer.as_default(step=step):
+      tf.summary.scalar("val_bleu4", score)
+    if not self.quiet:
+      tqdm.write(f"step {step}: validation BLEU-4 {score:.4f}")
+      for record in self.val_records[:3]:
+        tqdm.write(f"  {record.image_id}: {captions[record.image_id]!r} "
+                   f"(ref: {record.captions[0]!r})")
+    if score > float(self.best_bleu.numpy()):
+      self.best_bleu.assign(score)
+      self.best_manager.save(checkpoint_number=step)
