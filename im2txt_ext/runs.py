@@ -42,14 +42,7 @@ def embedding_source_matrix(config, vocab):
 
 def build_decoder(config, vocab_size, with_encoder):
   """The decoder named by ``config.model``, with its encoder if asked for."""
-  encoder = None
-  if with_encoder:
-    from im2txt_ext.encoders import build_encoder
-    train_encoder = config.train.train_encoder_after == 0
-    encoder = build_encoder(config.model.encoder,
-                            weights=config.model.encoder_weights or None,
-                            image_size=config.data.image_size or None,
-                            trainable=train_encoder)
+  encoder = build_encoder_of(config) if with_encoder else None
   try:
     cls = decoder_class(config.model.decoder)
   except (ValueError, ImportError) as e:
@@ -62,6 +55,15 @@ def build_decoder(config, vocab_size, with_encoder):
              encoder=encoder,
              freeze_embeddings=config.model.freeze_embeddings,
              **config.model.decoder_options)
+
+
+def build_encoder_of(config):
+  """The image encoder named by ``config.model``."""
+  from im2txt_ext.encoders import build_encoder
+  return build_encoder(config.model.encoder,
+                       weights=config.model.encoder_weights or None,
+                       image_size=config.data.image_size or None,
+                       trainable=config.train.train_encoder_after == 0)
 
 
 def build_from_batch(decoder, batch):
@@ -101,16 +103,21 @@ class TrainedModel:
       raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
     self.config = ExperimentConfig.load(config_path)
     self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
-    self.decoder = build_decoder(self.config, len(self.vocab), with_encoder)
-    self.with_encoder = with_encoder
+    # A decoder trained on cached features has no encoder weights in its
+    # checkpoints: restore it alone, then give it its (pretrained) encoder.
+    trained_with_encoder = not self.config.data.features
+    self.decoder = build_decoder(self.config, len(self.vocab),
+                                 with_encoder and trained_with_encoder)
     dummy = {"input_ids": tf.zeros([1, 2], tf.int32)}
-    if with_encoder:
+    if with_encoder and trained_with_encoder:
       size = image_size(self.config)
       dummy["image"] = tf.zeros([1, size, size, 3])
     else:
       dummy["features"] = tf.zeros((1,) + feature_shape(self.config))
     build_from_batch(self.decoder, dummy)
     self.step = restore_weights(self.decoder, run_dir, which)
+    if with_encoder and not trained_with_encoder:
+      self.decoder.encoder = build_encoder_of(self.config)
 
 
 def restore_weights(decoder, run_dir, which="best"):

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from im2txt_ext import runs, search
+from im2txt_ext import inference, runs, search
 from im2txt_ext.data import pipeline, readers
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
@@ -240,22 +240,11 @@ class Trainer:
 
   # -- Validation -------------------------------------------------------------
 
-  def caption_records(self, records, batch_size=64):
-    """Greedy captions {image_id: str} for records, with this decoder."""
-    captions = {}
-    ds = pipeline.image_batches(records, self.pipeline_config.image_size,
-                                batch_size, self.features)
-    for batch in ds:
-      batch = self._attach(batch)
-      result = self._greedy(self.decoder.encode(batch, training=False))
-      for image_id, ids in zip(batch["image_id"].numpy(),
-                               result.ids[:, 0].numpy()):
-        captions[image_id.decode()] = " ".join(self.vocab.decode(ids))
-    return captions
-
   def validate(self):
     records = self.val_records[:self.config.train.validation_images]
-    captions = self.caption_records(records)
+    captions = inference.caption_records(
+        self.decoder, self.vocab, records, self.pipeline_config.image_size,
+        self._greedy, self.features)
     refs = {r.image_id: r.captions for r in records}
     return bleu4(captions, refs), captions
 

@@ -1,0 +1,1 @@
+"""Experiment configs (configs/*.json) and the drivers of the make targets."""

@@ -1,0 +1,61 @@
+"""Captions image files with a trained model.
+
+  im2txt-caption --run_dir=runs/demo --images=photo.jpg,more_photos/
+"""
+
+import json
+
+from absl import flags
+
+from im2txt_ext.cli import run
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Training run directory (holds "
+                    "config.json, vocab.txt and checkpoints).")
+flags.DEFINE_list("images", None, "Image files and/or folders of images, "
+                  "comma-separated.")
+flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"],
+                  "Search: batched beam search, greedy, or sampling.")
+flags.DEFINE_integer("beam_size", 3, "Beams per image (method=beam).")
+flags.DEFINE_integer("max_length", 20, "Most words per caption, <end> "
+                     "included.")
+flags.DEFINE_integer("top_k", 1, "Captions printed per image (beam: at most "
+                     "beam_size); for sampling, sample among the k likeliest "
+                     "words (0 = all).")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature (method=sample).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
+                  "checkpoint: best validation BLEU-4 or the latest.")
+flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
+                    "per image).")
+flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+flags.mark_flags_as_required(["run_dir", "images"])
+
+
+def main(argv):
+  del argv
+  from im2txt_ext.inference import Captioner, list_images
+  paths = list_images(FLAGS.images)
+  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint)
+  search_args = dict(method=FLAGS.method, beam_size=FLAGS.beam_size,
+                     max_length=FLAGS.max_length)
+  if FLAGS.method == "beam":
+    search_args["top_k"] = FLAGS.top_k
+  elif FLAGS.method == "sample":
+    search_args.update(temperature=FLAGS.temperature, top_k=FLAGS.top_k)
+  results = captioner.caption_files(paths, FLAGS.batch_size, **search_args)
+  for result in results:
+    for option in result["captions"][:max(FLAGS.top_k, 1)]:
+      print(f"{result['image']}\t{option['caption']}\t"
+            f"{option['log_prob']:.3f}")
+  if FLAGS.output:
+    with open(FLAGS.output, "w", encoding="utf-8") as f:
+      for result in results:
+        f.write(json.dumps(result) + "\n")
+
+
+def entry():
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()

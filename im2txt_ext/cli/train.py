@@ -1,0 +1,44 @@
+"""Trains a captioning model from an experiment config.
+
+  im2txt-train --config=experiments/configs/demo_show_and_tell.json \
+      --run_dir=runs/demo [--set train.num_steps=500 ...]
+
+Running the same command again resumes from the run's last checkpoint.
+"""
+
+import json
+
+from absl import flags
+
+from im2txt_ext.cli import run
+from im2txt_ext.config import ExperimentConfig, apply_overrides
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Experiment config JSON (fields of "
+                    "im2txt_ext.config.ExperimentConfig; omitted fields keep "
+                    "their defaults).")
+flags.DEFINE_string("run_dir", None, "Run directory for config, vocabulary, "
+                    "checkpoints and TensorBoard logs. An existing run "
+                    "resumes.")
+flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
+                          "--set train.num_steps=500 (value parsed as JSON).")
+flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
+flags.mark_flags_as_required(["run_dir"])
+
+
+def main(argv):
+  del argv
+  from im2txt_ext.training.trainer import Trainer  # Imports TensorFlow.
+  config = ExperimentConfig.load(FLAGS.config) if FLAGS.config else \
+      ExperimentConfig()
+  config = apply_overrides(config, FLAGS.set)
+  summary = Trainer(config, FLAGS.run_dir, quiet=FLAGS.quiet).train()
+  print(json.dumps(summary))
+
+
+def entry():
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()

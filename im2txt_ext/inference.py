@@ -1,0 +1,171 @@
+"""Captioning images with a trained model: the library's inference API.
+
+    captioner = Captioner("runs/demo")
+    for caption in captioner.caption_files(["a.png"], beam_size=3):
+      print(caption["caption"], caption["log_prob"])
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from im2txt_ext import runs, search
+from im2txt_ext.data import pipeline
+from im2txt_ext.data.tfrecords import read_image_bytes
+from im2txt_ext.errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def list_images(paths):
+  """Image files from a list of files and folders (folders: sorted contents)."""
+  files = []
+  for path in paths:
+    if os.path.isdir(path):
+      files.extend(os.path.join(path, name) for name in sorted(os.listdir(path))
+                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.isfile(path):
+      files.append(path)
+    else:
+      raise InputError("no such image file or folder", path)
+  if not files:
+    raise InputError("no image files found in " + ", ".join(paths))
+  return files
+
+
+class Captioner:
+  """Captions images (or cached features) with a model from a run directory.
+
+  Args:
+    run_dir: str. A training run directory.
+    which: "best" (best validation BLEU-4) or "latest" checkpoint.
+    with_encoder: bool. Build the image encoder (needed for image input).
+  """
+
+  def __init__(self, run_dir, which="best", with_encoder=True):
+    self.model = runs.TrainedModel(run_dir, which, with_encoder)
+    self.decoder = self.model.decoder
+    self.vocab = self.model.vocab
+    self.image_size = runs.image_size(self.model.config)
+    self._searches = {}
+
+  def _search_fn(self, method, beam_size, max_length, temperature, top_k):
+    key = (method, beam_size, max_length, temperature, top_k)
+    if key not in self._searches:
+      ids = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id,
+                 pad_id=self.vocab.pad_id)
+      if method == "beam":
+        run = lambda f: search.beam_search(  # noqa: E731
+            self.decoder, f, beam_size, max_length, top_k=top_k, **ids)
+      elif method == "greedy":
+        run = lambda f: search.greedy(self.decoder, f, max_length, **ids)  # noqa: E731
+      elif method == "sample":
+        run = lambda f: search.sample(  # noqa: E731
+            self.decoder, f, max_length, temperature, top_k=top_k or 0, **ids)
+      else:
+        raise InputError(f"unknown search method {method!r}: use beam, "
+                         "greedy or sample")
+      self._searches[key] = tf.function(run, reduce_retracing=True)
+    return self._searches[key]
+
+  def search(self, features, method="beam", beam_size=3, max_length=20,
+             temperature=1.0, top_k=None):
+    """SearchResult for float32 features [B, D] or [B, L, D]."""
+    if method == "beam":
+      try:
+        search._check(beam_size, max_length)  # One-line errors, not TF ones.
+        if top_k is not None and not 1 <= top_k <= beam_size:
+          raise ValueError(f"top_k must be in 1..{beam_size}, got {top_k}")
+      except ValueError as e:
+        raise InputError(str(e)) from None
+    elif not 1 <= max_length <= 500:
+      raise InputError(f"max length must be in 1..500, got {max_length}")
+    fn = self._search_fn(method, beam_size, max_length, temperature, top_k)
+    return fn(tf.convert_to_tensor(features, tf.float32))
+
+  def encode_images(self, images):
+    """float32 images [B, S, S, 3] in 0..255 -> features."""
+    if self.decoder.encoder is None:
+      raise InputError("this captioner was built without an image encoder")
+    return self.decoder.encode({"image": images}, training=False)
+
+  def load_images(self, paths):
+    """Decodes and resizes image files; bad files raise InputError."""
+    images = [pipeline.decode_image(read_image_bytes(p), self.image_size)
+              for p in paths]
+    return tf.stack(images)
+
+  def to_captions(self, result):
+    """SearchResult -> list (per image) of list of {caption, log_prob,...}."""
+    out = []
+    for b in range(result.ids.shape[0]):
+      options = []
+      for k in range(result.ids.shape[1]):
+        words = self.vocab.decode(result.ids[b, k].numpy())
+        option = {"caption": " ".join(words),
+                  "log_prob": float(result.log_probs[b, k]),
+                  "score": float(result.scores[b, k])}
+        if result.attention is not None:
+          option["attention"] = result.attention[b, k, :len(words) + 1] \
+              .numpy().round(4).tolist()
+        options.append(option)
+      out.append(options)
+    return out
+
+  def caption_files(self, paths, batch_size=32, **search_args):
+    """Captions for image files: one dict per image, best caption first."""
+    results = []
+    for i in range(0, len(paths), batch_size):
+      chunk = paths[i:i + batch_size]
+      features = self.encode_images(self.load_images(chunk))
+      for path, options in zip(chunk, self.to_captions(
+          self.search(features, **search_args))):
+        results.append({"image": path, "caption": options[0]["caption"],
+                        "log_prob": options[0]["log_prob"],
+                        "captions": options})
+    return results
+
+  def caption_records(self, records, features=None, batch_size=64,
+                      **search_args):
+    """Best caption per record {image_id: str}; see ``caption_records``."""
+    return caption_records(
+        self.decoder, self.vocab, records, self.image_size,
+        lambda f: self.search(f, **search_args), features, batch_size)
+
+
+def caption_records(decoder, vocab, records, image_size, search_fn,
+                    features=None, batch_size=64):
+  """Best caption {image_id: str} for each record's image.
+
+  Args:
+    decoder: CaptionDecoder (with an encoder unless ``features`` is given).
+    vocab: Vocabulary.
+    records: list of CaptionRecord.
+    image_size: int. Encoder input side, px.
+    search_fn: features -> SearchResult (e.g. a compiled greedy search).
+    features: optional FeatureLookup of cached features.
+  """
+  captions = {}
+  for batch in pipeline.image_batches(records, image_size, batch_size,
+                                      features):
+    batch = features.attach(batch) if features is not None else batch
+    result = search_fn(decoder.encode(batch, training=False))
+    for image_id, ids in zip(batch["image_id"].numpy(),
+                             result.ids[:, 0].numpy()):
+      captions[image_id.decode()] = " ".join(vocab.decode(ids))
+  return captions
+
+
+def perplexity(decoder, batches):
+  """exp(mean per-word NLL) of the reference captions under the decoder."""
+  from im2txt_ext.training.losses import masked_cross_entropy
+  total, words = 0.0, 0.0
+  for batch in batches:
+    features = decoder.encode(batch, training=False)
+    logits, _ = decoder.teacher_forced(features, batch["input_ids"])
+    _, token_nll = masked_cross_entropy(logits, batch["target_ids"],
+                                        batch["mask"])
+    total += float(tf.reduce_sum(token_nll))
+    words += float(tf.reduce_sum(batch["mask"]))
+  return float(np.exp(total / max(words, 1.0)))

