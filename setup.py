@@ -46,6 +46,8 @@ setup(
             "im2txt-train=im2txt_ext.cli.train:entry",
             "im2txt-caption=im2txt_ext.cli.caption:entry",
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
+            "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
+            "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
             "im2txt-word2vec=embeddings.cli:train_main",
             "im2txt-neighbours=embeddings.cli:neighbours_main",
         ],

@@ -291,6 +291,7 @@ class Trainer:
         self.manager.save(checkpoint_number=done)
     bar.close()
     return {"steps": int(self.step.numpy()),
+            "first_loss": history[0] if history else None,
             "final_loss": float(np.mean(history[-20:])) if history else None,
             "best_val_bleu4": float(self.best_bleu.numpy()),
             "seconds": time.time() - started}

@@ -1,0 +1,95 @@
+"""Encodes a dataset's images once and caches the features for training.
+
+  im2txt-extract-features --encoder=efficientnet_lite0 --weights=imagenet \
+    --captions=$DATA/Flickr8k.token.txt --images=$DATA/images \
+    --kind=spatial --output=features/lite0_spatial.npy
+
+A killed run resumes when started again with the same flags.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from im2txt_ext.cli import run
+from im2txt_ext.data.records import CaptionRecord
+from im2txt_ext.encoders import backbones
+from im2txt_ext.encoders import features
+from im2txt_ext.errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+_ENCODER = flags.DEFINE_enum(
+    "encoder", "efficientnet_lite0", list(backbones.ENCODERS),
+    "Image encoder.")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", "imagenet",
+    "Encoder weights: 'imagenet', 'none' (random) or a weights file path.")
+_IMAGES = flags.DEFINE_string(
+    "images", None, "Directory of images: with --captions, where the "
+    "captions file's images are; alone, encode every image file in it.")
+_CAPTIONS = flags.DEFINE_string(
+    "captions", None, "Captions file; its images are encoded in file order.")
+_KIND = flags.DEFINE_enum(
+    "kind", "pooled", list(features.KINDS),
+    "pooled: one [D] vector per image; spatial: an [L, D] map per image.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Features file to write (.npy); its index goes beside "
+    "it as .json.", required=True)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 32, "Images per encoder call.", lower_bound=1)
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", None, "Image side in pixels. Defaults to the encoder's.")
+_SKIP_BAD_IMAGES = flags.DEFINE_boolean(
+    "skip_bad_images", False, "Leave zero rows for missing or corrupt image "
+    "files (listed in the index) instead of stopping with an error.")
+_LIMIT = flags.DEFINE_integer(
+    "limit", None, "Encode only the first N images, for smoke runs and "
+    "timing.", lower_bound=1)
+
+
+def directory_records(images_dir):
+  """One CaptionRecord (no captions) per image file of a directory, sorted."""
+  if not os.path.isdir(images_dir):
+    raise InputError("not a directory", images_dir)
+  names = sorted(n for n in os.listdir(images_dir)
+                 if n.lower().endswith(IMAGE_EXTENSIONS))
+  if not names:
+    raise InputError("no image files in directory", images_dir)
+  return [CaptionRecord(n, os.path.join(images_dir, n), []) for n in names]
+
+
+def _records():
+  if _CAPTIONS.value:
+    # Imported here: only captions files need the readers.
+    from im2txt_ext.data.readers import read_dataset
+    return read_dataset(_CAPTIONS.value, images_dir=_IMAGES.value)
+  if _IMAGES.value:
+    return directory_records(_IMAGES.value)
+  raise InputError("give --images (a directory) or --captions (a file)")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  records = _records()[:_LIMIT.value]
+  weights = None if _WEIGHTS.value == "none" else _WEIGHTS.value
+  encoder = backbones.build_encoder(_ENCODER.value, weights, _IMAGE_SIZE.value)
+  result = features.extract_features(
+      records, encoder, _OUTPUT.value, _KIND.value, _BATCH_SIZE.value,
+      _SKIP_BAD_IMAGES.value, metadata={"weights": _WEIGHTS.value})
+  if result["skipped"]:
+    print(f"skipped {len(result['skipped'])} bad images (zero rows, listed "
+          f"in {features.index_path(_OUTPUT.value)})")
+  print(f"{_OUTPUT.value}: {result['rows_done']} rows; encoded "
+        f"{result['encoded']} images in {result['seconds']:.1f} s, "
+        f"{result['images_per_second']:.1f} images/s")
+
+
+def entry():
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()

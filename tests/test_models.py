@@ -1,0 +1,130 @@
+"""The no-attention decoders: shapes, parameter counts, step/sequence
+agreement, masking and overfitting a handful of captions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from im2txt_ext.models import decoder_class
+from im2txt_ext.models.rnn_baseline import RNNBaseline
+from im2txt_ext.models.show_and_tell import ShowAndTell
+from im2txt_ext.training.losses import masked_cross_entropy
+
+V, E, H, D, B, T = 20, 8, 6, 5, 3, 7
+
+
+def _inputs(seed=0):
+  rng = np.random.default_rng(seed)
+  return (tf.constant(rng.normal(size=(B, D)), tf.float32),
+          tf.constant(rng.integers(3, V, (B, T)), tf.int32))
+
+
+def _num_params(model):
+  return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+DECODERS = [(ShowAndTell, "lstm"), (ShowAndTell, "gru"), (RNNBaseline, "rnn"),
+            (RNNBaseline, "lstm"), (RNNBaseline, "gru")]
+
+
+@pytest.mark.parametrize("cls,cell", DECODERS)
+def test_output_shapes_and_step_agrees_with_sequence(cls, cell):
+  decoder = cls(V, embedding_size=E, hidden_size=H, dropout=0.0, cell=cell)
+  features, ids = _inputs()
+  fused, aux = decoder.teacher_forced(features, ids)
+  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  assert fused.shape == (B, T, V) and aux == {}
+  np.testing.assert_allclose(fused.numpy(), stepped.numpy(), atol=1e-5)
+  out = decoder.step(ids[:, 0], decoder.initial_state(features))
+  assert out.logits.shape == (B, V) and out.attention is None
+
+
+def test_show_and_tell_parameter_count():
+  decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0)
+  decoder.teacher_forced(*_inputs())
+  expected = (V * E  # word embedding
+              + D * E + E  # image embedding
+              + (E + H + 1) * 4 * H  # LSTM (im2txt's formula)
+              + H * V + V)  # logits
+  assert _num_params(decoder) == expected
+
+
+def test_rnn_baseline_parameter_count_and_image_in_output():
+  decoder = RNNBaseline(V, embedding_size=E, hidden_size=H, dropout=0.0)
+  features, ids = _inputs()
+  logits, _ = decoder.teacher_forced(features, ids)
+  expected = (V * E + (E + H + 1) * H  # embedding, W_s, W_h and bias
+              + H * V + V  # L_h
+              + D * V)  # L_I
+  assert _num_params(decoder) == expected
+  # p(S_t | I, h_t): the image's logits L_I I enter every step equally.
+  other, _ = decoder.teacher_forced(features * 2.0, ids)
+  shift = (other - logits).numpy()
+  np.testing.assert_allclose(shift, np.broadcast_to(shift[:, :1], shift.shape),
+                             atol=1e-5)
+
+
+def test_padding_does_not_change_earlier_logits():
+  decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0)
+  features, ids = _inputs()
+  padded = tf.concat([ids, tf.zeros([B, 4], tf.int32)], 1)
+  a, _ = decoder.teacher_forced(features, ids)
+  b, _ = decoder.teacher_forced(features, padded)
+  np.testing.assert_allclose(a.numpy(), b.numpy()[:, :T], atol=1e-5)
+
+
+def test_masked_cross_entropy_ignores_padding():
+  logits = tf.random.normal([2, 3, V])
+  targets = tf.constant([[4, 5, 0], [6, 0, 0]])
+  mask = tf.constant([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+  loss, token_nll = masked_cross_entropy(logits, targets, mask)
+  log_probs = tf.nn.log_softmax(logits).numpy()
+  expected = -(log_probs[0, 0, 4] + log_probs[0, 1, 5] + log_probs[1, 0, 6]) / 3
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert token_nll.numpy()[0, 2] == 0 and token_nll.numpy()[1, 1] == 0
+  changed = tf.tensor_scatter_nd_update(logits, [[1, 2, 0]], [100.0])
+  assert float(masked_cross_entropy(changed, targets, mask)[0]) == \
+      pytest.approx(float(loss), rel=1e-6)
+
+
+def test_frozen_embeddings_are_not_trained():
+  decoder = ShowAndTell(V, embedding_size=E, hidden_size=H,
+                        freeze_embeddings=True)
+  decoder.teacher_forced(*_inputs())
+  names = [v.path for v in decoder.trainable_variables]
+  assert not any("word_embedding" in n for n in names)
+  assert any("word_embedding" in v.path for v in decoder.variables)
+
+
+def test_decoder_names():
+  assert decoder_class("show_and_tell") is ShowAndTell
+  assert decoder_class("rnn_baseline") is RNNBaseline
+  with pytest.raises(ValueError, match="unknown decoder 'nope'"):
+    decoder_class("nope")
+
+
+@pytest.mark.parametrize("cls,cell", [(ShowAndTell, "lstm"),
+                                      (RNNBaseline, "rnn")])
+def test_tiny_model_overfits_a_few_captions(cls, cell):
+  tf.keras.utils.set_random_seed(0)
+  decoder = cls(V, embedding_size=16, hidden_size=32, dropout=0.0, cell=cell)
+  features = tf.constant(np.eye(4, D), tf.float32)
+  captions = tf.constant([[1, 4, 5, 6, 2], [1, 7, 8, 2, 0],
+                          [1, 9, 5, 10, 2], [1, 11, 2, 0, 0]])
+  inputs, targets = captions[:, :-1], captions[:, 1:]
+  mask = tf.cast(targets != 0, tf.float32)
+  optimizer = tf.keras.optimizers.Adam(0.02)
+
+  @tf.function
+  def train_step():
+    with tf.GradientTape() as tape:
+      logits, _ = decoder.teacher_forced(features, inputs, training=True)
+      loss, _ = masked_cross_entropy(logits, targets, mask)
+    grads = tape.gradient(loss, decoder.trainable_variables)
+    optimizer.apply(grads, decoder.trainable_variables)
+    return loss
+
+  first = float(train_step())
+  for _ in range(300):
+    loss = float(train_step())
+  assert first > 2.0 and loss < 0.05

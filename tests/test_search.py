@@ -1,0 +1,132 @@
+"""Caption search: golden values on a hand-built model, beam 1 == greedy,
+partial beams, sampling and argument errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from im2txt_ext import search
+from im2txt_ext.models.decoder import StepOutput
+from im2txt_ext.models.show_and_tell import ShowAndTell
+
+PAD, START, END, A, B = 0, 1, 2, 3, 4
+
+
+class TableDecoder:
+  """Fake decoder: p(next word | previous word) from a fixed table."""
+
+  has_attention = False
+  vocab_size = 5
+
+  def __init__(self, table):
+    self.log_table = tf.math.log(tf.constant(table, tf.float32) + 1e-12)
+
+  def initial_state(self, features):
+    return {"dummy": tf.zeros([tf.shape(features)[0], 1])}
+
+  def step(self, word_ids, state, training=False):
+    return StepOutput(tf.gather(self.log_table, word_ids), state, None)
+
+
+#       pad  start end   a     b      previous word:
+TABLE = [[1, 0, 0, 0, 0],              # pad
+         [0, 0, 0, 0.6, 0.4],          # start: a is likelier than b ...
+         [1, 0, 0, 0, 0],              # end
+         [0, 0, 0.3, 0.36, 0.34],      # a: ... but a rarely ends,
+         [0, 0, 0.9, 0.05, 0.05]]      # b: while b ends almost surely.
+
+
+def test_beam_search_golden():
+  decoder = TableDecoder(TABLE)
+  features = tf.zeros([2, 3])
+  result = search.beam_search(decoder, features, beam_size=2, max_length=6)
+  # Exhaustively, "b <end>" (0.4 * 0.9 = 0.36) is the most likely caption;
+  # greedy misses it by taking "a" first.
+  np.testing.assert_array_equal(result.ids[:, 0].numpy(),
+                                [[B, END, 0, 0, 0, 0]] * 2)
+  np.testing.assert_allclose(result.log_probs[:, 0].numpy(),
+                             [np.log(0.36)] * 2, rtol=1e-5)
+  assert result.lengths[:, 0].numpy().tolist() == [2, 2]
+  greedy = search.greedy(decoder, features, max_length=6)
+  assert greedy.ids[0, 0].numpy().tolist() == [A] * 6
+  np.testing.assert_allclose(float(greedy.log_probs[0, 0]),
+                             np.log(0.6) + 5 * np.log(0.36), rtol=1e-5)
+
+
+def test_beam_search_returns_best_partial_beam_without_end():
+  table = [[1, 0, 0, 0, 0], [0, 0, 0, 0.7, 0.3], [1, 0, 0, 0, 0],
+           [0, 0, 0, 0.8, 0.2], [0, 0, 0, 0.5, 0.5]]
+  result = search.beam_search(TableDecoder(table), tf.zeros([1, 3]),
+                              beam_size=3, max_length=4, top_k=2)
+  assert result.ids.shape == (1, 2, 4)
+  assert result.ids[0, 0].numpy().tolist() == [A, A, A, A]
+  np.testing.assert_allclose(float(result.log_probs[0, 0]),
+                             np.log(0.7 * 0.8 ** 3), rtol=1e-5)
+  assert result.lengths[0].numpy().tolist() == [4, 4]
+
+
+def test_beam_search_stops_early_when_all_beams_end():
+  # Every caption ends after one word, so the loop must stop at step 2
+  # although max_length is large: the cost is not 500 steps.
+  table = [[1, 0, 0, 0, 0], [0, 0, 0, 0.5, 0.5], [1, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]
+  calls = []
+
+  class Counting(TableDecoder):
+    def step(self, word_ids, state, training=False):
+      calls.append(1)
+      return super().step(word_ids, state, training)
+
+  fn = tf.function(lambda f: search.beam_search(Counting(table), f, 2, 500))
+  result = fn(tf.zeros([1, 3]))
+  assert result.ids[0, :, :2].numpy().tolist() == [[A, END], [B, END]]
+  assert calls == [1]  # Traced once: the step lives inside the while loop.
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_beam_one_equals_greedy_on_a_real_decoder(cell):
+  tf.keras.utils.set_random_seed(3)
+  decoder = ShowAndTell(30, embedding_size=8, hidden_size=16, dropout=0.0,
+                        cell=cell)
+  features = tf.random.normal([5, 4])
+  greedy = tf.function(lambda f: search.greedy(decoder, f, 12))(features)
+  beam = tf.function(lambda f: search.beam_search(decoder, f, 1, 12))(features)
+  np.testing.assert_array_equal(greedy.ids.numpy(), beam.ids.numpy())
+  np.testing.assert_allclose(greedy.log_probs.numpy(), beam.log_probs.numpy(),
+                             rtol=1e-5)
+
+
+def test_beam_search_batched_equals_one_by_one():
+  tf.keras.utils.set_random_seed(4)
+  decoder = ShowAndTell(30, embedding_size=8, hidden_size=16, dropout=0.0)
+  features = tf.random.normal([4, 4])
+  batched = search.beam_search(decoder, features, 3, 10)
+  for i in range(4):
+    single = search.beam_search(decoder, features[i:i + 1], 3, 10)
+    np.testing.assert_array_equal(single.ids[0].numpy(),
+                                  batched.ids[i].numpy())
+  scores = batched.scores.numpy()
+  assert (np.diff(scores, axis=1) <= 1e-6).all()  # Best first.
+
+
+def test_sampling_is_seeded_and_respects_top_k():
+  decoder = TableDecoder(TABLE)
+  features = tf.zeros([200, 3])
+  a = search.sample(decoder, features, 6, seed=(1, 2))
+  b = search.sample(decoder, features, 6, seed=(1, 2))
+  np.testing.assert_array_equal(a.ids.numpy(), b.ids.numpy())
+  first = a.ids[:, 0, 0].numpy()
+  assert 0.45 < (first == A).mean() < 0.75  # p(a | start) = 0.6.
+  top1 = search.sample(decoder, features, 6, top_k=1, seed=(5, 5))
+  np.testing.assert_array_equal(top1.ids.numpy(),
+                                search.greedy(decoder, features, 6).ids)
+
+
+def test_bad_search_arguments():
+  decoder = TableDecoder(TABLE)
+  with pytest.raises(ValueError, match="beam size must be a positive"):
+    search.beam_search(decoder, tf.zeros([1, 3]), beam_size=0)
+  with pytest.raises(ValueError, match="max length must be in 1..500"):
+    search.beam_search(decoder, tf.zeros([1, 3]), max_length=100000)
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    search.sample(decoder, tf.zeros([1, 3]), temperature=0)
