@@ -66,7 +66,6 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     raise ValueError(f"top_k must be in 1..{k}, got {top_k}")
   batch_size = tf.shape(features)[0]
   state = _tile(decoder.initial_state(features), k)
-  vocab_size = decoder.vocab_size
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
 
   # Only beam 0 is alive at the start, so the first step draws K distinct
@@ -74,7 +73,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]),
                       [batch_size, 1])
   # A finished beam may only continue with <pad>, at no cost.
-  pad_row = tf.where(tf.range(vocab_size) == pad_id, 0.0, NEG_INF)
+  pad_candidates = tf.constant([0.0] + [NEG_INF] * (k - 1))
   beam_offsets = tf.range(batch_size)[:, None] * k  # [B, 1]
   init = dict(
       t=tf.constant(0),
@@ -89,15 +88,23 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   def body(v):
     t = v["t"]
     out = decoder.step(v["words"], v["state"])
-    step_log_probs = tf.reshape(tf.nn.log_softmax(out.logits),
-                                [batch_size, k, vocab_size])
-    step_log_probs = tf.where(v["finished"][..., None], pad_row,
-                              step_log_probs)
+    # The K best extensions of all beams are among the K best of each beam:
+    # take those first (top-k over V per beam, then over K*K per image)
+    # instead of sorting K*V candidates, and normalise only those K.
+    best_logits, best_words = tf.math.top_k(out.logits, k)  # [B*K, K]
+    step_log_probs = best_logits - tf.reduce_logsumexp(out.logits, -1,
+                                                       keepdims=True)
+    step_log_probs = tf.reshape(step_log_probs, [batch_size, k, k])
+    best_words = tf.reshape(best_words, [batch_size, k, k])
+    finished = v["finished"][..., None]
+    step_log_probs = tf.where(finished, pad_candidates, step_log_probs)
+    best_words = tf.where(finished, pad_id, best_words)
     candidates = tf.reshape(v["log_probs"][..., None] + step_log_probs,
-                            [batch_size, k * vocab_size])
+                            [batch_size, k * k])
     new_log_probs, flat = tf.math.top_k(candidates, k)  # [B, K]
-    parent = flat // vocab_size
-    word = tf.cast(flat % vocab_size, tf.int32)
+    parent = flat // k
+    word = tf.gather(tf.reshape(best_words, [batch_size, k * k]), flat,
+                     batch_dims=1)
     rows = tf.reshape(beam_offsets + parent, [-1])
 
     was_finished = tf.gather(v["finished"], parent, batch_dims=1)
@@ -190,8 +197,8 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id):
     out = decoder.step(v["words"], v["state"])
     alive = tf.logical_not(v["finished"])
     word = tf.where(alive, choose(out.logits, v["t"]), pad_id)
-    word_log_prob = tf.gather(tf.nn.log_softmax(out.logits), word,
-                              batch_dims=1)
+    word_log_prob = tf.gather(out.logits, word, batch_dims=1) - \
+        tf.reduce_logsumexp(out.logits, -1)
     column = tf.one_hot(v["t"], max_length, dtype=tf.int32)  # [T]
     attention = v["attention"]
     if out.attention is not None:

