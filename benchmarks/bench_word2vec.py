@@ -8,12 +8,9 @@ tf.function tracing). Prints one JSON line per figure; about 30 s on 2 CPU
 cores.
 """
 
-import json
-import os
-
 import numpy as np
-import tensorflow as tf
 
+from benchmarks import common
 from embeddings import word2vec
 
 VOCAB_SIZE = 5000  # Distinct words of the synthetic corpus.
@@ -31,27 +28,17 @@ def synthetic_corpus(seed=0):
   return [list(s) for s in np.split(words, np.cumsum(lengths)[:-1])]
 
 
-def device_name():
-  gpus = tf.config.list_physical_devices("GPU")
-  return "gpu" if gpus else f"cpu ({os.cpu_count()} cores)"
-
-
 def main():
   corpus = synthetic_corpus()
   for loss in word2vec.LOSSES:
     config = word2vec.Word2VecConfig(loss=loss, min_count=1, epochs=2)
     result = word2vec.train(corpus, config, verbose=False)
-    print(json.dumps({
-        "name": f"word2vec_{loss}_words_per_s",
-        "value": round(result.words_per_second[-1], 1),
-        "unit": "words/s",
-        "device": device_name(),
-        "batch": config.batch_size,
-        "sizes": {"vocab": len(result.vocab), "dim": config.dim,
-                  "window": config.window, "negatives": config.negatives,
-                  "subsample": config.subsample,
-                  "corpus_words": sum(map(len, corpus))},
-    }))
+    common.emit(f"word2vec_{loss}_words_per_s",
+                result.words_per_second[-1], "words/s", config.batch_size,
+                {"vocab": len(result.vocab), "dim": config.dim,
+                 "window": config.window, "negatives": config.negatives,
+                 "subsample": config.subsample,
+                 "corpus_words": sum(map(len, corpus))})
 
 
 if __name__ == "__main__":
