@@ -12,7 +12,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "data/scenes",
                     "Folder that gets images/ and captions_{train,val,test}"
                     ".json.")
-flags.DEFINE_integer("num_train", 3000, "Training images.")
+flags.DEFINE_integer("num_train", 6000, "Training images.")
 flags.DEFINE_integer("num_val", 300, "Validation images.")
 flags.DEFINE_integer("num_test", 300, "Test images.")
 flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same "
