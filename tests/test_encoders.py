@@ -99,8 +99,9 @@ def test_trainable_backbone():
 
 def test_scene_cnn_parameter_count():
   encoder = backbones.build_encoder("scene_cnn")
-  # Convolutions 3*3*in*out without bias; BatchNorm 4 per channel.
-  convs = 9 * (3 * 32 + 32 * 64 + 64 * 128 + 128 * 128)
+  # Convolutions 3*3*in*out without bias (blocks 2 and 3 see 2 coordinate
+  # channels more); BatchNorm 4 per channel.
+  convs = 9 * (3 * 32 + 32 * 64 + (64 + 2) * 128 + (128 + 2) * 128)
   batch_norms = 4 * (32 + 64 + 128 + 128)
   assert encoder.count_params() == convs + batch_norms
 
