@@ -22,7 +22,9 @@ class DataConfig:
   images_dir: str = ""  # Folder of the images named in the caption files.
   features: str = ""  # Cached feature file (from im2txt-extract-features);
   #                     "" = read images and run the encoder in the model.
-  split_field: str = ""  # Split used from train_captions; "" = all records.
+  train_split: str = "train"  # Records of this split train, where the file
+  #                             marks splits; "" = all records.
+  val_split: str = "val"  # Records of this split validate, likewise.
   min_word_count: int = 1  # Rarer training words map to <unk>.
   max_caption_length: int = 30  # Words kept per training caption.
   image_size: int = 0  # Encoder input side in px; 0 = the encoder's default.

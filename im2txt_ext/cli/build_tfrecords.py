@@ -1,4 +1,4 @@
-"""im2txt-style preprocessing: captions + images -> vocabulary and TFRecords.
+r"""im2txt-style preprocessing: captions + images -> vocabulary and TFRecords.
 
   im2txt-build-tfrecords --captions=data/scenes/captions_train.json \
       --images_dir=data/scenes/images --output_dir=data/scenes/tfrecords

@@ -1,4 +1,4 @@
-"""Evaluates a trained model on a dataset split with the COCO metrics.
+r"""Evaluates a trained model on a dataset split with the COCO metrics.
 
   im2txt-evaluate --run_dir=runs/demo \
       --captions=data/scenes/captions_test.json --output_dir=runs/demo/eval

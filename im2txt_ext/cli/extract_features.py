@@ -1,4 +1,4 @@
-"""Encodes a dataset's images once and caches the features for training.
+r"""Encodes a dataset's images once and caches the features for training.
 
   im2txt-extract-features --encoder=efficientnet_lite0 --weights=imagenet \
     --captions=$DATA/Flickr8k.token.txt --images=$DATA/images \

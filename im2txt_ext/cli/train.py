@@ -1,6 +1,6 @@
-"""Trains a captioning model from an experiment config.
+r"""Trains a captioning model from an experiment config.
 
-  im2txt-train --config=experiments/configs/demo_show_and_tell.json \
+  im2txt-train --config=experiments/configs/demo.json \
       --run_dir=runs/demo [--set train.num_steps=500 ...]
 
 Running the same command again resumes from the run's last checkpoint.

@@ -30,26 +30,28 @@ from im2txt_ext.training.losses import masked_cross_entropy
 
 
 def load_split_records(config, which):
-  """Training ("train") or validation ("val") records named by the config."""
+  """Training ("train") or validation ("val") records named by the config.
+
+  Validation records come from ``data.val_captions``, else from the training
+  caption file. Where a file marks splits, only the records of
+  ``data.train_split`` or ``data.val_split`` are used.
+  """
   data = config.data
-  report = readers.SkipReport()
-  on_error = "skip" if data.skip_bad_inputs else "raise"
-  path = data.train_captions if which == "train" or not data.val_captions \
-      else data.val_captions
+  path = data.val_captions if which == "val" and data.val_captions else \
+      data.train_captions
   if not path:
     raise InputError("no training caption file: set data.train_captions")
-  records = readers.read_dataset(path, images_dir=data.images_dir or None,
-                                 on_error=on_error, report=report)
+  report = readers.SkipReport()
+  records = readers.read_dataset(
+      path, images_dir=data.images_dir or None,
+      on_error="skip" if data.skip_bad_inputs else "raise", report=report)
   if report.total:
     print(f"{path}: {report.summary()}")
-  if path == data.train_captions and (data.split_field or
-                                      data.val_captions == ""):
-    wanted = data.split_field if which == "train" else "val"
-    if any(r.split for r in records) and (which == "val" or
-                                          data.split_field):
-      records = readers.split_records(records, wanted)
+  wanted = data.train_split if which == "train" else data.val_split
+  if wanted and any(r.split for r in records):
+    records = readers.split_records(records, wanted)
   if not records:
-    raise InputError(f"no {which} records", path)
+    raise InputError(f"no {which} records (split {wanted!r})", path)
   return records
 
 
@@ -223,7 +225,10 @@ class Trainer:
       grad_norm = tf.linalg.global_norm(grads)
       if clip_norm:
         grads, _ = tf.clip_by_global_norm(grads, clip_norm, grad_norm)
-      self.optimizer.apply(grads, variables)
+      # Keras' optimizer all-reduces (sums) gradients over replicas again;
+      # ours are already summed (needed for a true global-norm clip), so
+      # hand it each replica's share of the sum.
+      self.optimizer.apply([g / replicas for g in grads], variables)
       logged = {"loss": loss, "cross_entropy": xent, "grad_norm": grad_norm,
                 **extra}
       return {k: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v)

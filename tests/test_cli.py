@@ -1,0 +1,104 @@
+"""The command-line tools as a user runs them: real processes, one-line
+errors with exit status 2, help for every flag."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def _run(module, *args, timeout=300):
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", module, *args], env=env,
+                        capture_output=True, text=True, timeout=timeout,
+                        cwd=str(REPO))
+
+
+def _assert_one_line_error(result, *fragments):
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [l for l in result.stderr.strip().splitlines()
+           if l.startswith("error: ")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(scene_data, tmp_path_factory):
+  root, paths = scene_data
+  run_dir = tmp_path_factory.mktemp("cli") / "run"
+  result = _run(
+      "im2txt_ext.cli.train", f"--run_dir={run_dir}", "--quiet",
+      f"--set=data.train_captions={paths['train']}",
+      f"--set=data.val_captions={paths['val']}",
+      f"--set=data.images_dir={root / 'images'}", "--set=data.image_size=32",
+      "--set=model.hidden_size=16", "--set=model.embedding_size=8",
+      "--set=train.num_steps=3", "--set=train.checkpoint_every=3",
+      "--set=train.validate_every=3", "--set=train.train_encoder_after=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 3
+  return run_dir, root
+
+
+def test_caption_command(trained_run, tmp_path):
+  run_dir, root = trained_run
+  output = tmp_path / "captions.jsonl"
+  result = _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+                f"--images={root / 'images' / 'scene_000000.png'},"
+                f"{root / 'images' / 'scene_000001.png'}",
+                "--beam_size=2", "--top_k=2", f"--output={output}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert len(result.stdout.strip().splitlines()) == 4  # 2 images x top 2.
+  lines = [json.loads(l) for l in output.read_text().splitlines()]
+  assert [len(l["captions"]) for l in lines] == [2, 2]
+  assert lines[0]["image"].endswith("scene_000000.png")
+
+
+def test_caption_bad_inputs(trained_run, tmp_path):
+  run_dir, root = trained_run
+  image = str(root / "images" / "scene_000000.png")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={tmp_path / 'nope'}",
+           f"--images={image}"), "run directory not found", "nope")
+  not_image = tmp_path / "photo.jpg"
+  not_image.write_text("hello")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={not_image}"), "photo.jpg", "corrupt or truncated")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", "--beam_size=0"),
+      "beam size must be a positive integer")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", "--max_length=100000"),
+      "max length must be in 1..500")
+
+
+def test_evaluate_command(trained_run, scene_data, tmp_path):
+  run_dir, _ = trained_run
+  _, paths = scene_data
+  result = _run("im2txt_ext.cli.evaluate", f"--run_dir={run_dir}",
+                f"--captions={paths['test']}", "--meteor=false",
+                f"--output_dir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["images"] == 16 and 0 <= metrics["BLEU-4"] <= 1
+  per_image = json.loads((tmp_path / "captions.json").read_text())
+  assert len(per_image) == 16 and len(per_image[0]["references"]) == 5
+
+
+@pytest.mark.parametrize("module", ["im2txt_ext.cli.train",
+                                    "im2txt_ext.cli.caption"])
+def test_help_explains_every_flag(module):
+  result = _run(module, "--helpfull")
+  assert "Traceback" not in result.stderr
+  for flag in (("--run_dir", "--config", "--set") if module.endswith("train")
+               else ("--run_dir", "--images", "--beam_size", "--method")):
+    line = next(l for l in result.stdout.splitlines()
+                if l.strip().startswith(flag + ":"))
+    assert len(line.split(":", 1)[1].strip()) > 10  # A real help text.
