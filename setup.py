@@ -48,6 +48,7 @@ setup(
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
             "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
             "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
+            "im2txt-attention-figure=attention.visualize:visualize_main",
             "im2txt-word2vec=embeddings.cli:train_main",
             "im2txt-neighbours=embeddings.cli:neighbours_main",
         ],

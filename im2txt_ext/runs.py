@@ -120,6 +120,29 @@ class TrainedModel:
       self.decoder.encoder = build_encoder_of(self.config)
 
 
+def count_saved_model_weights(path):
+  """Variables saved under the checkpoint's ``model`` object, counted in its
+  object graph (a variable is saved once, under whichever path reached it
+  first, so names alone do not tell)."""
+  from tensorflow.core.protobuf import trackable_object_graph_pb2
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor(
+      "_CHECKPOINTABLE_OBJECT_GRAPH"))
+  nodes = graph.nodes
+  root = next((c.node_id for c in nodes[0].children if c.local_name ==
+               "model"), None)
+  seen, stack, count = set(), [] if root is None else [root], 0
+  while stack:
+    node_id = stack.pop()
+    if node_id in seen:
+      continue
+    seen.add(node_id)
+    node = nodes[node_id]
+    count += any(a.name == "VARIABLE_VALUE" for a in node.attributes)
+    stack.extend(c.node_id for c in node.children)
+  return count
+
+
 def restore_weights(decoder, run_dir, which="best"):
   """Loads the best (or "latest") checkpoint's weights; returns its step."""
   folders = [BEST_DIR, CHECKPOINTS_DIR] if which == "best" else \
@@ -130,6 +153,13 @@ def restore_weights(decoder, run_dir, which="best"):
       break
   else:
     raise InputError("no checkpoint found", run_dir)
+  # A weight the checkpoint lacks means another model (or a layer that
+  # TensorFlow's tracking missed); restore() alone does not notice it.
+  saved = count_saved_model_weights(path)
+  if saved != len(decoder.weights):
+    raise InputError(f"checkpoint does not match the model in config.json "
+                     f"(it holds {saved} weights, the model has "
+                     f"{len(decoder.weights)})", path)
   step = tf.Variable(0, dtype=tf.int64)
   checkpoint = tf.train.Checkpoint(model=decoder, step=step)
   try:

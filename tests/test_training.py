@@ -127,6 +127,23 @@ def test_sigkill_and_resume_matches_uninterrupted_run(scene_data, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_two_phase_training_fine_tunes_the_cnn_from_its_step(scene_data,
+                                                             tmp_path):
+  config = tiny_config(scene_data, num_steps=6, train_encoder_after=3,
+                       checkpoint_every=3, validate_every=100)
+  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
+  encoder = trainer.decoder.encoder
+  kernel = encoder.get_layer("scene_cnn").get_layer("block0_conv").kernel
+  start = kernel.numpy()
+  trainer.config.train.num_steps = 3
+  trainer.train()
+  np.testing.assert_array_equal(kernel.numpy(), start)  # Phase 1: frozen.
+  trainer.config.train.num_steps = 6
+  trainer.train()
+  assert np.abs(kernel.numpy() - start).max() > 0  # Phase 2: fine-tuned.
+  assert int(trainer.optimizer.iterations.numpy()) == 6
+
+
 def test_bad_run_directories(scene_data, tmp_path):
   with pytest.raises(InputError, match="run directory not found"):
     Captioner(str(tmp_path / "missing"))

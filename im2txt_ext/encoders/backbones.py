@@ -294,7 +294,6 @@ def build_encoder(name, weights=None, image_size=None, trainable=False):
     raise InputError(f"{name} needs images of at least {spec.min_size} "
                      f"pixels, got {image_size}")
   backbone = _build_backbone(name, spec, weights, image_size)
-  backbone.trainable = trainable
 
   images = keras.Input((image_size, image_size, 3), name="images")
   x = images
@@ -306,5 +305,7 @@ def build_encoder(name, weights=None, image_size=None, trainable=False):
   spatial = keras.layers.Reshape((height * width, dim), name="spatial")(
       feature_map)
   pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(feature_map)
-  return keras.Model(images, {"pooled": pooled, "spatial": spatial},
-                     name=name)
+  encoder = keras.Model(images, {"pooled": pooled, "spatial": spatial},
+                        name=name)
+  encoder.trainable = trainable  # Reaches the backbone inside.
+  return encoder

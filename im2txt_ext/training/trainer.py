@@ -154,10 +154,11 @@ class Trainer:
       self.iterator = iter(dataset)
       first = self._attach(next(iter(dataset.take(1))))
       runs.build_from_batch(self.decoder, first)
-      matrix = runs.embedding_source_matrix(config, self.vocab)
-      if matrix is not None:
-        self.decoder.word_embedding.embeddings.assign(matrix)
       self.optimizer = make_optimizer(config)
+      # Slots for every variable that may ever train, the CNN's too, so the
+      # optimiser is the same object before and after im2txt's second phase.
+      self.optimizer.build(self._all_trainable_variables())
+      self.optimizer.built = True  # As Keras' own apply() marks it.
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.best_bleu = tf.Variable(-1.0, trainable=False, name="best_bleu")
     self.checkpoint = tf.train.Checkpoint(
@@ -173,13 +174,27 @@ class Trainer:
       self.checkpoint.restore(self.manager.latest_checkpoint)
       print(f"resumed from {self.manager.latest_checkpoint} at step "
             f"{int(self.step.numpy())}")
+    else:
+      matrix = runs.embedding_source_matrix(config, self.vocab)
+      if matrix is not None:
+        self.decoder.word_embedding.embeddings.assign(matrix)
     self._step_fns = {}
+    max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
-        lambda f: search.greedy(self.decoder, f, self.config.data.max_caption_length + 1,
+        lambda f: search.greedy(self.decoder, f, max_length,
                                 start_id=self.vocab.start_id,
                                 end_id=self.vocab.end_id,
                                 pad_id=self.vocab.pad_id),
         reduce_retracing=True)
+
+  def _all_trainable_variables(self):
+    encoder = self.decoder.encoder
+    if encoder is None or encoder.trainable:
+      return list(self.decoder.trainable_variables)
+    encoder.trainable = True
+    variables = list(self.decoder.trainable_variables)
+    encoder.trainable = False
+    return variables
 
   def _attach(self, batch):
     return self.features.attach(batch) if self.features else batch

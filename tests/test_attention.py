@@ -1,0 +1,323 @@
+"""Tests of the Show, Attend and Tell decoders, their layers and the figure.
+
+Shape letters: B batch, T caption length, L locations (4x4 maps), D feature
+channels, H hidden units (8), V vocabulary (20).
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from attention import scoring
+from attention.hard_attention import HardAttentionDecoder
+from attention.soft_attention import SoftAttentionDecoder
+from attention.soft_attention import doubly_stochastic_penalty
+from attention.visualize import attention_figure
+from im2txt_ext import search
+from im2txt_ext.training.losses import masked_cross_entropy
+
+V, E, H, D, L, GRID = 20, 8, 8, 6, 16, 4
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _decoder(cls=SoftAttentionDecoder, **options):
+  keras.utils.set_random_seed(0)
+  return cls(V, embedding_size=E, hidden_size=H, dropout=0.0, **options)
+
+
+def _features(batch=3, locations=L, seed=0):
+  return tf.random.stateless_normal([batch, locations, D], [seed, 1])
+
+
+def _input_ids(batch=3, length=5, seed=0):
+  return tf.random.stateless_uniform([batch, length], [seed, 2], 3, V,
+                                     tf.int32)
+
+
+def _nonzero(grad):
+  return grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+# -- Attention layers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("score", ["additive", "dot"])
+def test_weights_sum_to_one_and_respect_mask(score):
+  layer = scoring.build_scoring(score, H, 5)
+  hidden = tf.random.stateless_normal([2, H], [0, 0])
+  features = _features(2)
+  mask = tf.constant([[1.0] * 10 + [0.0] * 6, [1.0] * 16])
+  context, weights = layer(hidden, features, feature_mask=mask)
+  assert context.shape == (2, D) and weights.shape == (2, L)
+  np.testing.assert_allclose(tf.reduce_sum(weights, -1), [1.0, 1.0],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(weights[0, 10:], np.zeros(6))
+  np.testing.assert_allclose(context, tf.einsum("bl,bld->bd", weights,
+                                                features), rtol=1e-5)
+  # Precomputed keys give the same result.
+  again, _ = layer(hidden, features, feature_mask=mask,
+                   keys=layer.keys(features))
+  np.testing.assert_allclose(again, context, rtol=1e-6)
+
+
+def test_parameter_counts():
+  additive = scoring.build_scoring("additive", H, 5)
+  additive(tf.zeros([1, H]), tf.zeros([1, L, D]))
+  # W_a, b: (D + 1) * K; W_h: H * K; w: K.
+  assert additive.count_params() == (D + 1) * 5 + H * 5 + 5
+  dot = scoring.build_scoring("dot", H, 5)
+  dot(tf.zeros([1, H]), tf.zeros([1, L, D]))
+  assert dot.count_params() == D * H  # W, as D != H.
+  same = scoring.build_scoring("dot", D, 5)
+  same(tf.zeros([1, D]), tf.zeros([1, L, D]))
+  assert same.count_params() == 0  # Plain a_i^T h.
+
+
+# -- Soft attention -----------------------------------------------------------
+
+
+def test_single_location_is_the_no_attention_path():
+  """With one location (or L copies of one feature) the context is that
+  feature whatever the scores: logits ignore the attention weights."""
+  decoder = _decoder()
+  one = _features(locations=1)
+  ids = _input_ids()
+  logits, aux = decoder.teacher_forced(one, ids)
+  np.testing.assert_allclose(aux["attention"], np.ones([3, 5, 1]))
+  # Very different scores, same logits.
+  for weight in decoder.attention.weights:
+    weight.assign(10.0 * tf.random.stateless_normal(weight.shape, [1, 1]))
+  np.testing.assert_allclose(decoder.teacher_forced(one, ids)[0], logits,
+                             atol=1e-5)
+  # Copies of the feature at 4 locations: weights 1/4 each, same context.
+  # init_from_mean sees the same mean, so the whole path is unchanged.
+  copies, aux = decoder.teacher_forced(tf.tile(one, [1, 4, 1]), ids)
+  np.testing.assert_allclose(copies, logits, atol=1e-5)
+  np.testing.assert_allclose(aux["attention"], np.full([3, 5, 4], 0.25),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"score": "dot"},
+    {"init_from_mean": False, "gating": False, "deep_output": False}])
+def test_teacher_forced_matches_steps(options):
+  _check_teacher_forced_matches_steps(_decoder(**options))
+
+
+def _check_teacher_forced_matches_steps(decoder):
+  features, ids = _features(), _input_ids()
+  logits, aux = decoder.teacher_forced(features, ids, training=False)
+  state = decoder.initial_state(features)
+  for t in range(ids.shape[1]):
+    out = decoder.step(ids[:, t], state)
+    state = out.state
+    np.testing.assert_allclose(out.logits, logits[:, t], atol=1e-5)
+    np.testing.assert_allclose(out.attention, aux["attention"][:, t],
+                               atol=1e-6)
+
+
+def test_doubly_stochastic_penalty():
+  # Real steps 0..3 each attend one different location of 4; step 4 is
+  # padding and attends location 0 again, which must not count.
+  alphas = np.concatenate([np.eye(4), [[1.0, 0, 0, 0]]])[None]  # [1, 5, 4]
+  mask = tf.constant([[1.0, 1, 1, 1, 0]])
+  assert float(doubly_stochastic_penalty(tf.constant(alphas, tf.float32),
+                                         mask)) == 0.0
+  # Uniform attention over 2 real steps: each location gets 2 / 4.
+  uniform = tf.fill([1, 5, 4], 0.25)
+  mask = tf.constant([[1.0, 1, 0, 0, 0]])
+  assert float(doubly_stochastic_penalty(uniform, mask)) == \
+      pytest.approx(4 * 0.5 ** 2)
+  decoder = _decoder(doubly_stochastic=0.5)
+  losses = decoder.auxiliary_losses({"attention": uniform}, {"mask": mask},
+                                    None)
+  assert float(losses["doubly_stochastic"]) == pytest.approx(0.5)
+  assert _decoder(doubly_stochastic=0.0).auxiliary_losses(
+      {"attention": uniform}, {"mask": mask}, None) == {}
+
+
+# -- Hard attention -----------------------------------------------------------
+
+
+def test_hard_samples_follow_the_distribution():
+  decoder = _decoder(HardAttentionDecoder)
+  tf.random.set_seed(1)
+  n = 4000
+  probs = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+  weights = tf.tile(probs[None], [n, 1])
+  # One-hot features: the chosen context is the sampled location.
+  state = {"features": tf.tile(tf.eye(4)[None], [n, 1, 1]),
+           "use_expectation": tf.zeros([n])}
+  context, record = decoder._select_context(  # pylint: disable=protected-access
+      tf.zeros([n, 4]), weights, state, training=True)
+  counts = tf.reduce_sum(context, 0).numpy()
+  chi2 = float(np.sum((counts - n * probs) ** 2 / (n * probs)))
+  assert chi2 < 11.34  # 99% quantile of chi-square, 3 degrees of freedom.
+  np.testing.assert_allclose(record["location_log_prob"],
+                             np.log(probs[np.argmax(context, -1)]), rtol=1e-5)
+  # Per caption, half use the expected context (expectation_prob 0.5).
+  state = decoder.initial_state(_features(batch=n), training=True)
+  assert abs(float(tf.reduce_mean(state["use_expectation"])) - 0.5) < 0.03
+
+
+def test_hard_single_location_sample_equals_expectation():
+  decoder = _decoder(HardAttentionDecoder)
+  one, ids = _features(locations=1), _input_ids()
+  sampled, _ = decoder.teacher_forced(one, ids, training=True)
+  argmax, _ = decoder.teacher_forced(one, ids, training=False)
+  np.testing.assert_allclose(sampled, argmax, atol=1e-5)
+
+
+@pytest.mark.parametrize("inference", ["expectation", "argmax"])
+def test_hard_teacher_forced_matches_steps(inference):
+  _check_teacher_forced_matches_steps(
+      _decoder(HardAttentionDecoder, inference=inference))
+
+
+def test_hard_argmax_context_is_one_location():
+  decoder = _decoder(HardAttentionDecoder, gating=False)
+  features = _features()
+  state = decoder.initial_state(features)
+  _, record = decoder._select_context(  # pylint: disable=protected-access
+      tf.zeros([3, D]), tf.one_hot([2, 0, 5], L), state, training=False)
+  np.testing.assert_allclose(record["sampled"], np.ones(3))
+  np.testing.assert_allclose(record["location_log_prob"], np.zeros(3),
+                             atol=1e-6)
+
+
+# -- Both ---------------------------------------------------------------------
+
+
+def _loss(decoder, features, batch, training=True):
+  logits, aux = decoder.teacher_forced(features, batch["input_ids"], training)
+  xent, token_nll = masked_cross_entropy(logits, batch["target_ids"],
+                                         batch["mask"])
+  extra = decoder.auxiliary_losses(aux, batch, token_nll)
+  return xent + tf.add_n(list(extra.values())), xent, extra
+
+
+def _batch(ids):
+  return {"input_ids": ids[:, :-1], "target_ids": ids[:, 1:],
+          "mask": tf.cast(ids[:, 1:] > 0, tf.float32)}
+
+
+@pytest.mark.parametrize("cls,options", [
+    (SoftAttentionDecoder, {}),
+    (SoftAttentionDecoder, {"score": "dot"}),
+    # REINFORCE alone: never the expected context, no entropy term.
+    (HardAttentionDecoder, {"expectation_prob": 0.0, "entropy_weight": 0.0}),
+    (HardAttentionDecoder, {})])
+def test_gradients_reach_attention(cls, options):
+  decoder = _decoder(cls, **options)
+  batch = _batch(_input_ids(length=6))
+  features = _features()
+  decoder.teacher_forced(features, batch["input_ids"])  # Builds the weights.
+  kernels = [w for w in decoder.attention.trainable_weights
+             if "kernel" in w.path]
+  assert kernels
+  with tf.GradientTape() as tape:
+    loss, _, extra = _loss(decoder, features, batch)
+  grads = tape.gradient(loss, kernels)
+  assert all(_nonzero(g) for g in grads), [w.path for w in kernels]
+  if cls is HardAttentionDecoder:
+    assert set(extra) == {"reinforce", "entropy"}
+    assert float(decoder.reward_baseline) != 0.0  # Updated by the loss.
+
+
+@pytest.mark.parametrize("cls", [SoftAttentionDecoder, HardAttentionDecoder])
+def test_search_returns_attention(cls):
+  decoder = _decoder(cls)
+  features = _features(batch=2)
+  beams = search.beam_search(decoder, features, beam_size=3, max_length=6)
+  assert beams.attention.shape == (2, 3, 6, L)
+  greedy = tf.function(lambda f: search.greedy(decoder, f, max_length=6))(
+      features)
+  assert greedy.attention.shape == (2, 1, 6, L)
+  for result in (beams, greedy):
+    steps = np.arange(6) < result.lengths.numpy()[..., None]  # [B, k, T]
+    sums = tf.reduce_sum(result.attention, -1).numpy()
+    np.testing.assert_allclose(sums[steps], 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(sums[~steps], 0.0)
+
+
+@pytest.mark.parametrize("cls,limit", [(SoftAttentionDecoder, 0.05),
+                                       (HardAttentionDecoder, 0.15)])
+def test_overfits_a_few_captions(cls, limit):
+  """Four images, one caption each: cross-entropy falls near zero."""
+  decoder = _decoder(cls)
+  features = _features(batch=4, seed=3)
+  captions = [[1, 4, 5, 6, 7, 2, 0], [1, 4, 8, 6, 9, 10, 2],
+              [1, 11, 5, 12, 2, 0, 0], [1, 13, 14, 15, 16, 17, 2]]
+  batch = _batch(tf.constant(captions, tf.int32))
+  optimizer = keras.optimizers.Adam(0.01)
+  decoder.teacher_forced(features, batch["input_ids"])
+
+  @tf.function
+  def train_step():
+    with tf.GradientTape() as tape:
+      loss, xent, _ = _loss(decoder, features, batch)
+    variables = decoder.trainable_variables
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    return xent
+
+  first = float(train_step())
+  for _ in range(300):
+    train_step()
+  _, xent, _ = _loss(decoder, features, batch, training=False)
+  assert first > 2.0 and float(xent) < limit, (first, float(xent))
+
+
+@pytest.mark.parametrize("cls", [SoftAttentionDecoder, HardAttentionDecoder])
+def test_checkpoint_round_trip(cls, tmp_path):
+  """Every weight is saved: a restored decoder gives the same logits."""
+  features, ids = _features(), _input_ids()
+  trained = _decoder(cls)
+  logits, _ = trained.teacher_forced(features, ids)
+  if cls is HardAttentionDecoder:
+    trained.reward_baseline.assign(-3.0)
+  path = tf.train.Checkpoint(model=trained).write(str(tmp_path / "ckpt"))
+  keras.utils.set_random_seed(1)  # Different initial weights.
+  restored = cls(V, embedding_size=E, hidden_size=H, dropout=0.0)
+  restored.teacher_forced(features, ids)  # Builds the weights.
+  tf.train.Checkpoint(model=restored).read(path).assert_consumed()
+  np.testing.assert_allclose(restored.teacher_forced(features, ids)[0],
+                             logits, atol=1e-6)
+  saved = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+           if k.startswith("model/")]
+  assert len(saved) == len(trained.weights)
+  if cls is HardAttentionDecoder:
+    assert float(restored.reward_baseline) == -3.0
+
+
+# -- The figure ---------------------------------------------------------------
+
+
+def test_attention_figure_has_a_panel_per_word(tmp_path):
+  image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)
+  attention = np.random.default_rng(1).dirichlet(np.ones(L), 9)  # [T, L]
+  heights = []
+  for count in (3, 9):
+    path = str(tmp_path / f"{count}.png")
+    attention_figure(image, ["w"] * count, attention, (GRID, GRID), path)
+    with Image.open(path) as png:
+      heights.append(png.size[1])
+  assert heights[1] > heights[0]  # 4 panels fit a row; 10 need two.
+  with pytest.raises(ValueError, match="locations"):
+    attention_figure(image, ["w"], attention, (3, 3), path)
+
+
+def test_visualize_cli_reports_bad_run_dir(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "attention.visualize",
+       f"--run_dir={tmp_path}/missing", f"--image={tmp_path}/x.png",
+       f"--output={tmp_path}/out.png"],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "run directory not found" in result.stderr
