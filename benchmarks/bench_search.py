@@ -16,7 +16,8 @@ from im2txt_ext import search
 
 def main():
   peak = common.matmul_peak_gflops()
-  common.emit("matmul_peak", peak, "GFLOP/s", sizes={"n": 2048})
+  common.emit("matmul_peak", peak, "GFLOP/s",
+              sizes={"n": [1024, 2048, 4096]})
   decoder, features, _ = std.show_and_tell()
   # Never emitting <end> keeps every caption at full length, so all methods
   # do the same number of steps.
@@ -35,10 +36,10 @@ def main():
     rates[name] = std.BATCH / seconds
     gflops = beams * forward * std.BATCH / seconds / 1e9
     common.emit(f"search_{name}", rates[name], "captions/s", std.BATCH,
-                std.SIZES, gflops=round(gflops, 1),
+                {**std.SIZES, "features": std.FEATURES}, gflops=round(gflops, 1),
                 fraction_of_matmul_peak=round(gflops / peak, 3))
   common.emit("beam3_over_greedy_throughput", rates["beam3"] / rates["greedy"],
-              "ratio", std.BATCH, std.SIZES)
+              "ratio", std.BATCH, {**std.SIZES, "features": std.FEATURES})
 
 
 if __name__ == "__main__":

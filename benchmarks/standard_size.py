@@ -10,16 +10,25 @@ caption of T words:
   image feed:     2 * D * E + LSTM step   (once, Show and Tell's x_{-1})
   forward  = image feed + T * (LSTM step + output layer)
   training = 3 * forward                  (backward costs twice the forward)
+Attention decoders (additive attention of width A = H, Xu et al.'s default
+options: initial state from the mean feature, gating, deep output), per
+caption, with L locations of D channels:
+  once:           2 * D * 2H (initial h, c) + 2 * L * D * A (feature keys)
+  per step:       2 * H * A (query) + 2 * L * A (scores) + 2 * L * D
+                  (context) + 2 * H (gate) + 2 * 4H * (E + D + H) (LSTM)
+                  + 2 * (H + D) * E (deep output) + 2 * E * V (logits)
 Softmax, embedding lookups and element-wise gates are left out (< 2%).
 """
 
 import tensorflow as tf
 
-from im2txt_ext.models.show_and_tell import ShowAndTell
+from im2txt_ext.models import decoder_class
 
 BATCH, VOCAB, EMBED, HIDDEN, LENGTH, FEATURES = 64, 10000, 512, 512, 20, 2048
 SIZES = {"vocab": VOCAB, "embedding": EMBED, "hidden": HIDDEN,
-         "caption_length": LENGTH, "features": FEATURES}
+         "caption_length": LENGTH}
+# Feature maps of the attention benchmarks: VGG conv5 and InceptionV3.
+FEATURE_MAPS = {"196x512": (196, 512), "64x2048": (64, 2048)}
 
 
 def forward_flops_per_caption(length=LENGTH):
@@ -28,12 +37,25 @@ def forward_flops_per_caption(length=LENGTH):
   return 2 * FEATURES * EMBED + lstm + length * (lstm + output)
 
 
-def show_and_tell(batch=BATCH):
-  """A Show and Tell decoder of the standard size, built, and its inputs."""
+def attention_forward_flops_per_caption(locations, channels,
+                                       length=LENGTH):
+  h, e, v, l, d = HIDDEN, EMBED, VOCAB, locations, channels
+  once = 2 * d * 2 * h + 2 * l * d * h
+  step = (2 * h * h + 2 * l * h + 2 * l * d + 2 * h + 2 * 4 * h * (e + d + h)
+          + 2 * (h + d) * e + 2 * e * v)
+  return once + length * step
+
+
+def decoder(name, feature_shape, batch=BATCH):
+  """A decoder of the standard size, built, with random features and ids."""
   tf.keras.utils.set_random_seed(0)
-  decoder = ShowAndTell(VOCAB, embedding_size=EMBED, hidden_size=HIDDEN,
-                        dropout=0.0)
-  features = tf.random.normal([batch, FEATURES])
+  model = decoder_class(name)(VOCAB, embedding_size=EMBED, hidden_size=HIDDEN,
+                              dropout=0.0)
+  features = tf.random.normal((batch,) + tuple(feature_shape))
   ids = tf.random.uniform([batch, LENGTH], 3, VOCAB, tf.int32)
-  decoder.teacher_forced(features, ids)
-  return decoder, features, ids
+  model.teacher_forced(features, ids)
+  return model, features, ids
+
+
+def show_and_tell(batch=BATCH):
+  return decoder("show_and_tell", (FEATURES,), batch)
