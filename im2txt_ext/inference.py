@@ -72,15 +72,13 @@ class Captioner:
   def search(self, features, method="beam", beam_size=3, max_length=20,
              temperature=1.0, top_k=None):
     """SearchResult for float32 features [B, D] or [B, L, D]."""
-    if method == "beam":
-      try:
-        search._check(beam_size, max_length)  # One-line errors, not TF ones.
-        if top_k is not None and not 1 <= top_k <= beam_size:
-          raise ValueError(f"top_k must be in 1..{beam_size}, got {top_k}")
-      except ValueError as e:
-        raise InputError(str(e)) from None
-    elif not 1 <= max_length <= 500:
-      raise InputError(f"max length must be in 1..500, got {max_length}")
+    try:  # One-line errors, not TensorFlow's.
+      if method == "beam":
+        search._check(beam_size, max_length, top_k)
+      else:
+        search._check(1, max_length)
+    except ValueError as e:
+      raise InputError(str(e)) from None
     fn = self._search_fn(method, beam_size, max_length, temperature, top_k)
     return fn(tf.convert_to_tensor(features, tf.float32))
 

@@ -33,11 +33,38 @@ def _gather_rows(structure, rows):
   return tf.nest.map_structure(lambda x: tf.gather(x, rows), structure)
 
 
-def _check(beam_size, max_length):
-  if not isinstance(beam_size, int) or beam_size < 1:
-    raise ValueError(f"beam size must be a positive integer, got {beam_size}")
-  if not isinstance(max_length, int) or not 1 <= max_length <= 500:
-    raise ValueError(f"max length must be in 1..500, got {max_length}")
+def _check(beam_size, max_length, top_k=None):
+  """Checks the search sizes; returns the assertions to run in the graph.
+
+  Python values raise ValueError at once. Scalar int32 tensors (e.g. the
+  inputs of an exported signature) give assertion ops instead, which raise
+  InvalidArgumentError with the same message when run.
+  """
+  top_k = beam_size if top_k is None else top_k
+  rules = ((beam_size, 1, 1 << 30, "beam size must be a positive integer, "
+            "got {}", ()),
+           (max_length, 1, 500, "max length must be in 1..500, got {}", ()),
+           (top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
+            (beam_size,)))
+  asserts = []
+  for value, low, high, message, shown in rules:
+    if tf.is_tensor(value) or tf.is_tensor(high):
+      asserts.append(tf.debugging.Assert(
+          tf.logical_and(value >= low, value <= high),
+          [tf.strings.format(message, (*shown, value))]))
+    elif not isinstance(value, int) or not low <= value <= high:
+      raise ValueError(message.format(*shown, value))
+  return asserts
+
+
+def _checked(beam_size, max_length, top_k=None):
+  """The sizes after ``_check``: tensors wait for its assertions."""
+  asserts = _check(beam_size, max_length, top_k)
+  if not asserts:
+    return beam_size, max_length, top_k
+  with tf.control_dependencies(asserts):
+    return tuple(None if x is None else tf.identity(x)
+                 for x in (beam_size, max_length, top_k))
 
 
 def beam_search(decoder, features, beam_size=3, max_length=20,
@@ -54,26 +81,24 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   Args:
     decoder: an object with the decoder-step contract.
     features: float32 [B, D] or [B, L, D] image features.
-    beam_size: int. K beams per image.
-    max_length: int. Most words per caption, <end> included.
+    beam_size: int or int32 scalar tensor. K beams per image.
+    max_length: int or int32 scalar tensor. Most words per caption, <end>
+      included.
     length_penalty: float. The exponent alpha above.
-    top_k: int <= beam_size. Captions returned per image (default: all K).
+    top_k: int or int32 scalar tensor <= beam_size. Captions returned per
+      image (default: all K).
   """
-  _check(beam_size, max_length)
-  k = beam_size
+  k, max_length, top_k = _checked(beam_size, max_length, top_k)
   top_k = k if top_k is None else top_k
-  if not 1 <= top_k <= k:
-    raise ValueError(f"top_k must be in 1..{k}, got {top_k}")
   batch_size = tf.shape(features)[0]
   state = _tile(decoder.initial_state(features), k)
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
 
   # Only beam 0 is alive at the start, so the first step draws K distinct
-  # words from it rather than K copies of the same one.
-  log_probs = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]),
-                      [batch_size, 1])
-  # A finished beam may only continue with <pad>, at no cost.
-  pad_candidates = tf.constant([0.0] + [NEG_INF] * (k - 1))
+  # words from it rather than K copies of the same one. Likewise a finished
+  # beam may only continue with <pad> (its first candidate), at no cost.
+  first_only = tf.where(tf.range(k) == 0, 0.0, NEG_INF)  # [K]
+  log_probs = tf.tile(first_only[None], [batch_size, 1])
   beam_offsets = tf.range(batch_size)[:, None] * k  # [B, 1]
   init = dict(
       t=tf.constant(0),
@@ -97,7 +122,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     step_log_probs = tf.reshape(step_log_probs, [batch_size, k, k])
     best_words = tf.reshape(best_words, [batch_size, k, k])
     finished = v["finished"][..., None]
-    step_log_probs = tf.where(finished, pad_candidates, step_log_probs)
+    step_log_probs = tf.where(finished, first_only, step_log_probs)
     best_words = tf.where(finished, pad_id, best_words)
     candidates = tf.reshape(v["log_probs"][..., None] + step_log_probs,
                             [batch_size, k * k])
@@ -180,7 +205,7 @@ def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
 
 def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
-  _check(1, max_length)
+  _, max_length, _ = _checked(1, max_length)
   batch_size = tf.shape(features)[0]
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
   init = dict(

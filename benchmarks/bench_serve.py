@@ -1,0 +1,98 @@
+"""Serving speed of an exported model, and the CNN's share of it.
+
+  make bench-serve     (python -m benchmarks.bench_serve)
+
+Exports a realistic model (EfficientNet-Lite0 at 224 px, random weights, and
+a Show and Tell decoder of the standard size, untrained: its captions run
+all 20 words, the slowest case), then times the SavedModel's
+serving_default (beam 3, 20 words) on 640x480 JPEGs: one image's latency
+and images/s for a batch. The same images through decoding and the encoder
+alone give the CNN's time; the target is that decoder and beam search add
+at most a fifth of it for one image.
+"""
+
+import io
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from benchmarks import common, standard_size as std
+from im2txt_ext import export, runs
+from im2txt_ext.config import ExperimentConfig, apply_overrides
+from im2txt_ext.data.vocabulary import Vocabulary
+
+BATCH, BEAM, LENGTH, SIZE = 16, 3, 20, 224
+SIZES = {"encoder": "efficientnet_lite0", "image_size": SIZE,
+         "vocab": std.VOCAB, "hidden": std.HIDDEN, "beam": BEAM,
+         "caption_length": LENGTH, "jpeg": "640x480"}
+
+
+def untrained_run(run_dir):
+  """A run directory (config, vocabulary, step-0 checkpoint) of the model."""
+  config = apply_overrides(ExperimentConfig(), [
+      "model.encoder=efficientnet_lite0", f"data.image_size={SIZE}",
+      f"model.embedding_size={std.EMBED}", f"model.hidden_size={std.HIDDEN}"])
+  os.makedirs(run_dir)
+  config.save(os.path.join(run_dir, runs.CONFIG_FILE))
+  Vocabulary([f"word{i}" for i in range(std.VOCAB - 4)]).save(
+      os.path.join(run_dir, runs.VOCAB_FILE))
+  decoder = runs.build_decoder(config, std.VOCAB, with_encoder=True)
+  runs.build_from_batch(decoder, {"image": tf.zeros([1, SIZE, SIZE, 3]),
+                                  "input_ids": tf.zeros([1, 2], tf.int32)})
+  checkpoint = tf.train.Checkpoint(model=decoder,
+                                   step=tf.Variable(0, dtype=tf.int64))
+  tf.train.CheckpointManager(checkpoint, os.path.join(
+      run_dir, runs.CHECKPOINTS_DIR), 1).save()
+  return decoder
+
+
+def jpegs(count, seed=0):
+  """Random 640x480 JPEGs (quality 90): string [count]."""
+  rng = np.random.default_rng(seed)
+  images = []
+  for _ in range(count):
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), np.uint8)).save(
+        buffer, "JPEG", quality=90)
+    images.append(buffer.getvalue())
+  return tf.constant(images)
+
+
+def main():
+  tf.keras.utils.set_random_seed(0)
+  with tempfile.TemporaryDirectory() as folder:
+    run_dir, model_dir = os.path.join(folder, "run"), os.path.join(folder,
+                                                                   "model")
+    decoder = untrained_run(run_dir)
+    export.export(run_dir, model_dir, beam_size=BEAM, max_length=LENGTH,
+                  top_k=1)
+    serving = tf.saved_model.load(model_dir).signatures["serving_default"]
+    encoder = tf.function(lambda images: decoder.encode(
+        {"image": export.decode_images(images, SIZE)}))
+    one, batch = jpegs(1), jpegs(BATCH)
+    seconds = {}
+    for name, fn, images in [("export", serving, one), ("cnn", encoder, one),
+                             ("export_batch", serving, batch),
+                             ("cnn_batch", encoder, batch)]:
+      seconds[name] = common.time_call(
+          lambda: tf.nest.map_structure(np.asarray, fn(images)))
+  common.emit("serve_latency_1_image", seconds["export"] * 1e3, "ms", 1,
+              SIZES)
+  common.emit("serve_throughput", BATCH / seconds["export_batch"],
+              "images/s", BATCH, SIZES)
+  common.emit("cnn_latency_1_image", seconds["cnn"] * 1e3, "ms", 1, SIZES,
+              includes="JPEG decode, resize, preprocessing, CNN")
+  common.emit("cnn_fraction_1_image", seconds["cnn"] / seconds["export"],
+              "fraction", 1, SIZES)
+  overhead = seconds["export"] / seconds["cnn"] - 1
+  common.emit("decoder_search_over_cnn_1_image", overhead, "ratio", 1, SIZES,
+              target="<= 0.2", met=bool(overhead <= 0.2))
+  common.emit("cnn_fraction_batch", seconds["cnn_batch"] /
+              seconds["export_batch"], "fraction", BATCH, SIZES)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,45 @@
+"""Exports a trained model as a self-contained SavedModel (image bytes in,
+captions out; see im2txt_ext/export.py for the signatures).
+
+  im2txt-export --run_dir=runs/demo --output=exports/demo
+"""
+
+from absl import flags
+
+from im2txt_ext.cli import run
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Training run directory (holds "
+                    "config.json, vocab.txt and checkpoints).")
+flags.DEFINE_string("output", None, "SavedModel folder to write; an existing "
+                    "export there is replaced atomically.")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
+                  "checkpoint: best validation BLEU-4 or the latest.")
+flags.DEFINE_integer("beam_size", 3, "Default beams per image "
+                     "(serving_default, caption_features).")
+flags.DEFINE_integer("max_length", 20, "Default most words per caption, "
+                     "<end> included.")
+flags.DEFINE_integer("top_k", 3, "Default captions returned per image (at "
+                     "most beam_size).")
+flags.DEFINE_integer("max_pixels", 40_000_000, "Largest accepted image, "
+                     "width x height; larger ones are refused undecoded.")
+flags.mark_flags_as_required(["run_dir", "output"])
+
+
+def main(argv):
+  del argv
+  from im2txt_ext import export
+  signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
+                             FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
+                             FLAGS.max_pixels)
+  print(f"wrote {FLAGS.output}")
+  for name, (inputs, outputs) in signatures.items():
+    print(f"  {name}({', '.join(inputs)}) -> {', '.join(outputs)}")
+
+
+def entry():
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()

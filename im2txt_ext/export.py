@@ -1,0 +1,237 @@
+"""Export: a self-contained SavedModel that captions encoded images.
+
+Shape letters: N images, K captions per image, T words, L image locations,
+D feature channels, S image side.
+
+Everything runs inside the graph (image decoding and resizing as in
+``pipeline.decode_image``, the encoder with its preprocessing, the decoder,
+batched beam search and the id-to-word lookup), so serving needs TensorFlow
+alone:
+
+    model = tf.saved_model.load("exports/demo")
+    out = model.signatures["serving_default"](images=tf.constant([jpeg]))
+    out["captions"][0, 0].numpy().decode()
+
+Signatures (a SavedModel signature has no optional inputs, so the defaults
+are baked in at export time and a second signature takes them as inputs):
+  serving_default(images string [N]) -> captions string [N, K],
+    log_probs float32 [N, K] and, for attention decoders, attention
+    float32 [N, K, T, L]; beam size, T and K are the export's defaults;
+  caption_with_options(images, beam_size, max_length, k: int32 scalars),
+    the same outputs with the search chosen per call;
+  caption_features(features float32 [N, D] or [N, L, D]): the same outputs
+    for features already extracted by the model's encoder (defaults).
+Images may be JPEG, PNG, GIF or BMP; bytes that are not an image, or an
+image over ``max_pixels``, fail with InvalidArgumentError naming the image's
+index, before anything is decoded. An empty batch gives empty outputs.
+"""
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from im2txt_ext import runs, search
+from im2txt_ext.data import pipeline
+from im2txt_ext.errors import InputError
+
+MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
+
+# Magic bytes of the accepted formats, in tf.switch_case branch order, and
+# the bytes each needs for its width and height.
+_FORMATS = ((b"\xff\xd8\xff", 4), (b"\x89PNG\r\n\x1a\n", 24),
+            (b"GIF8", 10), (b"BM", 26))
+
+
+def _image_format(data):
+  """Index into _FORMATS of an encoded image, or -1: int32 scalar."""
+  kind = tf.constant(-1)
+  for i, (magic, header) in enumerate(_FORMATS):  # The magics exclude each other.
+    match = tf.logical_and(
+        tf.equal(tf.strings.substr(data, 0, len(magic)), magic),
+        tf.strings.length(data) >= header)
+    kind = tf.where(match, i, kind)
+  return kind
+
+
+def _header_size(data, kind):
+  """(height, width) int64 of an image, read from its header, not decoded."""
+  def pair(offset, dtype, little_endian=True):
+    raw = tf.strings.substr(data, offset, 2 * dtype.size)
+    return tf.cast(tf.io.decode_raw(raw, dtype, little_endian=little_endian),
+                   tf.int64)
+  return tf.switch_case(kind, [
+      lambda: tf.io.extract_jpeg_shape(data, tf.int64)[:2],
+      lambda: pair(16, tf.int32, little_endian=False)[::-1],  # IHDR w, h.
+      lambda: pair(6, tf.uint16)[::-1],  # Logical screen w, h.
+      lambda: tf.abs(pair(18, tf.int32))[::-1],  # w, h (< 0: top-down).
+  ])
+
+
+def decode_images(images, image_size, max_pixels=MAX_PIXELS):
+  """Encoded images string [N] -> float32 [N, S, S, 3] in 0..255.
+
+  Each image's format and header size are checked before it is decoded.
+  """
+  def decode(args):
+    index, data = args
+    kind = _image_format(data)
+    is_image = tf.debugging.Assert(kind >= 0, [tf.strings.format(
+        "image {} is not a JPEG/PNG/GIF/BMP", index)])
+    with tf.control_dependencies([is_image]):
+      size = _header_size(data, tf.identity(kind))  # [2]
+    height, width = size[0], size[1]
+    small = tf.debugging.Assert(height * width <= max_pixels, [
+        tf.strings.format("image {} has {}x{} pixels, more than the {} "
+                          "allowed", (index, width, height, max_pixels))])
+    with tf.control_dependencies([small]):
+      return pipeline.decode_image(tf.identity(data), image_size)
+  return tf.map_fn(decode, (tf.range(tf.size(images)), images),
+                   fn_output_signature=tf.TensorSpec(
+                       [image_size, image_size, 3], tf.float32))
+
+
+class CaptionModule(tf.Module):
+  """The exported object: a decoder with its encoder, vocabulary and search.
+
+  Args:
+    decoder: CaptionDecoder with its encoder.
+    words: list of str. The vocabulary, by id.
+    image_size: int. S, the encoder's input side.
+    feature_shape: tuple. (D,) or (L, D), the decoder's features per image.
+    beam_size, max_length, top_k: int. The defaults of serving_default.
+    max_pixels: int. Largest accepted image (width x height).
+    start_id, end_id, pad_id: int. The special tokens' ids.
+  """
+
+  def __init__(self, decoder, words, image_size, feature_shape, beam_size=3,
+               max_length=20,
+               top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
+               pad_id=0):
+    super().__init__(name="captioner")
+    search._check(beam_size, max_length, top_k)
+    self.decoder = decoder
+    # The tf.Variables under Keras's, tracked by themselves (as Keras's own
+    # export does), so that TF1 loaders such as saved_model_cli find them.
+    self.weights = [v.value for v in decoder.variables]
+    self.words = tf.constant(words)
+    self.image_size = image_size
+    self.feature_shape = tuple(feature_shape)
+    self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k)
+    self.max_pixels = max_pixels
+    self.ids = dict(start_id=start_id, end_id=end_id, pad_id=pad_id)
+
+  def caption_images(self, images, beam_size, max_length, k):
+    """Encoded images string [N] -> the outputs of ``caption``.
+
+    An empty batch skips the CNN (some layers fail on zero images).
+    """
+    def encode():
+      return self.decoder.encode({"image": decode_images(
+          images, self.image_size, self.max_pixels)})
+    features = tf.cond(tf.size(images) > 0, encode,
+                       lambda: tf.zeros((0,) + self.feature_shape))
+    return self.caption(features, beam_size, max_length, k)
+
+  def caption(self, features, beam_size, max_length, k):
+    """Features -> {"captions", "log_probs"[, "attention"]}, best first."""
+    result = search.beam_search(self.decoder, features, beam_size, max_length,
+                                top_k=k, **self.ids)
+    out = {"captions": self.to_text(result.ids),
+           "log_probs": result.log_probs}
+    if result.attention is not None:
+      out["attention"] = result.attention
+    return out
+
+  def to_text(self, ids):
+    """int32 ids [N, K, T] -> string [N, K]: the words before <end>, without
+    <start>/<pad>, joined by spaces (as Vocabulary.decode)."""
+    before_end = tf.math.cumsum(tf.cast(ids == self.ids["end_id"], tf.int32),
+                                axis=-1) == 0
+    keep = before_end & (ids != self.ids["start_id"]) & \
+        (ids != self.ids["pad_id"])
+    length = tf.shape(ids)[-1]
+    words = tf.ragged.boolean_mask(tf.reshape(tf.gather(self.words, ids),
+                                              [-1, length]),
+                                   tf.reshape(keep, [-1, length]))
+    return tf.reshape(tf.strings.reduce_join(words, axis=-1, separator=" "),
+                      tf.shape(ids)[:-1])
+
+  def signatures(self):
+    """The three concrete functions above, by signature name."""
+    images = tf.TensorSpec([None], tf.string, name="images")
+    scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
+    features = tf.TensorSpec((None,) + self.feature_shape, tf.float32,
+                             name="features")
+    serving = tf.function(
+        lambda images: self.caption_images(images, **self.defaults))
+    with_options = tf.function(self.caption_images)
+    from_features = tf.function(
+        lambda features: self.caption(features, **self.defaults))
+    return {
+        "serving_default": serving.get_concrete_function(images),
+        "caption_with_options": with_options.get_concrete_function(
+            images, scalar("beam_size"), scalar("max_length"), scalar("k")),
+        "caption_features": from_features.get_concrete_function(features),
+    }
+
+
+def write_atomically(target, write):
+  """Runs ``write(folder)`` on a new folder beside ``target``, then swaps it in.
+
+  An existing target is moved aside, replaced with one rename and deleted
+  only then, so an interrupted export leaves either the old folder or the
+  new one at ``target``, never a half-written one, and no temporary folder.
+  """
+  target = os.path.abspath(target)
+  parent, name = os.path.split(target)
+  if os.path.exists(target) and not (
+      os.path.isdir(target) and (not os.listdir(target) or os.path.isfile(
+          os.path.join(target, "saved_model.pb")))):
+    raise InputError("exists and is not a SavedModel; not replacing it",
+                     target)
+  os.makedirs(parent, exist_ok=True)
+  new = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
+  old = None
+  try:
+    write(new)
+    if os.path.exists(target):
+      old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+      os.replace(target, old)  # Onto the empty folder.
+    try:
+      os.replace(new, target)
+    except BaseException:
+      if old:
+        os.replace(old, target)
+        old = None
+      raise
+  finally:
+    for folder in (new, old):
+      if folder and os.path.exists(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
+           top_k=1, max_pixels=MAX_PIXELS):
+  """Writes the SavedModel of a run directory's model to ``output_dir``.
+
+  Returns {signature name: (input names, output names)}.
+  """
+  try:
+    search._check(beam_size, max_length, top_k)
+  except ValueError as e:
+    raise InputError(str(e)) from None
+  model = runs.TrainedModel(run_dir, which)
+  vocab = model.vocab
+  module = CaptionModule(model.decoder, vocab.words,
+                         runs.image_size(model.config),
+                         runs.feature_shape(model.config), beam_size,
+                         max_length, top_k, max_pixels, vocab.start_id,
+                         vocab.end_id, vocab.pad_id)
+  signatures = module.signatures()
+  write_atomically(output_dir, lambda folder: tf.saved_model.save(
+      module, folder, signatures=signatures))
+  return {name: ([spec.name for spec in fn.structured_input_signature[0]],
+                 sorted(fn.structured_outputs))
+          for name, fn in signatures.items()}

@@ -1,0 +1,303 @@
+"""Demo web page and JSON API over an exported model (im2txt_ext/export.py).
+
+  make serve                      (exports runs/demo first if needed)
+  python -m im2txt_ext.serve --export=exports/demo --port=8000
+
+Open http://127.0.0.1:8000/, drop or pick a JPEG or PNG, and read the
+captions with their log-probabilities; for attention models, pointing at a
+word shows where the model looked (drawn client-side from the maps).
+
+  curl -F image=@photo.jpg http://127.0.0.1:8000/api/caption
+  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/api/caption?beam_size=5&k=3'
+
+The API answers {"captions": [{"caption", "log_prob", "words"[,
+"attention": one [L] map per word]}], "grid": [h, w] or null}, or
+{"error": message} with status 400 (not a readable JPEG/PNG), 413 (upload
+or image too large) or 415 (another format). The server only needs
+TensorFlow and the export: it never builds a model itself.
+"""
+
+import io
+import math
+
+from absl import app, flags
+import flask
+from PIL import Image
+from werkzeug import exceptions, serving
+
+from im2txt_ext.cli import run
+
+FLAGS = flags.FLAGS
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+_OPTIONS = ("beam_size", "max_length", "k")
+
+
+class BadImage(Exception):
+  """An upload the model must not see; ``status`` is the HTTP status."""
+
+  def __init__(self, message, status=400):
+    super().__init__(message)
+    self.status = status
+
+
+def check_image(data, max_pixels=MAX_PIXELS):
+  """Refuses non-JPEG/PNG bytes and decompression bombs, from the header."""
+  if not data:
+    raise BadImage("no image in the request")
+  if not any(data.startswith(magic) for magic in _MAGIC):
+    raise BadImage("only JPEG and PNG images are accepted", 415)
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      width, height = image.size  # Header only: nothing decoded yet.
+  except Image.DecompressionBombError:
+    raise BadImage(f"image has more than {max_pixels} pixels", 413) from None
+  except Exception:  # PIL raises many types for corrupt headers.
+    raise BadImage("not a readable JPEG/PNG image") from None
+  if width * height > max_pixels:
+    raise BadImage(f"image is {width}x{height} pixels, more than the "
+                   f"{max_pixels / 1e6:g} megapixels allowed", 413)
+
+
+class Model:
+  """An exported captioner, called from any request thread.
+
+  Args:
+    path: str. SavedModel folder written by ``im2txt-export``.
+  """
+
+  def __init__(self, path):
+    import tensorflow as tf  # Imported here: --help needs no TensorFlow.
+    self._tf = tf
+    self._saved = tf.saved_model.load(path)
+    self._default = self._saved.signatures["serving_default"]
+    self._options = self._saved.signatures["caption_with_options"]
+
+  def caption(self, data, options=None):
+    """Image bytes -> list of {caption, log_prob, words[, attention]}, and
+    the attention grid [h, w] or None. ``options``: {} for the export's
+    defaults, or beam_size, max_length and k as ints."""
+    tf = self._tf
+    images = tf.constant([data])
+    try:
+      if options:
+        out = self._options(images=images, **{
+            name: tf.constant(value, tf.int32)
+            for name, value in options.items()})
+      else:
+        out = self._default(images=images)
+    except tf.errors.InvalidArgumentError as e:
+      raise BadImage(_assertion(e.message)) from None
+    results, grid = [], None
+    for k, text in enumerate(out["captions"][0].numpy()):
+      words = text.decode().split()
+      result = {"caption": " ".join(words),
+                "log_prob": round(float(out["log_probs"][0, k]), 4),
+                "words": words}
+      if "attention" in out:
+        maps = out["attention"][0, k, :len(words)].numpy()  # [T, L]
+        side = math.isqrt(maps.shape[-1])
+        grid = [side, maps.shape[-1] // side]
+        result["attention"] = maps.round(4).tolist()
+      results.append(result)
+    return results, grid
+
+
+def _assertion(message):
+  """The readable line of a TensorFlow error (an assertion's text)."""
+  for line in message.splitlines():
+    if "assertion failed:" in line:
+      return line.split("assertion failed:", 1)[1].strip(" []")
+  return message.splitlines()[0] if message else "cannot caption this image"
+
+
+def _options(args):
+  """Search options from the query or form: {} (the export's defaults)
+  or all of beam_size, max_length and k as ints."""
+  given = [name for name in _OPTIONS if args.get(name)]
+  if not given:
+    return {}
+  if len(given) < len(_OPTIONS):
+    raise BadImage("give all of beam_size, max_length and k, or none")
+  try:
+    return {name: int(args[name]) for name in _OPTIONS}
+  except ValueError:
+    raise BadImage("beam_size, max_length and k must be integers") from None
+
+
+def create_app(model, max_upload_bytes=MAX_UPLOAD_BYTES,
+               max_pixels=MAX_PIXELS):
+  """The Flask app: the page at /, the JSON API at POST /api/caption."""
+  web = flask.Flask(__name__)
+  web.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
+
+  @web.get("/")
+  def page():
+    return flask.Response(PAGE.replace(
+        "MAX_MB", f"{max_upload_bytes / 2**20:g}"), mimetype="text/html")
+
+  @web.post("/api/caption")
+  def caption():
+    request = flask.request
+    fields = dict(request.args)
+    if request.mimetype == "multipart/form-data":  # A form's "image" file.
+      upload = request.files.get("image")
+      data = upload.read() if upload else b""
+      fields.update(request.form)
+    else:  # The raw bytes, whatever the content type says.
+      data = request.get_data()
+    options = _options(fields)
+    check_image(data, max_pixels)
+    captions, grid = model.caption(data, options)
+    return flask.jsonify(captions=captions, grid=grid)
+
+  @web.errorhandler(BadImage)
+  def bad_image(e):
+    return flask.jsonify(error=str(e)), e.status
+
+  @web.errorhandler(exceptions.RequestEntityTooLarge)
+  def too_large(e):
+    del e
+    return flask.jsonify(error=f"upload larger than "
+                         f"{max_upload_bytes / 2**20:g} MB"), 413
+
+  return web
+
+
+def make_server(model, host="127.0.0.1", port=8000, **app_args):
+  """A threaded server (one thread per request); port 0 picks a free one."""
+  return serving.make_server(host, port, create_app(model, **app_args),
+                             threaded=True)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>im2txt captions</title>
+<style>
+ body { font-family: sans-serif; max-width: 46rem; margin: 2rem auto; }
+ #drop { border: 2px dashed #888; padding: 2rem; text-align: center; }
+ #drop.over { background: #eef; }
+ #view { display: block; margin: 1rem 0; max-width: 100%; }
+ #error { color: #b00; }
+ .word { cursor: pointer; padding: 0 .1rem; }
+ .word:hover, .word.on { background: #fd6; }
+ .score { color: #666; font-size: .9em; margin-left: .5rem; }
+</style></head><body>
+<h1>Caption an image</h1>
+<div id="drop">Drop a JPEG or PNG here (at most MAX_MB MB), or
+ <input type="file" id="file" accept="image/jpeg,image/png"></div>
+<p id="status"></p><p id="error"></p>
+<canvas id="view" width="0" height="0"></canvas>
+<ol id="results"></ol>
+<script>
+const $ = (id) => document.getElementById(id);
+let picture = null, grid = null;
+
+function draw(map) {
+  const canvas = $("view"), ctx = canvas.getContext("2d");
+  const scale = Math.min(1, 512 / Math.max(picture.width, picture.height));
+  canvas.width = picture.width * scale;
+  canvas.height = picture.height * scale;
+  ctx.drawImage(picture, 0, 0, canvas.width, canvas.height);
+  if (!map) return;
+  // The [h, w] map as a small dark mask, stretched smoothly over the image.
+  const [h, w] = grid, top = Math.max(...map);
+  const mask = document.createElement("canvas");
+  mask.width = w; mask.height = h;
+  const pixels = mask.getContext("2d").createImageData(w, h);
+  map.forEach((a, i) => { pixels.data[4 * i + 3] = 200 * (1 - a / top); });
+  mask.getContext("2d").putImageData(pixels, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(mask, 0, 0, canvas.width, canvas.height);
+}
+
+function show(captions) {
+  const list = $("results");
+  list.replaceChildren();
+  for (const option of captions) {
+    const item = document.createElement("li");
+    const text = document.createElement("span");
+    text.className = "caption";
+    option.words.forEach((word, t) => {
+      const span = document.createElement("span");
+      span.className = "word";
+      span.textContent = word;
+      if (option.attention) {
+        span.onmouseenter = () => draw(option.attention[t]);
+        span.onmouseleave = () => draw(null);
+      }
+      text.append(span, " ");
+    });
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = "log p = " + option.log_prob.toFixed(3);
+    item.append(text, score);
+    list.append(item);
+  }
+}
+
+async function caption(file) {
+  $("error").textContent = "";
+  $("results").replaceChildren();
+  $("status").textContent = "captioning " + file.name + "...";
+  picture = new Image();
+  picture.onload = () => draw(null);
+  picture.src = URL.createObjectURL(file);
+  const form = new FormData();
+  form.append("image", file);
+  try {
+    const response = await fetch("/api/caption", {method: "POST", body: form});
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || response.statusText);
+    grid = answer.grid;
+    show(answer.captions);
+    $("status").textContent = answer.grid ?
+        "Point at a word to see where the model looked." : "";
+  } catch (e) {
+    $("status").textContent = "";
+    $("error").textContent = "Error: " + e.message;
+  }
+}
+
+$("file").onchange = (e) => e.target.files[0] && caption(e.target.files[0]);
+const drop = $("drop");
+drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
+drop.ondragleave = () => drop.classList.remove("over");
+drop.ondrop = (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  if (e.dataTransfer.files[0]) caption(e.dataTransfer.files[0]);
+};
+</script></body></html>
+"""
+
+
+def define_flags():
+  flags.DEFINE_string("export", "exports/demo", "SavedModel folder written "
+                      "by im2txt-export.")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
+  flags.DEFINE_integer("port", 8000, "Port (0: any free one).")
+  flags.DEFINE_integer("max_upload_mb", 10, "Largest upload, MB.")
+  flags.DEFINE_float("max_megapixels", 40, "Largest image, megapixels "
+                     "(checked from the header, before decoding).")
+
+
+def main(argv):
+  del argv
+  model = Model(FLAGS.export)
+  server = make_server(model, FLAGS.host, FLAGS.port,
+                       max_upload_bytes=FLAGS.max_upload_mb * 2**20,
+                       max_pixels=int(FLAGS.max_megapixels * 1e6))
+  print(f"serving {FLAGS.export} on http://{FLAGS.host}:{server.server_port}/",
+        flush=True)
+  server.serve_forever()
+
+
+def entry():
+  define_flags()
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()
