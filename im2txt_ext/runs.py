@@ -157,7 +157,7 @@ def restore_weights(decoder, run_dir, which="best"):
   # TensorFlow's tracking missed); restore() alone does not notice it.
   saved = count_saved_model_weights(path)
   if saved != len(decoder.weights):
-    raise InputError(f"checkpoint does not match the model in config.json "
+    raise InputError(f"checkpoint does not match the model of config.json and vocab.txt "
                      f"(it holds {saved} weights, the model has "
                      f"{len(decoder.weights)})", path)
   step = tf.Variable(0, dtype=tf.int64)
@@ -166,6 +166,6 @@ def restore_weights(decoder, run_dir, which="best"):
     checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
   except (AssertionError, ValueError) as e:
     first = (str(e).splitlines() or ["mismatch"])[0][:300]
-    raise InputError(f"checkpoint does not match the model in config.json "
+    raise InputError(f"checkpoint does not match the model of config.json and vocab.txt "
                      f"({first})", path) from None
   return int(step.numpy())

@@ -153,6 +153,13 @@ def test_bad_run_directories(scene_data, tmp_path):
   config = tiny_config(scene_data, num_steps=2, checkpoint_every=2,
                        validate_every=2)
   Trainer(config, str(tmp_path / "run"), quiet=True).train()
+  # A vocabulary that is not the one the checkpoint was trained with.
+  vocab_path = tmp_path / "run" / "vocab.txt"
+  good_vocab = vocab_path.read_text()
+  vocab_path.write_text("".join(good_vocab.splitlines(True)[:-1]))
+  with pytest.raises(InputError, match="does not match the model"):
+    Captioner(str(tmp_path / "run"))
+  vocab_path.write_text(good_vocab)
   # A config that names another model than the checkpoint holds.
   config.model.hidden_size = 48
   config.save(str(tmp_path / "run" / "config.json"))
