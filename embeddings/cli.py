@@ -8,7 +8,6 @@
 Each command defines only its own flags, when it starts.
 """
 
-import functools
 import os
 import sys
 
@@ -16,6 +15,7 @@ from absl import app
 from absl import flags
 
 from embeddings import vectors
+from im2txt_ext.cli import run
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import SPECIAL_TOKENS
 from im2txt_ext.errors import InputError
@@ -72,18 +72,6 @@ def _is_caption_file(readers, path):
   return True
 
 
-def _report_input_errors(main):
-  """Prints an InputError as one line ``error: ...`` and exits with status 2."""
-  @functools.wraps(main)
-  def wrapped(argv):
-    try:
-      return main(argv)
-    except InputError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
-  return wrapped
-
-
 def _show_in_help():
   """Lists this module's flags in --help, which shows sys.argv[0]'s only."""
   for flag in FLAGS.get_key_flags_for_module(__name__):
@@ -127,7 +115,6 @@ def _define_train_flags():
   _show_in_help()
 
 
-@_report_input_errors
 def _train(argv):
   """Trains skip-gram vectors and writes vectors.txt and vocab.txt."""
   if len(argv) > 1:
@@ -164,7 +151,6 @@ def _define_neighbours_flags():
   _show_in_help()
 
 
-@_report_input_errors
 def _neighbours(argv):
   """Prints the nearest words of each query word by cosine similarity."""
   if len(argv) > 1:
@@ -182,10 +168,10 @@ def _neighbours(argv):
 def train_main():
   """Entry point of ``im2txt-word2vec``."""
   _define_train_flags()
-  app.run(_train)
+  run(_train)
 
 
 def neighbours_main():
   """Entry point of ``im2txt-neighbours``."""
   _define_neighbours_flags()
-  app.run(_neighbours)
+  run(_neighbours)
