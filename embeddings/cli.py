@@ -175,3 +175,7 @@ def neighbours_main():
   """Entry point of ``im2txt-neighbours``."""
   _define_neighbours_flags()
   run(_neighbours)
+
+
+if __name__ == "__main__":
+  train_main()  # python -m embeddings.cli is im2txt-word2vec.

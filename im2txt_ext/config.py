@@ -65,6 +65,18 @@ class TrainConfig:
   scheduled_sampling: float = 0.0  # Final probability of feeding the model's
   #                                  own sample instead of the true word.
   scheduled_sampling_ramp: int = 1000  # Steps over which it rises from 0.
+  init_from: str = ""  # Run directory whose vocabulary and best checkpoint
+  #                      start this run (e.g. cross-entropy weights for
+  #                      SCST); "" = fresh initialisation.
+  scst: bool = False  # Self-critical sequence training: policy gradient on
+  #                     the CIDEr-D of sampled captions (training/scst.py).
+  scst_samples: int = 5  # Captions sampled per image each SCST step.
+  scst_baseline: str = "greedy"  # Reward baseline: "greedy" (the greedy
+  #                                caption's CIDEr-D) or "mean" (the mean of
+  #                                the image's other samples).
+  scst_temperature: float = 1.0  # Softmax temperature of the SCST samples.
+  scst_xent_weight: float = 0.0  # Weight of the cross-entropy added to the
+  #                                SCST loss; 0 = policy gradient alone.
   train_encoder_after: int = -1  # Step from which the CNN is fine-tuned end to
   #                                end (im2txt's second phase); -1 = never,
   #                                0 = from the start.
@@ -74,6 +86,14 @@ class TrainConfig:
   validation_images: int = 200  # Validation images captioned each time.
   log_every: int = 50  # Steps between TensorBoard scalars.
   seed: int = 0  # Seed of initialisation, shuffling and sampling.
+  strategy: str = "default"  # Devices (im2txt_ext.training.distribute):
+  #                            "default" (one), "mirrored" (all local GPUs),
+  #                            "multi_worker" (the machines of TF_CONFIG) or
+  #                            "tpu"; batch_size is split over the replicas.
+  precision: str = "float32"  # "float32", "mixed_float16" (GPU) or
+  #                             "mixed_bfloat16" (CPU, TPU, recent GPUs):
+  #                             16-bit math, float32 weights, logits and loss.
+  jit_compile: bool = False  # Compile the training step with XLA.
 
 
 @dataclasses.dataclass
@@ -98,14 +118,20 @@ class ExperimentConfig:
 
   @classmethod
   def load(cls, path):
-    if not os.path.isfile(path):
-      raise InputError("config file not found", path)
-    try:
-      with open(path, encoding="utf-8") as f:
-        values = json.load(f)
-    except json.JSONDecodeError as e:
-      raise InputError(f"malformed JSON ({e.msg})", path, e.lineno) from None
-    return cls.from_dict(values, path)
+    return load_json(cls, path)
+
+
+def load_json(cls, path):
+  """A dataclass ``cls`` from a JSON file of its fields (omitted fields keep
+  their defaults; unknown or mistyped ones raise InputError)."""
+  if not os.path.isfile(path):
+    raise InputError("config file not found", path)
+  try:
+    with open(path, encoding="utf-8") as f:
+      values = json.load(f)
+  except json.JSONDecodeError as e:
+    raise InputError(f"malformed JSON ({e.msg})", path, e.lineno) from None
+  return _build(cls, values, path)
 
 
 def _build(cls, values, source):
@@ -120,7 +146,12 @@ def _build(cls, values, source):
   kwargs = {}
   for name, value in values.items():
     kind = hints[name]
-    if dataclasses.is_dataclass(kind):
+    item = (typing.get_args(kind) or [None])[0]
+    if typing.get_origin(kind) is list and dataclasses.is_dataclass(item):
+      if not isinstance(value, list):
+        raise InputError(f"{cls.__name__}.{name} must be a list", source)
+      value = [_build(item, v, source) for v in value]
+    elif dataclasses.is_dataclass(kind):
       value = _build(kind, value, source)
     elif kind is float and isinstance(value, int):
       value = float(value)

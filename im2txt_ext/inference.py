@@ -124,6 +124,18 @@ class Captioner:
                         "captions": options})
     return results
 
+  def reference_batches(self, records, features=None, batch_size=64):
+    """Teacher-forcing batches of the records' reference captions (for
+    ``perplexity``), with images or cached features."""
+    config = pipeline.PipelineConfig(
+        batch_size=batch_size, image_size=self.image_size,
+        max_caption_length=self.model.config.data.max_caption_length)
+    examples = pipeline.from_records(records, self.vocab,
+                                     read_images=features is None)
+    for batch in pipeline.batched(examples, config, training=False,
+                                  features=features):
+      yield features.attach(batch) if features is not None else batch
+
   def caption_records(self, records, features=None, batch_size=64,
                       **search_args):
     """Best caption per record {image_id: str}; see ``caption_records``."""

@@ -68,3 +68,23 @@ def bleu4(candidates, references):
       {i: _tokenised(references[i]) for i in ids},
       {i: _tokenised([candidates[i]]) for i in ids}, verbose=0)
   return float(scores[3])
+
+
+def save_evaluation(output_dir, records, candidates, metrics, show=0):
+  """Writes metrics.json and captions.json (generated vs references per
+  image) to ``output_dir``, prints ``show`` examples and the metrics line."""
+  import json
+  import os
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2)
+  with open(os.path.join(output_dir, "captions.json"), "w") as f:
+    json.dump([{"image_id": r.image_id, "image": r.image_path,
+                "generated": candidates[r.image_id],
+                "references": r.captions} for r in records], f, indent=1)
+  for record in records[:show]:
+    print(f"{os.path.basename(record.image_path)}: "
+          f"{candidates[record.image_id]!r}   (a reference: "
+          f"{record.captions[0]!r})")
+  print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                    for k, v in metrics.items()}))

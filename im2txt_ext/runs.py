@@ -117,7 +117,7 @@ class TrainedModel:
     build_from_batch(self.decoder, dummy)
     self.step = restore_weights(self.decoder, run_dir, which)
     if with_encoder and not trained_with_encoder:
-      self.decoder.encoder = build_encoder_of(self.config)
+      self.decoder.attach_encoder(build_encoder_of(self.config))
 
 
 def count_saved_model_weights(path):

@@ -2,18 +2,28 @@ r"""Evaluates a trained model on a dataset split with the COCO metrics.
 
   im2txt-evaluate --run_dir=runs/demo \
       --captions=data/scenes/captions_test.json --output_dir=runs/demo/eval
+  im2txt-evaluate --export=exports/demo --captions=data/scenes/captions_test.json
+
+Writes metrics.json (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D against all
+references of each image; perplexity of the references for checkpoints) and
+captions.json (generated vs reference captions per image).
 """
 
-import json
 import os
 import time
 
 from absl import flags
 
 from im2txt_ext.cli import run
+from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory.")
+flags.DEFINE_string("run_dir", None, "Training run directory (or give "
+                    "--export).")
+flags.DEFINE_string("export", None, "Exported SavedModel directory (from "
+                    "im2txt-export) instead of a run directory; it captions "
+                    "the image files with its caption_with_options "
+                    "signature (beam search only; no perplexity).")
 flags.DEFINE_string("captions", None, "Caption file of the evaluation images "
                     "(any supported format).")
 flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
@@ -29,57 +39,92 @@ flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
                      "all).")
 flags.DEFINE_integer("show", 5, "Print this many images' captions.")
 flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+flags.DEFINE_boolean("perplexity", True, "Also compute the perplexity of the "
+                     "reference captions (checkpoints only).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
                   "checkpoint.")
 flags.DEFINE_string("output_dir", None, "Writes metrics.json and "
                     "captions.json (generated vs references) here; default: "
-                    "<run_dir>/eval.")
-flags.mark_flags_as_required(["run_dir", "captions"])
+                    "<run_dir>/eval or <export>/eval.")
+flags.mark_flags_as_required(["captions"])
+
+
+def caption_with_checkpoint(records):
+  """({image_id: caption}, extra metrics) from the run's checkpoint."""
+  from im2txt_ext.inference import Captioner, perplexity
+  from im2txt_ext.training.trainer import load_features
+  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
+                        with_encoder=not FLAGS.features)
+  features = None
+  if FLAGS.features:
+    captioner.model.config.data.features = FLAGS.features
+    features = load_features(captioner.model.config)
+  candidates = captioner.caption_records(
+      records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
+      max_length=FLAGS.max_length)
+  extra = {"checkpoint_step": captioner.model.step}
+  if FLAGS.perplexity:
+    extra["perplexity"] = perplexity(
+        captioner.decoder, captioner.reference_batches(records, features))
+  return candidates, extra
+
+
+def caption_with_export(records):
+  """({image_id: caption}, extra metrics) from an exported SavedModel."""
+  import tensorflow as tf
+  from im2txt_ext.data.tfrecords import read_image_bytes
+  if FLAGS.method != "beam":
+    raise InputError("an export captions with beam search only; drop "
+                     "--method", FLAGS.export)
+  if not os.path.isfile(os.path.join(FLAGS.export, "saved_model.pb")):
+    raise InputError("not a SavedModel directory (no saved_model.pb)",
+                     FLAGS.export)
+  caption = tf.saved_model.load(FLAGS.export).signatures[
+      "caption_with_options"]
+  candidates = {}
+  for i in range(0, len(records), 32):
+    chunk = records[i:i + 32]
+    out = caption(images=tf.constant([read_image_bytes(r.image_path)
+                                      for r in chunk]),
+                  beam_size=tf.constant(FLAGS.beam_size),
+                  max_length=tf.constant(FLAGS.max_length),
+                  k=tf.constant(1))
+    for record, text in zip(chunk, out["captions"][:, 0].numpy()):
+      candidates[record.image_id] = text.decode()
+  return candidates, {"export": FLAGS.export}
 
 
 def main(argv):
   del argv
   from im2txt_ext.data import readers
-  from im2txt_ext.inference import Captioner
-  from im2txt_ext.metrics import caption_metrics
-  from im2txt_ext.training.trainer import load_features
+  from im2txt_ext.metrics import caption_metrics, save_evaluation
 
-  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
-                        with_encoder=not FLAGS.features)
-  config = captioner.model.config
-  images_dir = FLAGS.images_dir or config.data.images_dir or None
-  records = readers.read_dataset(FLAGS.captions, images_dir)
+  if bool(FLAGS.run_dir) == bool(FLAGS.export):
+    raise InputError("give exactly one of --run_dir and --export")
+  images_dir = FLAGS.images_dir
+  if FLAGS.run_dir and not images_dir:
+    from im2txt_ext.runs import CONFIG_FILE
+    from im2txt_ext.config import ExperimentConfig
+    config_path = os.path.join(FLAGS.run_dir, CONFIG_FILE)
+    if os.path.isfile(config_path):
+      images_dir = ExperimentConfig.load(config_path).data.images_dir
+  records = readers.read_dataset(FLAGS.captions, images_dir or None)
   if FLAGS.split:
     records = readers.split_records(records, FLAGS.split)
   records = records[:FLAGS.limit or None]
-  features = None
-  if FLAGS.features:
-    config.data.features = FLAGS.features
-    features = load_features(config)
   started = time.time()
-  candidates = captioner.caption_records(
-      records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
-      max_length=FLAGS.max_length)
+  if FLAGS.run_dir:
+    candidates, extra = caption_with_checkpoint(records)
+  else:
+    candidates, extra = caption_with_export(records)
   seconds = time.time() - started
   references = {r.image_id: r.captions for r in records}
   metrics = caption_metrics(candidates, references, meteor=FLAGS.meteor)
-  metrics.update(images=len(records), seconds=round(seconds, 2),
-                 checkpoint_step=captioner.model.step, method=FLAGS.method,
-                 beam_size=FLAGS.beam_size)
-  output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir, "eval")
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
-  with open(os.path.join(output_dir, "captions.json"), "w") as f:
-    json.dump([{"image_id": r.image_id, "image": r.image_path,
-                "generated": candidates[r.image_id],
-                "references": r.captions} for r in records], f, indent=1)
-  for record in records[:FLAGS.show]:
-    print(f"{os.path.basename(record.image_path)}: "
-          f"{candidates[record.image_id]!r}   (a reference: "
-          f"{record.captions[0]!r})")
-  print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                    for k, v in metrics.items()}))
+  metrics.update(extra, images=len(records), seconds=round(seconds, 2),
+                 method=FLAGS.method, beam_size=FLAGS.beam_size)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir or FLAGS.export,
+                                                "eval")
+  save_evaluation(output_dir, records, candidates, metrics, FLAGS.show)
 
 
 def entry():

@@ -29,8 +29,9 @@ _WEIGHTS = flags.DEFINE_string(
 _IMAGES = flags.DEFINE_string(
     "images", None, "Directory of images: with --captions, where the "
     "captions file's images are; alone, encode every image file in it.")
-_CAPTIONS = flags.DEFINE_string(
-    "captions", None, "Captions file; its images are encoded in file order.")
+_CAPTIONS = flags.DEFINE_list(
+    "captions", None, "Comma-separated captions files; their images are "
+    "encoded in file order, each image once.")
 _KIND = flags.DEFINE_enum(
     "kind", "pooled", list(features.KINDS),
     "pooled: one [D] vector per image; spatial: an [L, D] map per image.")
@@ -64,7 +65,11 @@ def _records():
   if _CAPTIONS.value:
     # Imported here: only captions files need the readers.
     from im2txt_ext.data.readers import read_dataset
-    return read_dataset(_CAPTIONS.value, images_dir=_IMAGES.value)
+    records = {}
+    for path in _CAPTIONS.value:
+      for record in read_dataset(path, images_dir=_IMAGES.value):
+        records.setdefault(record.image_id, record)
+    return list(records.values())
   if _IMAGES.value:
     return directory_records(_IMAGES.value)
   raise InputError("give --images (a directory) or --captions (a file)")

@@ -9,6 +9,8 @@ one search, the one training loop and export use for every decoder:
     of tensors whose leading dimension is B (search tiles it over beams);
   * ``step(word_ids, state, training)``: int32 [B] previous words and state
     -> ``StepOutput(logits [B, V], state, attention [B, L] or None)``.
+Logits and attention are float32 even when the layers compute in float16
+or bfloat16 (mixed precision); the state is in the layers' compute dtype.
 
 ``teacher_forced`` runs the step over a whole caption for training; a
 subclass may override it with a faster equivalent (the no-attention decoders
@@ -35,9 +37,11 @@ def make_rnn(cell, units, name="rnn"):
 
 
 def zero_cell_state(rnn, batch_size):
-  """Zero recurrent state: [h, c] for an LSTM, [h] otherwise, each [B, H]."""
+  """Zero recurrent state: [h, c] for an LSTM, [h] otherwise, each [B, H]
+  in the layer's compute dtype (float32, or 16 bits under mixed precision)."""
   count = 2 if isinstance(rnn, keras.layers.LSTM) else 1
-  return [tf.zeros([batch_size, rnn.units]) for _ in range(count)]
+  return [tf.zeros([batch_size, rnn.units], rnn.compute_dtype)
+          for _ in range(count)]
 
 
 class CaptionDecoder(keras.Model):
@@ -85,6 +89,16 @@ class CaptionDecoder(keras.Model):
       raise ValueError("batch has images but the decoder has no encoder")
     return self.encoder(batch["image"], training=training)[self.feature_kind]
 
+  def attach_encoder(self, encoder):
+    """Sets the image encoder of a decoder already built without one (trained
+    on cached features), so that it captions images. Keras locks a built
+    layer's attributes; this unlocks them for this one assignment."""
+    locked = self._tracker.locked
+    self._tracker.unlock()
+    self.encoder = encoder
+    if locked:
+      self._tracker.lock()
+
   # -- The contract ----------------------------------------------------------
 
   def initial_state(self, features, training=False):
@@ -98,8 +112,11 @@ class CaptionDecoder(keras.Model):
     return self.input_dropout(self.word_embedding(word_ids), training=training)
 
   def output_logits(self, hidden, training=False):
-    """[..., H] -> [..., V] logits, the shared output layer with dropout."""
-    return self.logits_layer(self.output_dropout(hidden, training=training))
+    """[..., H] -> float32 [..., V] logits, the shared output layer with
+    dropout; float32 even under mixed precision, so that softmax and loss
+    are computed in full precision."""
+    return tf.cast(self.logits_layer(self.output_dropout(
+        hidden, training=training)), tf.float32)
 
   # -- Training --------------------------------------------------------------
 

@@ -1,0 +1,222 @@
+r"""``make compare`` and ``make flickr8k``: every experiment of a suite, trained,
+evaluated and reported, through the library's public commands.
+
+  python -m experiments.compare --suite=experiments/suites/scenes.json \
+      --data=data/scenes --output=results/scenes
+
+Steps, each skipped when its output exists (so an interrupted comparison
+resumes where it stopped, and a killed training run from its checkpoint):
+  1. im2txt-extract-features: cached features of every image (pooled for
+     the no-attention models and retrieval, spatial for attention);
+  2. im2txt-word2vec on the training captions, where an experiment asks;
+  3. per experiment and seed: im2txt-train (checkpoints picked by validation
+     BLEU-4), then im2txt-evaluate on the test split (beam search);
+  4. im2txt-retrieve: the nearest-neighbour consensus baseline;
+  5. the report (experiments/report.py): results.md, results.json,
+     curves.png, attention figures and report.html.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from im2txt_ext.cli import run
+from im2txt_ext.errors import InputError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("suite", "experiments/suites/scenes.json", "Suite file "
+                    "(experiments/suite.py explains its fields).")
+flags.DEFINE_string("data", "data/scenes", "Data directory the suite's file "
+                    "names are relative to.")
+flags.DEFINE_string("output", None, "Results directory; default "
+                    "results/<suite name>.")
+flags.DEFINE_list("seeds", None, "Override the suite's seeds, e.g. 0,1.")
+flags.DEFINE_list("only", None, "Run only these experiments (by name).")
+flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+
+
+class Step:
+  """Runs the numbered steps of a comparison, each a logged subprocess."""
+
+  def __init__(self, output, total):
+    self.logs = os.path.join(output, "logs")
+    os.makedirs(self.logs, exist_ok=True)
+    self.done, self.total = 0, total
+
+  def __call__(self, what, module, args, log_name):
+    """Runs ``python -m module args``; returns its stdout. A failure raises
+    InputError with the command's last error line and its log file."""
+    self.done += 1
+    print(f"[{self.done}/{self.total}] {what} ...", end=" ", flush=True)
+    log = os.path.join(self.logs, log_name + ".log")
+    started = time.time()
+    with open(log, "w") as f:
+      result = subprocess.run([sys.executable, "-m", module, *args],
+                              stdout=subprocess.PIPE, stderr=f, text=True,
+                              check=False)
+      f.write(result.stdout)
+    seconds = time.time() - started
+    if result.returncode:
+      with open(log) as f:
+        lines = [line.strip() for line in f if line.strip()]
+      last = next((line for line in reversed(lines)
+                   if line.startswith("error:") or "Error" in line),
+                  lines[-1] if lines else "no output")
+      print("failed")
+      raise InputError(f"{what} failed: {last[:300]} (full log)", log)
+    print(f"{seconds:.0f} s", flush=True)
+    return result.stdout
+
+  def skip(self, what):
+    self.done += 1
+    print(f"[{self.done}/{self.total}] {what}: done before, skipped")
+
+
+def features_complete(path):
+  from im2txt_ext.encoders.features import read_index
+  if not os.path.exists(path):
+    return False
+  index = read_index(path)
+  return index["rows_done"] == len(index["image_ids"])
+
+
+def feature_kind(config_path):
+  from im2txt_ext.config import ExperimentConfig
+  from im2txt_ext.models import decoder_class
+  return decoder_class(ExperimentConfig.load(config_path).model.decoder) \
+      .feature_kind
+
+
+def run_dir(output, experiment, seed):
+  return os.path.join(output, "runs", f"{experiment.name}-seed{seed}")
+
+
+def compare(suite, data_dir, output, seeds, meteor=True):
+  """Runs the comparison; returns the report's table (markdown)."""
+  from experiments import report
+  paths = suite.paths(data_dir)
+  started = time.time()
+  kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
+  needed = sorted(set(kinds.values()) | {"pooled"})  # Retrieval: pooled.
+  uses_word2vec = any("{word2vec}" in s for e in suite.experiments
+                      for s in e.set)
+  step = Step(output, len(needed) + uses_word2vec + 2 * len(seeds) *
+              len(suite.experiments) + 1)
+  features = {kind: os.path.join(output, "features",
+                                 f"{suite.encoder}_{kind}.npy")
+              for kind in needed}
+  captions = ",".join(dict.fromkeys(
+      paths[k] for k in ("train_captions", "val_captions", "test_captions")))
+  for kind, path in features.items():
+    if features_complete(path):
+      step.skip(f"{kind} features")
+      continue
+    step(f"{kind} features ({suite.encoder})",
+         "im2txt_ext.cli.extract_features",
+         [f"--encoder={suite.encoder}", f"--weights={suite.encoder_weights}",
+          f"--captions={captions}", f"--images={paths['images_dir']}",
+          f"--kind={kind}", f"--output={path}",
+          *([f"--image_size={suite.image_size}"] if suite.image_size else [])],
+         f"features_{kind}")
+  word2vec = os.path.join(output, "word2vec")
+  if uses_word2vec:
+    if os.path.exists(os.path.join(word2vec, "vectors.txt")):
+      step.skip("word2vec")
+    else:
+      step("word2vec on the training captions", "embeddings.cli",
+           [f"--corpus={paths['train_captions']}", f"--output_dir={word2vec}",
+            *suite.word2vec], "word2vec")
+
+  for experiment in suite.experiments:
+    for seed in seeds:
+      directory = run_dir(output, experiment, seed)
+      train_and_evaluate(step, suite, experiment, seed, directory, paths,
+                         features[kinds[experiment.name]], word2vec, meteor)
+
+  retrieval = os.path.join(output, "retrieval")
+  if os.path.exists(os.path.join(retrieval, "metrics.json")):
+    step.skip("retrieval baseline")
+  else:
+    step("retrieval baseline", "im2txt_ext.cli.retrieve",
+         [f"--features={features['pooled']}",
+          f"--train_captions={paths['train_captions']}",
+          f"--train_split={suite.train_split}",
+          f"--captions={paths['test_captions']}",
+          f"--split={suite.test_split}",
+          f"--neighbours={suite.retrieval_neighbours}",
+          f"--consensus={suite.retrieval_consensus}",
+          f"--output_dir={retrieval}", f"--meteor={meteor}", "--show=0"],
+         "retrieval")
+  print("writing the report ...", flush=True)
+  table = report.write_report(suite, output, seeds, paths,
+                              time.time() - started)
+  print(f"wrote {output}/results.md, report.html, curves.png "
+        f"({time.time() - started:.0f} s in all)")
+  return table
+
+
+def train_and_evaluate(step, suite, experiment, seed, directory, paths,
+                       features, word2vec, meteor):
+  """im2txt-train then im2txt-evaluate of one experiment and seed."""
+  label = f"{experiment.name} seed {seed}"
+  summary_path = os.path.join(directory, "summary.json")
+  if os.path.exists(summary_path):
+    step.skip(f"train {label}")
+  else:
+    overrides = [
+        f"data.train_captions={paths['train_captions']}",
+        f"data.val_captions={paths['val_captions']}",
+        f"data.images_dir={paths['images_dir']}",
+        f"data.train_split={suite.train_split}",
+        f"data.val_split={suite.val_split}",
+        f"data.features={features}",
+        f"data.image_size={suite.image_size}",
+        f"model.encoder={suite.encoder}",
+        f"model.encoder_weights={suite.encoder_weights}",
+        f"train.seed={seed}",
+        *(s.replace("{word2vec}", word2vec) for s in experiment.set)]
+    resumed = os.path.isdir(os.path.join(directory, "checkpoints"))
+    out = step(f"train {label}", "im2txt_ext.cli.train",
+               [f"--config={experiment.config}", f"--run_dir={directory}",
+                "--quiet", *(f"--set={o}" for o in overrides)],
+               f"train_{experiment.name}_seed{seed}")
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary["resumed"] = resumed  # Then "seconds" covers the last part only.
+    with open(summary_path, "w") as f:
+      json.dump(summary, f, indent=2)
+  test_dir = os.path.join(directory, "test")
+  if os.path.exists(os.path.join(test_dir, "metrics.json")):
+    step.skip(f"evaluate {label}")
+    return
+  step(f"evaluate {label}", "im2txt_ext.cli.evaluate",
+       [f"--run_dir={directory}", f"--captions={paths['test_captions']}",
+        f"--split={suite.test_split}", f"--images_dir={paths['images_dir']}",
+        f"--features={features}", f"--beam_size={suite.beam_size}",
+        f"--max_length={suite.max_length}", f"--meteor={meteor}",
+        f"--output_dir={test_dir}", "--show=0"],
+       f"evaluate_{experiment.name}_seed{seed}")
+
+
+def main(argv):
+  del argv
+  from experiments.suite import Suite
+  suite = Suite.load(FLAGS.suite)
+  if FLAGS.only:
+    unknown = set(FLAGS.only) - {e.name for e in suite.experiments}
+    if unknown:
+      raise InputError(f"no experiments named {sorted(unknown)}", FLAGS.suite)
+    suite.experiments = [e for e in suite.experiments if e.name in FLAGS.only]
+  try:
+    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else suite.seeds
+  except ValueError:
+    raise InputError(f"--seeds must be integers, got {FLAGS.seeds}") from None
+  output = FLAGS.output or os.path.join("results", suite.name)
+  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor))
+
+
+if __name__ == "__main__":
+  run(main)

@@ -1,0 +1,243 @@
+"""The comparison's report: table, learning curves, attention figures, HTML.
+
+Reads what ``experiments/compare.py`` left in the results directory (each
+run's test metrics, training summary and TensorBoard scalars, and the
+retrieval baseline's metrics) and writes:
+  results.md    the table: mean and spread over seeds of each metric;
+  results.json  the same numbers, per seed;
+  curves.png    training cross-entropy and validation BLEU-4 against step;
+  attention/    attention figures of the attention models on test images;
+  report.html   every model's caption of each test image beside the
+                references, images and figures inline (opens from disk).
+"""
+
+import base64
+import glob
+import html
+import json
+import math
+import os
+
+import numpy as np
+
+METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "perplexity")
+CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_scalars(log_dir, tags=CURVES):
+  """{tag: (steps, values)} of the TensorBoard scalars in ``log_dir``."""
+  import tensorflow as tf
+  points = {tag: {} for tag in tags}
+  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.tag in points:
+          points[value.tag][event.step] = float(
+              tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
+              else value.simple_value
+  return {tag: (sorted(p), [p[s] for s in sorted(p)])
+          for tag, p in points.items()}
+
+
+def collect(suite, output, seeds):
+  """{experiment name: [per-seed dict(seed, metrics, summary, run_dir)]}."""
+  runs = {}
+  for experiment in suite.experiments:
+    runs[experiment.name] = []
+    for seed in seeds:
+      directory = os.path.join(output, "runs", f"{experiment.name}-seed{seed}")
+      runs[experiment.name].append({
+          "seed": seed, "run_dir": directory,
+          "metrics": read_json(os.path.join(directory, "test",
+                                            "metrics.json")),
+          "summary": read_json(os.path.join(directory, "summary.json"))})
+  return runs
+
+
+def mean_spread(values, digits=3):
+  """'m ± s' (sample standard deviation over seeds) or 'm' for one value."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "n/a"
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def table(suite, runs, retrieval, seeds):
+  """The markdown results table."""
+  header = ["model", *METRICS, "training s"]
+  rows = ["| " + " | ".join(header) + " |",
+          "|" + "---|" * len(header)]
+  for experiment in suite.experiments:
+    seeded = runs[experiment.name]
+    cells = [mean_spread([r["metrics"].get(m) for r in seeded])
+             for m in METRICS]
+    cells.append(mean_spread([r["summary"]["seconds"] for r in seeded], 0))
+    rows.append(f"| {experiment.label or experiment.name} | "
+                + " | ".join(cells) + " |")
+  cells = [mean_spread([retrieval.get(m)]) for m in METRICS]
+  rows.append(f"| retrieval: {suite.retrieval_neighbours} nearest training "
+              f"images, {suite.retrieval_consensus} consensus | "
+              + " | ".join(cells) + " | 0 |")
+  return "\n".join(rows)
+
+
+def plot_curves(suite, runs, path):
+  """Training cross-entropy and validation BLEU-4 per experiment (mean over
+  seeds at the steps all seeds logged)."""
+  from matplotlib.figure import Figure
+  figure = Figure(figsize=(11, 4))
+  axes = figure.subplots(1, 2)
+  titles = {"cross_entropy": "training cross-entropy (per word)",
+            "val_bleu4": "validation BLEU-4 (greedy)"}
+  for experiment in suite.experiments:
+    scalars = [read_scalars(os.path.join(r["run_dir"], "train"))
+               for r in runs[experiment.name]]
+    for axis, tag in zip(axes, CURVES):
+      steps = sorted(set.intersection(*(set(s[tag][0]) for s in scalars)))
+      if not steps:
+        continue
+      values = [np.mean([dict(zip(*s[tag]))[step] for s in scalars])
+                for step in steps]
+      axis.plot(steps, values, label=experiment.label or experiment.name,
+                marker="." if tag == "val_bleu4" else None)
+  for axis, tag in zip(axes, CURVES):
+    axis.set_title(titles[tag])
+    axis.set_xlabel("step")
+    axis.grid(alpha=0.3)
+  axes[0].set_yscale("log")
+  axes[1].legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, format="png", dpi=100)
+
+
+def attention_figures(suite, runs, records, output):
+  """Attention PNGs of each attention experiment's first seed on the first
+  ``suite.attention_images`` test records: {(experiment, image_id): path}."""
+  from attention.visualize import attention_figure, caption_with_attention
+  from im2txt_ext.models import decoder_class
+  from im2txt_ext.config import ExperimentConfig
+  from im2txt_ext.runs import TrainedModel
+  figures = {}
+  folder = os.path.join(output, "attention")
+  os.makedirs(folder, exist_ok=True)
+  for experiment in suite.experiments:
+    config = ExperimentConfig.load(experiment.config)
+    if not decoder_class(config.model.decoder).has_attention:
+      continue
+    model = TrainedModel(runs[experiment.name][0]["run_dir"], "best",
+                         with_encoder=True)
+    for record in records[:suite.attention_images]:
+      with open(record.image_path, "rb") as f:
+        image, words, attention = caption_with_attention(model, f.read())
+      side = math.isqrt(attention.shape[1])
+      path = os.path.join(folder, f"{experiment.name}_{record.image_id}.png")
+      attention_figure(image, words, attention, (side, side), path)
+      figures[experiment.name, record.image_id] = path
+  return figures
+
+
+def data_uri(path):
+  kind = "png" if path.lower().endswith(".png") else "jpeg"
+  with open(path, "rb") as f:
+    return f"data:image/{kind};base64," + base64.b64encode(f.read()).decode()
+
+
+def write_html(suite, runs, retrieval_captions, records, figures, table_md,
+               path):
+  """One self-contained page: images and figures inline as data URIs."""
+  captions = {name: {c["image_id"]: c["generated"] for c in read_json(
+      os.path.join(seeded[0]["run_dir"], "test", "captions.json"))}
+              for name, seeded in runs.items()}
+  labels = {e.name: e.label or e.name for e in suite.experiments}
+  parts = [
+      "<!doctype html><html><head><meta charset='utf-8'>",
+      f"<title>{html.escape(suite.name)}: caption comparison</title>",
+      "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+      "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+      "padding:3px 6px;font-size:13px;vertical-align:top}"
+      ".image{display:flex;gap:16px;margin:18px 0;border-top:1px solid #999;"
+      "padding-top:12px}.image img.photo{width:224px;height:auto}"
+      "img.figure{max-width:100%}</style></head><body>",
+      f"<h1>{html.escape(suite.name)}: caption comparison</h1>",
+      "<p>Test images with the caption of each model (first seed, beam "
+      f"{suite.beam_size}) and the reference captions.</p>",
+      markdown_table_html(table_md)]
+  for record in records[:suite.report_images]:
+    rows = "".join(
+        f"<tr><th>{html.escape(labels[name])}</th>"
+        f"<td>{html.escape(captions[name].get(record.image_id, ''))}</td></tr>"
+        for name in captions)
+    rows += (f"<tr><th>retrieval baseline</th><td>"
+             f"{html.escape(retrieval_captions.get(record.image_id, ''))}"
+             "</td></tr>")
+    refs = "".join(f"<li>{html.escape(c)}</li>" for c in record.captions)
+    parts.append(
+        f"<div class='image' id='{html.escape(record.image_id)}'>"
+        f"<img class='photo' src='{data_uri(record.image_path)}' "
+        f"alt='{html.escape(record.image_id)}'><div>"
+        f"<b>{html.escape(os.path.basename(record.image_path))}</b>"
+        f"<table>{rows}</table><p>references:</p><ul>{refs}</ul>")
+    for name in captions:
+      figure = figures.get((name, record.image_id))
+      if figure:
+        parts.append(f"<p>{html.escape(labels[name])}, where it looked:</p>"
+                     f"<img class='figure' src='{data_uri(figure)}'>")
+    parts.append("</div></div>")
+  parts.append("</body></html>")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(parts))
+
+
+def markdown_table_html(table_md):
+  """The results table (markdown pipe table) as an HTML table."""
+  lines = [line.strip("|").split("|") for line in table_md.splitlines()]
+  head, body = lines[0], lines[2:]
+  out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>"
+                                 for c in head) + "</tr>"]
+  for row in body:
+    out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>"
+                                for c in row) + "</tr>")
+  return "".join(out) + "</table>"
+
+
+def write_report(suite, output, seeds, paths, seconds):
+  """Writes every report file of a finished comparison; returns the table."""
+  from im2txt_ext.data import readers
+  runs = collect(suite, output, seeds)
+  retrieval = read_json(os.path.join(output, "retrieval", "metrics.json"))
+  table_md = table(suite, runs, retrieval, seeds)
+  records = readers.read_dataset(paths["test_captions"], paths["images_dir"])
+  if suite.test_split and any(r.split for r in records):
+    records = readers.split_records(records, suite.test_split)
+  figures = attention_figures(suite, runs, records, output)
+  plot_curves(suite, runs, os.path.join(output, "curves.png"))
+  retrieval_captions = {c["image_id"]: c["generated"] for c in read_json(
+      os.path.join(output, "retrieval", "captions.json"))}
+  write_html(suite, runs, retrieval_captions, records, figures, table_md,
+             os.path.join(output, "report.html"))
+  notes = sorted({n for seeded in runs.values() for r in seeded
+                  for n in r["metrics"].get("notes", [])})
+  with open(os.path.join(output, "results.md"), "w") as f:
+    f.write(f"# {suite.name}\n\n{len(records)} test images, beam "
+            f"{suite.beam_size}; mean ± sample standard deviation over seeds "
+            f"{', '.join(map(str, seeds))}; features: {suite.encoder} "
+            f"({suite.encoder_weights}), frozen.\n\n{table_md}\n\n"
+            f"Whole comparison: {seconds / 60:.1f} minutes.\n\n"
+            + "".join(f"- {n}\n" for n in notes))
+  with open(os.path.join(output, "results.json"), "w") as f:
+    json.dump({"suite": suite.name, "seeds": seeds, "seconds": seconds,
+               "experiments": {name: [{"seed": r["seed"],
+                                       "metrics": r["metrics"],
+                                       "summary": r["summary"]}
+                                      for r in seeded]
+                               for name, seeded in runs.items()},
+               "retrieval": retrieval}, f, indent=1)
+  return table_md

@@ -1,0 +1,80 @@
+"""A comparison suite as data: one dataset, one encoder, several experiments.
+
+A suite file (``experiments/suites/*.json``) names the dataset's caption
+files relative to a data directory given at run time (so the same suite
+runs wherever the data lives), the frozen image encoder whose cached
+features every experiment trains on, the experiments (each an experiment
+config of ``experiments/configs/`` plus ``--set`` overrides), the seeds,
+the search used for evaluation, and the retrieval baseline's settings.
+"""
+
+import dataclasses
+import os
+
+from im2txt_ext.config import load_json
+from im2txt_ext.errors import InputError
+
+
+@dataclasses.dataclass
+class Experiment:
+  name: str = ""  # Short name: the run directory and the report key.
+  label: str = ""  # What the table calls it.
+  config: str = ""  # Experiment config JSON (model and schedule).
+  set: list = dataclasses.field(default_factory=list)  # Extra overrides
+  #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors.
+
+
+@dataclasses.dataclass
+class Suite:
+  name: str = "suite"  # Names the results folder.
+  train_captions: str = ""  # Caption files, relative to the data directory;
+  val_captions: str = ""  #   one file may serve several splits (below).
+  test_captions: str = ""
+  images_dir: str = "images"  # Image folder, relative to the data directory.
+  train_split: str = "train"  # Records of these splits, where a file marks
+  val_split: str = "val"  #     splits ("" = all records of the file).
+  test_split: str = "test"
+  encoder: str = "efficientnet_lite0"  # Frozen encoder of the cached features.
+  encoder_weights: str = "imagenet"
+  image_size: int = 0  # Encoder input side; 0 = the encoder's default.
+  seeds: list = dataclasses.field(default_factory=lambda: [0])  # Every
+  #   experiment is trained once per seed; the table gives mean and spread.
+  beam_size: int = 3  # Evaluation search on the test split.
+  max_length: int = 20
+  retrieval_neighbours: int = 10  # The retrieval baseline's k and its
+  retrieval_consensus: str = "cider"  # consensus similarity.
+  word2vec: list = dataclasses.field(default_factory=list)  # im2txt-word2vec
+  #   flags for the vectors that "{word2vec}" names (trained on the
+  #   training captions once).
+  experiments: list[Experiment] = dataclasses.field(default_factory=list)
+  report_images: int = 50  # Test images in the HTML report.
+  attention_images: int = 3  # Test images with attention figures.
+
+  @classmethod
+  def load(cls, path):
+    suite = load_json(cls, path)
+    if not suite.experiments:
+      raise InputError("the suite lists no experiments", path)
+    names = [e.name for e in suite.experiments]
+    if len(set(names)) != len(names) or not all(names):
+      raise InputError(f"experiment names must be unique and non-empty, got "
+                       f"{names}", path)
+    for experiment in suite.experiments:
+      if not os.path.isfile(experiment.config):
+        raise InputError(f"experiment {experiment.name}: config not found",
+                         experiment.config)
+    return suite
+
+  def paths(self, data_dir):
+    """Absolute-ish paths of the data files; a missing one raises InputError
+    naming it."""
+    if not os.path.isdir(data_dir):
+      raise InputError("data directory not found", data_dir)
+    out = {}
+    for key in ("train_captions", "val_captions", "test_captions",
+                "images_dir"):
+      path = os.path.join(data_dir, getattr(self, key))
+      if not os.path.exists(path):
+        raise InputError(f"{key} of suite {self.name!r} not found", path)
+      out[key] = path
+    return out
