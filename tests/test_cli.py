@@ -88,6 +88,9 @@ def test_evaluate_command(trained_run, scene_data, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert metrics["images"] == 16 and 0 <= metrics["BLEU-4"] <= 1
+  # Perplexity of the references: above 1, below uniform over the words.
+  vocab_size = len((run_dir / "vocab.txt").read_text().splitlines())
+  assert 1.0 < metrics["perplexity"] < vocab_size + 1
   per_image = json.loads((tmp_path / "captions.json").read_text())
   assert len(per_image) == 16 and len(per_image[0]["references"]) == 5
 

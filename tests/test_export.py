@@ -263,3 +263,22 @@ def test_export_command_error_is_one_line(exported, tmp_path):
   assert "error: top_k must be in 1..2, got 3" in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "model").exists()
+
+
+def test_evaluate_an_export_like_its_checkpoint(exported, scene_data,
+                                                 tmp_path):
+  """im2txt-evaluate --export scores the same captions as --run_dir."""
+  run_dir, model_dir = exported
+  _, paths = scene_data
+  captions = {}
+  for source in (f"--run_dir={run_dir}", f"--export={model_dir}"):
+    out = tmp_path / source.split("=")[0].strip("-")
+    result = run_module("im2txt_ext.cli.evaluate", source,
+                        f"--captions={paths['test']}", "--meteor=false",
+                        f"--beam_size={BEAM}", f"--max_length={LENGTH}",
+                        f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    captions[source[:5]] = json.loads((out / "captions.json").read_text())
+  assert captions["--run"] == captions["--exp"]
+  metrics = json.loads((tmp_path / "run_dir" / "metrics.json").read_text())
+  assert metrics["perplexity"] > 1.0

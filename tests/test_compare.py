@@ -1,0 +1,104 @@
+"""make compare's driver end to end on tiny data: features, word2vec, two
+experiments over two seeds, evaluation, the retrieval baseline and every
+report file; then a second call that finds everything done."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def write_json(path, value):
+  path.write_text(json.dumps(value))
+  return str(path)
+
+
+def tiny_config(path, decoder):
+  return write_json(path, {
+      "name": f"tiny-{decoder}",
+      "model": {"decoder": decoder, "embedding_size": 16, "hidden_size": 16,
+                "dropout": 0.0},
+      "train": {"num_steps": 12, "batch_size": 16, "checkpoint_every": 6,
+                "validate_every": 6, "validation_images": 8,
+                "log_every": 3, "learning_rate": 0.005}})
+
+
+def test_compare_end_to_end(scene_data, tmp_path):
+  from im2txt_ext.encoders import build_encoder
+  root, _ = scene_data
+  # A fixed random scene_cnn, saved, so that extraction and the attention
+  # figures use the same encoder.
+  weights = str(tmp_path / "scene_cnn.weights.h5")
+  build_encoder("scene_cnn", None, 32).get_layer("scene_cnn") \
+      .save_weights(weights)
+  suite = write_json(tmp_path / "suite.json", {
+      "name": "tiny",
+      "train_captions": "captions_train.json",
+      "val_captions": "captions_val.json",
+      "test_captions": "captions_test.json",
+      "encoder": "scene_cnn", "encoder_weights": weights, "image_size": 32,
+      "seeds": [0, 1], "beam_size": 2, "max_length": 8,
+      "retrieval_neighbours": 3,
+      "word2vec": ["--dim=16", "--min_count=1", "--epochs=1"],
+      "report_images": 5, "attention_images": 2,
+      "experiments": [
+          {"name": "st", "label": "Show and Tell",
+           "config": tiny_config(tmp_path / "st.json", "show_and_tell")},
+          {"name": "soft_w2v", "label": "Soft attention, word2vec",
+           "config": tiny_config(tmp_path / "soft.json", "soft_attention"),
+           "set": ["model.embeddings_init={word2vec}"]}]})
+  output = tmp_path / "results"
+  command = [sys.executable, "-m", "experiments.compare", f"--suite={suite}",
+             f"--data={root}", f"--output={output}", "--meteor=false"]
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run(command, capture_output=True, text=True,
+                          cwd=str(REPO), env=env, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert "[12/12] retrieval baseline" in result.stdout
+
+  table = (output / "results.md").read_text()
+  rows = [line for line in table.splitlines() if line.startswith("| ")]
+  assert [r.split("|")[1].strip() for r in rows[1:]] == [
+      "Show and Tell", "Soft attention, word2vec",
+      "retrieval: 3 nearest training images, cider consensus"]
+  assert "±" in rows[1]  # Two seeds: mean and spread.
+  results = json.loads((output / "results.json").read_text())
+  for name in ("st", "soft_w2v"):
+    assert [r["seed"] for r in results["experiments"][name]] == [0, 1]
+    assert all(r["summary"]["steps"] == 12
+               for r in results["experiments"][name])
+  assert 0 <= results["retrieval"]["BLEU-4"] <= 1
+  config = json.loads((output / "runs" / "soft_w2v-seed1" /
+                       "config.json").read_text())
+  assert config["model"]["embeddings_init"] == str(output / "word2vec")
+  assert config["train"]["seed"] == 1
+
+  assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
+  figures = sorted(os.listdir(output / "attention"))
+  assert len(figures) == 2 and figures[0].startswith("soft_w2v_")
+  html = (output / "report.html").read_text()
+  assert html.count("class='image'") == 5
+  assert html.count("data:image/png;base64,") == 5 + 2  # Photos, figures.
+  assert "Soft attention, word2vec" in html and "references:" in html
+
+  # Everything is done: a second call skips every step and rewrites the
+  # report from what is there.
+  again = subprocess.run(command, capture_output=True, text=True,
+                         cwd=str(REPO), env=env, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("done before, skipped") == 12
+
+
+def test_compare_names_a_missing_data_path(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.compare",
+       "--suite=experiments/suites/scenes.json", f"--data={tmp_path}",
+       f"--output={tmp_path / 'out'}"],
+      capture_output=True, text=True, cwd=str(REPO), env=env, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: {tmp_path / 'captions_train.json'}: train_captions of suite "
+      "'scenes' not found")

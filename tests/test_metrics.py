@@ -1,0 +1,89 @@
+"""The metrics wrapper against known values, and the retrieval baseline."""
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from im2txt_ext.errors import InputError
+from im2txt_ext.metrics import caption_metrics
+from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
+
+
+def test_identical_captions_score_bleu_one():
+  refs = {"1": ["a red circle above a blue square"],
+          "2": ["a small green triangle to the left of a circle"]}
+  metrics = caption_metrics({k: v[0] for k, v in refs.items()}, refs,
+                            meteor=False)
+  for n in range(1, 5):
+    assert metrics[f"BLEU-{n}"] == pytest.approx(1.0, abs=1e-6)
+  assert metrics["ROUGE-L"] == pytest.approx(1.0)
+
+
+def test_cider_d_on_a_hand_computed_case():
+  # Two images, so each word has idf log(2 / 1). Image A's candidate "a"
+  # against its reference "a b": unigram vectors (log 2) and (log 2, log 2)
+  # have cosine 1/sqrt(2), length penalty exp(-(1 - 2)^2 / (2 * 6^2)); no
+  # bigrams or longer. Image B is exact: cosine 1 for unigrams and bigrams.
+  # CIDEr-D = 10 * mean over n = 1..4, then the mean over images.
+  score_a = 10 * (math.exp(-1 / 72) / math.sqrt(2)) / 4
+  score_b = 10 * (1 + 1) / 4
+  metrics = caption_metrics({"A": "a", "B": "c d"},
+                            {"A": ["a b"], "B": ["c d"]}, meteor=False)
+  assert metrics["CIDEr-D"] == pytest.approx((score_a + score_b) / 2,
+                                             abs=1e-9)
+
+
+def test_empty_candidate_is_scored_not_a_crash():
+  refs = {"A": ["a b c d"], "B": ["c d e f"]}
+  metrics = caption_metrics({"A": "", "B": "c d e f"}, refs,
+                            meteor=shutil.which("java") is not None)
+  assert 0 < metrics["BLEU-1"] < 1
+  assert metrics["CIDEr-D"] == pytest.approx(10 * 4 / 4 / 2)  # B alone.
+  assert any("SPICE" in note for note in metrics["notes"])
+  assert caption_metrics({}, {}) == {"notes": ["no captions to score"]}
+  with pytest.raises(ValueError, match="no references"):
+    caption_metrics({"A": "a"}, {})
+
+
+@pytest.mark.skipif(shutil.which("java") is None,
+                    reason="METEOR needs Java, which is not installed")
+def test_meteor_with_java():
+  refs = {"A": ["a red circle above a blue square"]}
+  same = caption_metrics({"A": refs["A"][0]}, refs)
+  other = caption_metrics({"A": "a green triangle"}, refs)
+  assert same["METEOR"] == pytest.approx(1.0)
+  assert 0 <= other["METEOR"] < same["METEOR"]
+
+
+def test_nearest_orders_by_cosine_similarity():
+  gallery = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], np.float32)
+  query = np.array([[2, 0.1], [-1, -0.1]], np.float32)
+  np.testing.assert_array_equal(nearest(query, gallery, 3),
+                                [[0, 2, 1], [3, 1, 2]])
+
+
+def test_consensus_prefers_the_caption_the_others_agree_with():
+  candidates = ["a red circle above a blue square",
+                "a red circle above a square",
+                "a green triangle",
+                "a red circle above a blue square"]
+  for consensus in ("cider", "bleu"):
+    scores = consensus_scores(candidates, consensus)
+    assert scores.shape == (4,)
+    assert int(np.argmax(scores)) in (0, 3) and scores[2] == min(scores)
+
+
+def test_retrieval_returns_a_neighbours_consensus_caption():
+  features = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1]], np.float32)
+  captions = [["a red circle", "a red circle"], ["a red circle", "a circle"],
+              ["a blue square", "a blue square"]]
+  retrieval = ConsensusRetrieval(features, captions, neighbours=2)
+  out = retrieval.caption(np.array([[1, 0.05, 0], [0, 0.1, 1]], np.float32))
+  assert out[0] == "a red circle"
+  assert out[1] in ("a blue square", "a red circle", "a circle")
+  with pytest.raises(InputError, match="neighbours must be in 1..3"):
+    ConsensusRetrieval(features, captions, neighbours=4)
+  with pytest.raises(InputError, match="2 feature rows but 3"):
+    ConsensusRetrieval(features[:2], captions)
