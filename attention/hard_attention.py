@@ -98,15 +98,18 @@ class HardAttentionDecoder(SoftAttentionDecoder):
   def _select_context(self, expected, weights, state, training):
     """A sampled (training) or the argmax (inference) location's feature,
     or ``expected`` where state["use_expectation"] is 1."""
-    log_weights = tf.math.log(tf.maximum(weights, _TINY))  # [B, L]
+    # In float32 even under mixed precision: 1e-12 underflows float16.
+    log_weights = tf.math.log(tf.maximum(tf.cast(weights, tf.float32),
+                                         _TINY))  # [B, L]
     if training:
       location = tf.random.categorical(log_weights, 1, dtype=tf.int32)[:, 0]
     else:
       location = tf.argmax(weights, axis=-1, output_type=tf.int32)
     chosen = tf.gather(state["features"], location, batch_dims=1)  # [B, D]
-    use = state["use_expectation"]  # [B]
+    use = tf.cast(state["use_expectation"], expected.dtype)  # [B]
     context = use[:, None] * expected + (1.0 - use[:, None]) * chosen
-    log_prob = tf.gather(log_weights, location, batch_dims=1)  # [B]
+    log_prob = tf.cast(tf.gather(log_weights, location, batch_dims=1),
+                       use.dtype)  # [B]
     return context, {"location_log_prob": (1.0 - use) * log_prob,
                      "sampled": 1.0 - use}
 

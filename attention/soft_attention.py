@@ -90,13 +90,15 @@ class SoftAttentionDecoder(CaptionDecoder):
 
   def initial_state(self, features, training=False):
     """features [B, L, D] -> {"cell": [h, c] each [B, H], "features": [B, L, D],
-    "keys": [B, L, K]}; the keys are the image's part of the score."""
+    "keys": [B, L, K]}; the keys are the image's part of the score. The
+    state is in the layers' compute dtype (16 bits under mixed precision)."""
+    features = tf.cast(features, self.compute_dtype)
     if self.init_from_mean:
       mean = tf.reduce_mean(features, axis=1)  # [B, D]
       cell = tf.split(self.init_state(mean), self.state_count, axis=-1)
     else:
-      cell = [tf.zeros([tf.shape(features)[0], self.hidden_size])] * \
-          self.state_count
+      cell = [tf.zeros([tf.shape(features)[0], self.hidden_size],
+                       self.compute_dtype)] * self.state_count
     return {"cell": cell, "features": features,
             "keys": self.attention.keys(features)}
 
@@ -105,7 +107,7 @@ class SoftAttentionDecoder(CaptionDecoder):
     record, state = self._recur(embedded, state, training)
     logits = self._output(embedded, record["hidden"], record["context"],
                           training)
-    return StepOutput(logits, state, record["attention"])
+    return StepOutput(logits, state, tf.cast(record["attention"], tf.float32))
 
   def teacher_forced(self, features, input_ids, training=False):
     """The step loop with the output layer taken out of it: the recurrence
@@ -117,7 +119,7 @@ class SoftAttentionDecoder(CaptionDecoder):
     embedded = self.embed(input_ids, training)  # [B, T, E]
     length = tf.shape(input_ids)[1]
     state = self.initial_state(features, training)
-    arrays = {name: tf.TensorArray(tf.float32, size=length)
+    arrays = {name: tf.TensorArray(self.compute_dtype, size=length)
               for name in self._records}
 
     def body(t, state, arrays):
@@ -126,13 +128,15 @@ class SoftAttentionDecoder(CaptionDecoder):
                             for name, array in arrays.items()}
     # A while_loop, not autograph, so that Keras can also trace it
     # symbolically when it builds the model.
+    # maximum_iterations: XLA needs the bound to differentiate the loop.
     _, _, arrays = tf.while_loop(lambda t, *_: t < length, body,
-                                 (tf.constant(0), state, arrays))
+                                 (tf.constant(0), state, arrays),
+                                 maximum_iterations=length)
     stacked = {name: _batch_major(array.stack())
                for name, array in arrays.items()}
     logits = self._output(embedded, stacked.pop("hidden"),
                           stacked.pop("context"), training)
-    return logits, stacked
+    return logits, {k: tf.cast(v, tf.float32) for k, v in stacked.items()}
 
   def auxiliary_losses(self, aux, batch, token_nll):
     """{"doubly_stochastic": lambda * sum_i (1 - sum_t alpha_ti)^2} (eq. 14),

@@ -186,11 +186,12 @@ def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
 
   Args:
     top_k: int. When > 0, sample only among the k most likely words.
-    seed: pair of ints; the same seed gives the same captions.
+    seed: pair of ints, or an int32 [2] tensor; the same seed gives the same
+      captions.
   """
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
-  seed = tf.constant(seed, tf.int32)
+  seed = tf.cast(seed, tf.int32)
 
   def choose(logits, t):
     logits = logits / temperature

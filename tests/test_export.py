@@ -269,12 +269,13 @@ def test_evaluate_an_export_like_its_checkpoint(exported, scene_data,
                                                  tmp_path):
   """im2txt-evaluate --export scores the same captions as --run_dir."""
   run_dir, model_dir = exported
-  _, paths = scene_data
+  root, paths = scene_data
   captions = {}
   for source in (f"--run_dir={run_dir}", f"--export={model_dir}"):
     out = tmp_path / source.split("=")[0].strip("-")
     result = run_module("im2txt_ext.cli.evaluate", source,
                         f"--captions={paths['test']}", "--meteor=false",
+                        f"--images_dir={root / 'images'}",
                         f"--beam_size={BEAM}", f"--max_length={LENGTH}",
                         f"--output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]

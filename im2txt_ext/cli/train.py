@@ -4,6 +4,9 @@ r"""Trains a captioning model from an experiment config.
       --run_dir=runs/demo [--set train.num_steps=500 ...]
 
 Running the same command again resumes from the run's last checkpoint.
+On several devices: --strategy=mirrored (all local GPUs), or
+--strategy=multi_worker with TF_CONFIG set on every machine (the same
+command on each; a shared run directory), or --strategy=tpu [--tpu=NAME].
 """
 
 import json
@@ -23,16 +26,28 @@ flags.DEFINE_string("run_dir", None, "Run directory for config, vocabulary, "
 flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
                           "--set train.num_steps=500 (value parsed as JSON).")
 flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
+flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker",
+                                     "tpu"],
+                  "Devices to train on, overriding train.strategy (also on "
+                  "resume): one device, all local GPUs, the machines of "
+                  "TF_CONFIG, or a TPU.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for "
+                    "--strategy=tpu (default: the local TPU).")
 flags.mark_flags_as_required(["run_dir"])
 
 
 def main(argv):
   del argv
-  from im2txt_ext.training.trainer import Trainer  # Imports TensorFlow.
+  from im2txt_ext.training import distribute  # Imports TensorFlow.
+  from im2txt_ext.training.trainer import Trainer
   config = ExperimentConfig.load(FLAGS.config) if FLAGS.config else \
       ExperimentConfig()
   config = apply_overrides(config, FLAGS.set)
-  summary = Trainer(config, FLAGS.run_dir, quiet=FLAGS.quiet).train()
+  strategy = None
+  if FLAGS.strategy or FLAGS.tpu:
+    strategy = distribute.make_strategy(FLAGS.strategy or "tpu", FLAGS.tpu)
+  summary = Trainer(config, FLAGS.run_dir, strategy=strategy,
+                    quiet=FLAGS.quiet).train()
   print(json.dumps(summary))
 
 

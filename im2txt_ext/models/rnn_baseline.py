@@ -9,6 +9,7 @@ the vanilla cell, to answer the "RNN vs LSTM" question by experiment.
 """
 
 import keras
+import tensorflow as tf
 
 from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
@@ -28,10 +29,12 @@ class RNNBaseline(CaptionDecoder):
                                            name="image_logits")
 
   def initial_state(self, features, training=False):
-    """features [B, D] -> zero cell state and the image's logits L_I I [B, V]."""
+    """features [B, D] -> zero cell state and the image's logits L_I I
+    float32 [B, V]."""
     batch_size = keras.ops.shape(features)[0]
     return {"cell": zero_cell_state(self.rnn, batch_size),
-            "image_logits": self.image_logits(features)}
+            "image_logits": tf.cast(self.image_logits(features),
+                                    tf.float32)}
 
   def step(self, word_ids, state, training=False):
     hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),

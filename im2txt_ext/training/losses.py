@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 
-def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0):
+def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0,
+                         num_words=None):
   """Mean negative log-likelihood of the target words, ignoring padding.
 
   Args:
@@ -12,6 +13,9 @@ def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0):
     mask: float32 [B, T], 1 on real words.
     label_smoothing: float. Mix of the one-hot target with the uniform
       distribution (Szegedy et al. 2016); 0 = plain cross-entropy.
+    num_words: optional float32 scalar, the divisor of the summed loss
+      (under distribution: the real words of the global batch, so that the
+      replicas' losses add up to the global mean); default: this batch's.
 
   Returns:
     (loss, token_nll): the mean over real words (scalar), and float32 [B, T]
@@ -25,5 +29,7 @@ def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0):
     token_loss = (1.0 - label_smoothing) * token_nll + label_smoothing * smooth
   else:
     token_loss = token_nll
-  loss = tf.reduce_sum(token_loss) / tf.maximum(tf.reduce_sum(mask), 1.0)
+  if num_words is None:
+    num_words = tf.reduce_sum(mask)
+  loss = tf.reduce_sum(token_loss) / tf.maximum(num_words, 1.0)
   return loss, token_nll

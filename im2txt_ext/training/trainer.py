@@ -4,18 +4,27 @@ Teacher forcing with masked cross-entropy (plus each variant's auxiliary
 losses), Adam or SGD with a schedule, global-norm clipping, optional label
 smoothing and scheduled sampling, TensorBoard scalars, a progress bar, and
 periodic validation (greedy captions, BLEU-4) that prints sample captions.
+``train.scst`` adds self-critical training on CIDEr-D (``scst``) to the same
+step, and ``train.init_from`` starts a run from another run's weights.
 
 Checkpoints hold the model, the optimiser, the step and the position of the
 input iterator, so a run killed at any moment resumes from its last
 checkpoint with the same optimiser state and data order, losing at most the
 steps since that checkpoint. The checkpoint with the best validation BLEU-4
 is kept apart in ``best/``.
+
+The same loop runs under any tf.distribute strategy (``train.strategy``; see
+``distribute``): the global batch is split over the replicas, the
+cross-entropy is normalised by the words of the global batch, and only the
+chief writes the run directory. ``train.precision`` and ``train.jit_compile``
+turn on mixed precision and XLA.
 """
 
 import math
 import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -26,6 +35,7 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import bleu4
+from im2txt_ext.training import distribute, scst
 from im2txt_ext.training.losses import masked_cross_entropy
 
 
@@ -85,14 +95,18 @@ def learning_rate(config):
 
 
 def make_optimizer(config):
-  import keras
   rate = learning_rate(config)
   if config.train.optimizer == "adam":
-    return keras.optimizers.Adam(rate)
-  if config.train.optimizer == "sgd":
-    return keras.optimizers.SGD(rate)
-  raise InputError(f"unknown optimizer {config.train.optimizer!r}: use adam "
-                   "or sgd")
+    optimizer = keras.optimizers.Adam(rate)
+  elif config.train.optimizer == "sgd":
+    optimizer = keras.optimizers.SGD(rate)
+  else:
+    raise InputError(f"unknown optimizer {config.train.optimizer!r}: use "
+                     "adam or sgd")
+  if config.train.precision == "mixed_float16":
+    # Dynamic loss scaling keeps small float16 gradients from underflowing.
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
 
 
 class Trainer:
@@ -102,7 +116,9 @@ class Trainer:
     config: ExperimentConfig. Ignored (the saved one is used) when the run
       directory already holds a config, so a resumed run is the same run.
     run_dir: str. Where config, vocabulary, checkpoints and logs go.
-    strategy: optional tf.distribute.Strategy (default: the current one).
+    strategy: optional tf.distribute.Strategy, or a name of
+      ``distribute.STRATEGIES`` (default: ``config.train.strategy``; its
+      "default" is the current strategy).
     quiet: bool. No progress bar or sample captions.
   """
 
@@ -114,12 +130,18 @@ class Trainer:
       if saved.to_dict() != config.to_dict():
         print(f"resuming {run_dir} with its saved config.json")
       config = saved
-    else:
+    # First of all TensorFlow: a multi-worker strategy starts its server.
+    if strategy is None or isinstance(strategy, str):
+      strategy = distribute.make_strategy(strategy or config.train.strategy)
+    self.strategy = strategy
+    self.is_chief = distribute.is_chief(strategy)  # Writes the run dir.
+    distribute.check_precision(config.train.precision)
+    distribute.global_to_replica_batch(config.train.batch_size, strategy)
+    if self.is_chief and not os.path.exists(config_path):
       config.save(config_path)
     self.config = config
     self.run_dir = run_dir
-    self.quiet = quiet
-    self.strategy = strategy or tf.distribute.get_strategy()
+    self.quiet = quiet or not self.is_chief
     tf.keras.utils.set_random_seed(config.train.seed)
 
     self.train_records = load_split_records(config, "train")
@@ -128,10 +150,15 @@ class Trainer:
     if os.path.exists(vocab_path):
       self.vocab = Vocabulary.load(vocab_path)
     else:
-      self.vocab = Vocabulary.build(
-          (tokenize(c) for r in self.train_records for c in r.captions),
-          min_count=config.data.min_word_count)
-      self.vocab.save(vocab_path)
+      if config.train.init_from:  # The vocabulary of the starting weights.
+        self.vocab = Vocabulary.load(os.path.join(config.train.init_from,
+                                                  runs.VOCAB_FILE))
+      else:
+        self.vocab = Vocabulary.build(
+            (tokenize(c) for r in self.train_records for c in r.captions),
+            min_count=config.data.min_word_count)
+      if self.is_chief:
+        self.vocab.save(vocab_path)
     self.features = load_features(config)
     self.pipeline_config = pipeline.PipelineConfig(
         batch_size=config.train.batch_size,
@@ -149,11 +176,15 @@ class Trainer:
         examples, self.pipeline_config, training=True, features=self.features,
         drop_remainder=self.strategy.num_replicas_in_sync > 1)
     with self.strategy.scope():
-      self.decoder = runs.build_decoder(config, len(self.vocab),
-                                        with_encoder=self.features is None)
-      self.iterator = iter(dataset)
-      first = self._attach(next(iter(dataset.take(1))))
-      runs.build_from_batch(self.decoder, first)
+      with distribute.precision_scope(config.train.precision):
+        self.decoder = runs.build_decoder(config, len(self.vocab),
+                                          with_encoder=self.features is None)
+        first = self._attach(next(iter(dataset.take(1))))
+        runs.build_from_batch(self.decoder, first)
+      # Per-replica batches; a distributed iterator cannot be checkpointed
+      # and is made after the restore (``_resume_input``).
+      distributed = distribute.distribute_dataset(self.strategy, dataset)
+      self.iterator = iter(dataset) if distributed is dataset else None
       self.optimizer = make_optimizer(config)
       # Slots for every variable that may ever train, the CNN's too, so the
       # optimiser is the same object before and after im2txt's second phase.
@@ -161,24 +192,37 @@ class Trainer:
       self.optimizer.built = True  # As Keras' own apply() marks it.
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.best_bleu = tf.Variable(-1.0, trainable=False, name="best_bleu")
-    self.checkpoint = tf.train.Checkpoint(
-        model=self.decoder, optimizer=self.optimizer, step=self.step,
-        best_bleu=self.best_bleu, iterator=self.iterator)
+    state = dict(model=self.decoder, optimizer=self.optimizer, step=self.step,
+                 best_bleu=self.best_bleu)
+    if self.iterator is not None:
+      state["iterator"] = self.iterator
+    self.checkpoint = tf.train.Checkpoint(**state)
+    # Non-chief workers write to a temporary folder (distribute.write_dir)
+    # and every worker resumes from the chief's checkpoints.
+    checkpoints = os.path.join(self.run_dir, runs.CHECKPOINTS_DIR)
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(self.run_dir, runs.CHECKPOINTS_DIR),
+        self.checkpoint, distribute.write_dir(checkpoints, self.strategy),
         max_to_keep=config.train.keep_checkpoints)
     self.best_manager = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=self.decoder, step=self.step),
-        os.path.join(self.run_dir, runs.BEST_DIR), max_to_keep=1)
-    if self.manager.latest_checkpoint:
-      self.checkpoint.restore(self.manager.latest_checkpoint)
-      print(f"resumed from {self.manager.latest_checkpoint} at step "
-            f"{int(self.step.numpy())}")
+        distribute.write_dir(os.path.join(self.run_dir, runs.BEST_DIR),
+                             self.strategy), max_to_keep=1)
+    latest = tf.train.latest_checkpoint(checkpoints)
+    if latest:
+      self.checkpoint.restore(latest)
+      print(f"resumed from {latest} at step {int(self.step.numpy())}")
+    elif config.train.init_from:
+      step = runs.restore_weights(self.decoder, config.train.init_from)
+      print(f"initialised from {config.train.init_from} (step {step})")
     else:
       matrix = runs.embedding_source_matrix(config, self.vocab)
       if matrix is not None:
         self.decoder.word_embedding.embeddings.assign(matrix)
+    self._resume_input(dataset, distributed, latest)
     self._step_fns = {}
+    self.scst = scst.from_config(config, self.decoder, self.vocab,
+                                 self.train_records) if config.train.scst \
+        else None
     max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
         lambda f: search.greedy(self.decoder, f, max_length,
@@ -186,6 +230,27 @@ class Trainer:
                                 end_id=self.vocab.end_id,
                                 pad_id=self.vocab.pad_id),
         reduce_retracing=True)
+
+  def _resume_input(self, dataset, distributed, latest):
+    """Makes the distributed iterator, or the plain one where the checkpoint
+    has no iterator state: either way it skips the batches already trained
+    on, so that the data order is that of an unbroken run."""
+    if self.iterator is not None and (not latest or any(
+        name.startswith("iterator/") for name, _ in
+        tf.train.list_variables(latest))):
+      return
+    done = int(self.step.numpy())
+    if done:
+      dataset = dataset.skip(done)
+      distributed = distribute.distribute_dataset(self.strategy, dataset)
+    if distributed is dataset:
+      self.iterator = self.checkpoint.iterator = iter(dataset)
+    else:
+      self.iterator = iter(distributed)
+
+  def _save(self, manager, step):
+    manager.save(checkpoint_number=step)
+    distribute.discard(manager.directory, self.strategy)
 
   def _all_trainable_variables(self):
     encoder = self.decoder.encoder
@@ -216,9 +281,11 @@ class Trainer:
     clip_norm = self.config.train.clip_norm
     smoothing = self.config.train.label_smoothing
     replicas = self.strategy.num_replicas_in_sync
+    loss_scaling = isinstance(self.optimizer,
+                              keras.optimizers.LossScaleOptimizer)
 
-    def replica_step(batch, sampling_prob, seed):
-      batch = self._attach(batch)
+    def forward_backward(batch, sampling_prob, seed, words):
+      """Loss terms and gradients of one replica's batch: the compute."""
       with tf.GradientTape() as tape:
         features = self.decoder.encode(batch, training=True)
         if scheduled_sampling:
@@ -228,29 +295,55 @@ class Trainer:
           logits, aux = self.decoder.teacher_forced(
               features, batch["input_ids"], training=True)
         xent, token_nll = masked_cross_entropy(
-            logits, batch["target_ids"], batch["mask"], smoothing)
-        extra = self.decoder.auxiliary_losses(aux, batch, token_nll)
+            logits, batch["target_ids"], batch["mask"], smoothing, words)
+        # Auxiliary terms are per-replica means: each adds 1/R of its own.
+        extra = {k: v / replicas for k, v in self.decoder.auxiliary_losses(
+            aux, batch, token_nll).items()}
         loss = xent + tf.add_n(list(extra.values())) if extra else xent
-        scaled = loss / replicas  # Gradients are summed over replicas.
+        logged = {"loss": loss, "cross_entropy": xent, **extra}
+        if self.scst is not None:  # CIDEr-D policy gradient (scst.py).
+          loss, logged = self.scst.loss(features, batch, seed, tape, logged)
+        scaled = self.optimizer.scale_loss(loss) if loss_scaling else loss
       grads = tape.gradient(scaled, variables)
       grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
                else g for g in grads]
+      return logged, grads
+
+    if self.config.train.jit_compile:
+      # XLA compiles the forward and backward pass; the all-reduce and the
+      # update stay outside, where every strategy supports them.
+      forward_backward = tf.function(forward_backward, jit_compile=True,
+                                     reduce_retracing=True)
+
+    def replica_step(batch, sampling_prob, seed):
+      batch = self._attach(batch)
       ctx = tf.distribute.get_replica_context()
+      # The loss is a mean over the words of the global batch: each replica
+      # adds its share, and the summed gradients are the global gradient.
+      words = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                             tf.reduce_sum(batch["mask"]))
+      logged, grads = forward_backward(batch, sampling_prob, seed, words)
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      # With loss scaling the gradients are ``scale`` times too large (the
+      # optimizer divides them back, and skips the step if any is inf or
+      # nan); clipping at clip_norm * scale is the same clip.
+      scale = tf.convert_to_tensor(self.optimizer.dynamic_scale) \
+          if loss_scaling else 1.0
       grad_norm = tf.linalg.global_norm(grads)
       if clip_norm:
-        grads, _ = tf.clip_by_global_norm(grads, clip_norm, grad_norm)
+        grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale,
+                                          grad_norm)
       # Keras' optimizer all-reduces (sums) gradients over replicas again;
       # ours are already summed (needed for a true global-norm clip), so
       # hand it each replica's share of the sum.
       self.optimizer.apply([g / replicas for g in grads], variables)
-      logged = {"loss": loss, "cross_entropy": xent, "grad_norm": grad_norm,
-                **extra}
-      return {k: ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v)
-              for k, v in logged.items()}
+      logged = ctx.all_reduce(tf.distribute.ReduceOp.SUM, logged)
+      return {**logged, "grad_norm": grad_norm / scale}
 
     @tf.function(reduce_retracing=True)
     def step_fn(batch, sampling_prob, seed):
+      if self.scst is None:  # No strings in XLA; SCST's reward reads them.
+        batch = {k: v for k, v in batch.items() if k != "image_id"}
       out = self.strategy.run(replica_step, args=(batch, sampling_prob, seed))
       return tf.nest.map_structure(
           lambda v: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
@@ -273,10 +366,12 @@ class Trainer:
   def train(self):
     """Trains to config.train.num_steps; returns a summary dict."""
     t = self.config.train
-    writer = tf.summary.create_file_writer(os.path.join(self.run_dir,
-                                                        "train"))
+    writer = tf.summary.create_file_writer(os.path.join(
+        self.run_dir, "train")) if self.is_chief else \
+        tf.summary.create_noop_writer()
     start = int(self.step.numpy())
     history, started = [], time.time()
+    self.history = history  # The loss of each step of this call.
     bar = tqdm(total=t.num_steps, initial=start, disable=self.quiet,
                desc=self.config.name, unit="step", dynamic_ncols=True)
     for step in range(start, t.num_steps):
@@ -304,11 +399,12 @@ class Trainer:
           tf.summary.scalar("perplexity",
                             math.exp(min(float(logged["cross_entropy"]), 50)))
           tf.summary.scalar("learning_rate",
-                            float(self.optimizer.learning_rate))
+                            float(tf.convert_to_tensor(
+                                self.optimizer.learning_rate)))
       if done % t.validate_every == 0 or done == t.num_steps:
         self._validate_and_keep_best(done, writer)
       if done % t.checkpoint_every == 0 or done == t.num_steps:
-        self.manager.save(checkpoint_number=done)
+        self._save(self.manager, done)
     bar.close()
     return {"steps": int(self.step.numpy()),
             "first_loss": history[0] if history else None,
@@ -318,6 +414,8 @@ class Trainer:
 
   def _validate_and_keep_best(self, step, writer):
     score, captions = self.validate()
+    # The same on every worker: the saves below are collective operations.
+    score = distribute.agree(self.strategy, score)
     with writer.as_default(step=step):
       tf.summary.scalar("val_bleu4", score)
     if not self.quiet:
@@ -327,4 +425,4 @@ class Trainer:
                    f"(ref: {record.captions[0]!r})")
     if score > float(self.best_bleu.numpy()):
       self.best_bleu.assign(score)
-      self.best_manager.save(checkpoint_number=step)
+      self._save(self.best_manager, step)
