@@ -24,6 +24,7 @@ import time
 
 from absl import flags
 
+from experiments.suite import RUN_PLACEHOLDER, Suite, run_dir
 from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
@@ -95,8 +96,18 @@ def feature_kind(config_path):
       .feature_kind
 
 
-def run_dir(output, experiment, seed):
-  return os.path.join(output, "runs", f"{experiment.name}-seed{seed}")
+def expand(setting, output, seed, word2vec):
+  """An experiment's override with its placeholders filled in: "{word2vec}"
+  by the suite's word2vec vectors, "{run:NAME}" by the run directory of
+  experiment NAME with the same seed, which must have been trained."""
+  def trained_run(match):
+    directory = run_dir(output, match.group(1), seed)
+    if not os.path.exists(os.path.join(directory, "summary.json")):
+      raise InputError(f"{setting} needs experiment {match.group(1)} trained "
+                       f"with seed {seed} first", directory)
+    return directory
+  return RUN_PLACEHOLDER.sub(trained_run, setting.replace("{word2vec}",
+                                                          word2vec))
 
 
 def compare(suite, data_dir, output, seeds, meteor=True):
@@ -137,8 +148,7 @@ def compare(suite, data_dir, output, seeds, meteor=True):
 
   for experiment in suite.experiments:
     for seed in seeds:
-      directory = run_dir(output, experiment, seed)
-      train_and_evaluate(step, suite, experiment, seed, directory, paths,
+      train_and_evaluate(step, suite, experiment, seed, output, paths,
                          features[kinds[experiment.name]], word2vec, meteor)
 
   retrieval = os.path.join(output, "retrieval")
@@ -163,9 +173,10 @@ def compare(suite, data_dir, output, seeds, meteor=True):
   return table
 
 
-def train_and_evaluate(step, suite, experiment, seed, directory, paths,
+def train_and_evaluate(step, suite, experiment, seed, output, paths,
                        features, word2vec, meteor):
   """im2txt-train then im2txt-evaluate of one experiment and seed."""
+  directory = run_dir(output, experiment.name, seed)
   label = f"{experiment.name} seed {seed}"
   summary_path = os.path.join(directory, "summary.json")
   if os.path.exists(summary_path):
@@ -182,7 +193,7 @@ def train_and_evaluate(step, suite, experiment, seed, directory, paths,
         f"model.encoder={suite.encoder}",
         f"model.encoder_weights={suite.encoder_weights}",
         f"train.seed={seed}",
-        *(s.replace("{word2vec}", word2vec) for s in experiment.set)]
+        *(expand(s, output, seed, word2vec) for s in experiment.set)]
     resumed = os.path.isdir(os.path.join(directory, "checkpoints"))
     out = step(f"train {label}", "im2txt_ext.cli.train",
                [f"--config={experiment.config}", f"--run_dir={directory}",
@@ -207,7 +218,6 @@ def train_and_evaluate(step, suite, experiment, seed, directory, paths,
 
 def main(argv):
   del argv
-  from experiments.suite import Suite
   suite = Suite.load(FLAGS.suite)
   suite.encoder = FLAGS.encoder or suite.encoder
   suite.encoder_weights = FLAGS.encoder_weights or suite.encoder_weights

@@ -14,11 +14,15 @@ retrieval baseline's metrics) and writes:
 import base64
 import glob
 import html
+import io
 import json
 import math
 import os
 
 import numpy as np
+from PIL import Image
+
+from experiments.suite import run_dir
 
 METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "perplexity")
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
@@ -51,7 +55,7 @@ def collect(suite, output, seeds):
   for experiment in suite.experiments:
     runs[experiment.name] = []
     for seed in seeds:
-      directory = os.path.join(output, "runs", f"{experiment.name}-seed{seed}")
+      directory = run_dir(output, experiment.name, seed)
       runs[experiment.name].append({
           "seed": seed, "run_dir": directory,
           "metrics": read_json(os.path.join(directory, "test",
@@ -144,10 +148,18 @@ def attention_figures(suite, runs, records, output):
   return figures
 
 
-def data_uri(path):
-  kind = "png" if path.lower().endswith(".png") else "jpeg"
-  with open(path, "rb") as f:
-    return f"data:image/{kind};base64," + base64.b64encode(f.read()).decode()
+def data_uri(path, as_jpeg=False):
+  """The file as a data URI; ``as_jpeg`` re-encodes it (attention figures
+  over photographs are about 6 times smaller as JPEG than as PNG)."""
+  if as_jpeg:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, "JPEG", quality=85)
+    data, kind = buffer.getvalue(), "jpeg"
+  else:
+    with open(path, "rb") as f:
+      data = f.read()
+    kind = "png" if path.lower().endswith(".png") else "jpeg"
+  return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
 def write_html(suite, runs, retrieval_captions, records, figures, table_md,
@@ -189,7 +201,7 @@ def write_html(suite, runs, retrieval_captions, records, figures, table_md,
       figure = figures.get((name, record.image_id))
       if figure:
         parts.append(f"<p>{html.escape(labels[name])}, where it looked:</p>"
-                     f"<img class='figure' src='{data_uri(figure)}'>")
+                     f"<img class='figure' src='{data_uri(figure, as_jpeg=True)}'>")
     parts.append("</div></div>")
   parts.append("</body></html>")
   with open(path, "w", encoding="utf-8") as f:

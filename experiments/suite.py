@@ -10,9 +10,17 @@ the search used for evaluation, and the retrieval baseline's settings.
 
 import dataclasses
 import os
+import re
 
 from im2txt_ext.config import load_json
 from im2txt_ext.errors import InputError
+
+RUN_PLACEHOLDER = re.compile(r"\{run:([^}]*)\}")  # See Experiment.set.
+
+
+def run_dir(output, name, seed):
+  """Where a comparison keeps experiment ``name``'s run with ``seed``."""
+  return os.path.join(output, "runs", f"{name}-seed{seed}")
 
 
 @dataclasses.dataclass
@@ -21,7 +29,9 @@ class Experiment:
   label: str = ""  # What the table calls it.
   config: str = ""  # Experiment config JSON (model and schedule).
   set: list = dataclasses.field(default_factory=list)  # Extra overrides
-  #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors.
+  #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors and
+  #   "{run:NAME}" for the run of an earlier experiment NAME with the same
+  #   seed (e.g. "train.init_from={run:show_and_tell}" to fine-tune it).
 
 
 @dataclasses.dataclass
@@ -59,7 +69,12 @@ class Suite:
     if len(set(names)) != len(names) or not all(names):
       raise InputError(f"experiment names must be unique and non-empty, got "
                        f"{names}", path)
-    for experiment in suite.experiments:
+    for i, experiment in enumerate(suite.experiments):
+      for setting in experiment.set:
+        for name in RUN_PLACEHOLDER.findall(setting):
+          if name not in names[:i]:
+            raise InputError(f"experiment {experiment.name}: {{run:{name}}} "
+                             "must name an experiment listed before it", path)
       if not os.path.isfile(experiment.config):
         raise InputError(f"experiment {experiment.name}: config not found",
                          experiment.config)

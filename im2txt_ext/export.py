@@ -103,12 +103,13 @@ class CaptionModule(tf.Module):
     beam_size, max_length, top_k: int. The defaults of serving_default.
     max_pixels: int. Largest accepted image (width x height).
     start_id, end_id, pad_id: int. The special tokens' ids.
+    banned_ids: sequence of int. Words the search never emits.
   """
 
   def __init__(self, decoder, words, image_size, feature_shape, beam_size=3,
                max_length=20,
                top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
-               pad_id=0):
+               pad_id=0, banned_ids=()):
     super().__init__(name="captioner")
     search._check(beam_size, max_length, top_k)
     self.decoder = decoder
@@ -121,6 +122,7 @@ class CaptionModule(tf.Module):
     self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k)
     self.max_pixels = max_pixels
     self.ids = dict(start_id=start_id, end_id=end_id, pad_id=pad_id)
+    self.banned_ids = tuple(banned_ids)
 
   def caption_images(self, images, beam_size, max_length, k):
     """Encoded images string [N] -> the outputs of ``caption``.
@@ -137,7 +139,8 @@ class CaptionModule(tf.Module):
   def caption(self, features, beam_size, max_length, k):
     """Features -> {"captions", "log_probs"[, "attention"]}, best first."""
     result = search.beam_search(self.decoder, features, beam_size, max_length,
-                                top_k=k, **self.ids)
+                                top_k=k, banned_ids=self.banned_ids,
+                                **self.ids)
     out = {"captions": self.to_text(result.ids),
            "log_probs": result.log_probs}
     if result.attention is not None:
@@ -213,8 +216,10 @@ def write_atomically(target, write):
 
 
 def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
-           top_k=1, max_pixels=MAX_PIXELS):
+           top_k=1, max_pixels=MAX_PIXELS, allow_unk=False):
   """Writes the SavedModel of a run directory's model to ``output_dir``.
+
+  Its search never emits ``<unk>`` unless ``allow_unk``.
 
   Returns {signature name: (input names, output names)}.
   """
@@ -228,7 +233,8 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
                          runs.image_size(model.config),
                          runs.feature_shape(model.config), beam_size,
                          max_length, top_k, max_pixels, vocab.start_id,
-                         vocab.end_id, vocab.pad_id)
+                         vocab.end_id, vocab.pad_id,
+                         () if allow_unk else (vocab.unk_id,))
   signatures = module.signatures()
   write_atomically(output_dir, lambda folder: tf.saved_model.save(
       module, folder, signatures=signatures))

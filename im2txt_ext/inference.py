@@ -41,20 +41,23 @@ class Captioner:
     run_dir: str. A training run directory.
     which: "best" (best validation BLEU-4) or "latest" checkpoint.
     with_encoder: bool. Build the image encoder (needed for image input).
+    allow_unk: bool. Let captions contain ``<unk>`` (banned by default).
   """
 
-  def __init__(self, run_dir, which="best", with_encoder=True):
+  def __init__(self, run_dir, which="best", with_encoder=True,
+               allow_unk=False):
     self.model = runs.TrainedModel(run_dir, which, with_encoder)
     self.decoder = self.model.decoder
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
+    self.banned_ids = () if allow_unk else (self.vocab.unk_id,)
     self._searches = {}
 
   def _search_fn(self, method, beam_size, max_length, temperature, top_k):
     key = (method, beam_size, max_length, temperature, top_k)
     if key not in self._searches:
       ids = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id,
-                 pad_id=self.vocab.pad_id)
+                 pad_id=self.vocab.pad_id, banned_ids=self.banned_ids)
       if method == "beam":
         run = lambda f: search.beam_search(  # noqa: E731
             self.decoder, f, beam_size, max_length, top_k=top_k, **ids)

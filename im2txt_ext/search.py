@@ -11,6 +11,9 @@ Results are ``SearchResult`` tuples (k captions per image):
   scores: float32 [B, k], log_probs / length**length_penalty (ranks beams);
   lengths: int32 [B, k], words including <end>;
   attention: float32 [B, k, T, L] for attention decoders, else None.
+
+Every search takes ``banned_ids``: words it never emits (the library's
+captioners ban ``<unk>``); the others' probabilities are renormalised.
 """
 
 import collections
@@ -27,6 +30,16 @@ def _tile(structure, times):
   """Repeats every [B, ...] tensor to [B * times, ...], image-major."""
   return tf.nest.map_structure(lambda x: tf.repeat(x, times, axis=0),
                                structure)
+
+
+def _ban(logits, banned_ids):
+  """Logits [N, V] with the ``banned_ids`` columns set to NEG_INF."""
+  if not banned_ids:
+    return logits
+  vocab = tf.range(tf.shape(logits)[-1])
+  banned = tf.reduce_any(vocab[:, None] == tf.constant(
+      list(banned_ids), tf.int32)[None], axis=1)  # [V]
+  return tf.where(banned, tf.cast(NEG_INF, logits.dtype), logits)
 
 
 def _gather_rows(structure, rows):
@@ -69,7 +82,7 @@ def _checked(beam_size, max_length, top_k=None):
 
 def beam_search(decoder, features, beam_size=3, max_length=20,
                 length_penalty=0.0, top_k=None, start_id=1, end_id=2,
-                pad_id=0):
+                pad_id=0, banned_ids=()):
   """Batched beam search over a batch of images.
 
   Beams that emit <end> are kept, frozen, and compete on their total
@@ -87,6 +100,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     length_penalty: float. The exponent alpha above.
     top_k: int or int32 scalar tensor <= beam_size. Captions returned per
       image (default: all K).
+    banned_ids: sequence of int. Words never emitted.
   """
   k, max_length, top_k = _checked(beam_size, max_length, top_k)
   top_k = k if top_k is None else top_k
@@ -113,11 +127,12 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   def body(v):
     t = v["t"]
     out = decoder.step(v["words"], v["state"])
+    logits = _ban(out.logits, banned_ids)
     # The K best extensions of all beams are among the K best of each beam:
     # take those first (top-k over V per beam, then over K*K per image)
     # instead of sorting K*V candidates, and normalise only those K.
-    best_logits, best_words = tf.math.top_k(out.logits, k)  # [B*K, K]
-    step_log_probs = best_logits - tf.reduce_logsumexp(out.logits, -1,
+    best_logits, best_words = tf.math.top_k(logits, k)  # [B*K, K]
+    step_log_probs = best_logits - tf.reduce_logsumexp(logits, -1,
                                                        keepdims=True)
     step_log_probs = tf.reshape(step_log_probs, [batch_size, k, k])
     best_words = tf.reshape(best_words, [batch_size, k, k])
@@ -174,14 +189,15 @@ def _invariants(structure):
   return tf.nest.map_structure(free, structure)
 
 
-def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0):
+def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0,
+           banned_ids=()):
   """Most likely word at each step; k = 1 caption per image."""
   return _decode(decoder, features, max_length, lambda logits, t: tf.cast(
-      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id)
+      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id, banned_ids)
 
 
 def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
-           seed=(0, 0), start_id=1, end_id=2, pad_id=0):
+           seed=(0, 0), start_id=1, end_id=2, pad_id=0, banned_ids=()):
   """Samples each word from softmax(logits / temperature).
 
   Args:
@@ -201,10 +217,11 @@ def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
     return tf.cast(tf.random.stateless_categorical(
         logits, 1, seed + tf.stack([t, 0]))[:, 0], tf.int32)
   return _decode(decoder, features, max_length, choose, start_id, end_id,
-                 pad_id)
+                 pad_id, banned_ids)
 
 
-def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id):
+def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
+            banned_ids):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
   _, max_length, _ = _checked(1, max_length)
   batch_size = tf.shape(features)[0]
@@ -221,10 +238,11 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id):
 
   def body(v):
     out = decoder.step(v["words"], v["state"])
+    logits = _ban(out.logits, banned_ids)
     alive = tf.logical_not(v["finished"])
-    word = tf.where(alive, choose(out.logits, v["t"]), pad_id)
-    word_log_prob = tf.gather(out.logits, word, batch_dims=1) - \
-        tf.reduce_logsumexp(out.logits, -1)
+    word = tf.where(alive, choose(logits, v["t"]), pad_id)
+    word_log_prob = tf.gather(logits, word, batch_dims=1) - \
+        tf.reduce_logsumexp(logits, -1)
     column = tf.one_hot(v["t"], max_length, dtype=tf.int32)  # [T]
     attention = v["attention"]
     if out.attention is not None:

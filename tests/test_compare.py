@@ -1,12 +1,14 @@
-"""make compare's driver end to end on tiny data: features, word2vec, two
-experiments over two seeds, evaluation, the retrieval baseline and every
-report file; then a second call that finds everything done."""
+"""make compare's driver end to end on tiny data: features, word2vec, three
+experiments (one fine-tuning another with SCST) over two seeds, evaluation,
+the retrieval baseline and every report file; then a second call that finds
+everything done."""
 
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -48,7 +50,12 @@ def test_compare_end_to_end(scene_data, tmp_path):
            "config": tiny_config(tmp_path / "st.json", "show_and_tell")},
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
            "config": tiny_config(tmp_path / "soft.json", "soft_attention"),
-           "set": ["model.embeddings_init={word2vec}"]}]})
+           "set": ["model.embeddings_init={word2vec}"]},
+          {"name": "st_scst", "label": "Show and Tell + SCST",
+           "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
+           "set": ["train.init_from={run:st}", "train.scst=true",
+                   "train.scst_samples=2", "train.num_steps=3",
+                   "train.checkpoint_every=3", "train.validate_every=3"]}]})
   output = tmp_path / "results"
   command = [sys.executable, "-m", "experiments.compare", f"--suite={suite}",
              f"--data={root}", f"--output={output}", "--meteor=false"]
@@ -56,12 +63,12 @@ def test_compare_end_to_end(scene_data, tmp_path):
   result = subprocess.run(command, capture_output=True, text=True,
                           cwd=str(REPO), env=env, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert "[12/12] retrieval baseline" in result.stdout
+  assert "[16/16] retrieval baseline" in result.stdout
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
   assert [r.split("|")[1].strip() for r in rows[1:]] == [
-      "Show and Tell", "Soft attention, word2vec",
+      "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
       "retrieval: 3 nearest training images, cider consensus"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
   results = json.loads((output / "results.json").read_text())
@@ -74,13 +81,20 @@ def test_compare_end_to_end(scene_data, tmp_path):
                        "config.json").read_text())
   assert config["model"]["embeddings_init"] == str(output / "word2vec")
   assert config["train"]["seed"] == 1
+  scst = json.loads((output / "runs" / "st_scst-seed1" /
+                     "config.json").read_text())["train"]
+  assert scst["scst"] and scst["init_from"] == str(output / "runs" /
+                                                   "st-seed1")
+  assert [r["summary"]["steps"] for r in
+          results["experiments"]["st_scst"]] == [3, 3]
 
   assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
   figures = sorted(os.listdir(output / "attention"))
   assert len(figures) == 2 and figures[0].startswith("soft_w2v_")
   html = (output / "report.html").read_text()
   assert html.count("class='image'") == 5
-  assert html.count("data:image/png;base64,") == 5 + 2  # Photos, figures.
+  assert html.count("data:image/png;base64,") == 5  # The photos.
+  assert html.count("data:image/jpeg;base64,") == 2  # Attention figures.
   assert "Soft attention, word2vec" in html and "references:" in html
 
   # Everything is done: a second call skips every step and rewrites the
@@ -88,7 +102,20 @@ def test_compare_end_to_end(scene_data, tmp_path):
   again = subprocess.run(command, capture_output=True, text=True,
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("done before, skipped") == 12
+  assert again.stdout.count("done before, skipped") == 16
+
+
+def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  suite = write_json(tmp_path / "suite.json", {"experiments": [
+      {"name": "scst", "config": config,
+       "set": ["train.init_from={run:st}"]},
+      {"name": "st", "config": config}]})
+  with pytest.raises(InputError, match=r"experiment scst: \{run:st\} must "
+                     "name an experiment listed before it"):
+    Suite.load(suite)
 
 
 def test_compare_names_a_missing_data_path(tmp_path):

@@ -122,6 +122,25 @@ def test_sampling_is_seeded_and_respects_top_k():
                                 search.greedy(decoder, features, 6).ids)
 
 
+def test_banned_word_is_never_emitted_and_the_rest_renormalised():
+  # Ban "a" (the library bans <unk> this way): from <start> only "b" is
+  # left, with probability 0.4 / 0.4 = 1, and "b" then ends with 0.9 / 0.95.
+  decoder = TableDecoder(TABLE)
+  features = tf.zeros([50, 3])
+  expected = np.log(0.9 / 0.95)
+  beam = search.beam_search(decoder, features, 2, 6, banned_ids=(A,))
+  greedy = search.greedy(decoder, features, 6, banned_ids=(A,))
+  for result in (beam, greedy):
+    assert result.ids[0, 0].numpy().tolist()[:2] == [B, END]
+    np.testing.assert_allclose(float(result.log_probs[0, 0]), expected,
+                               rtol=1e-5)
+  sampled = search.sample(decoder, features, 6, seed=(3, 4),
+                          banned_ids=(A,)).ids.numpy()
+  assert not (sampled == A).any()
+  assert (search.sample(decoder, features, 6, seed=(3, 4)).ids.numpy()
+          == A).any()  # Without the ban "a" is the likelier first word.
+
+
 def test_bad_search_arguments():
   decoder = TableDecoder(TABLE)
   with pytest.raises(ValueError, match="beam size must be a positive"):

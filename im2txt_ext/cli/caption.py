@@ -28,6 +28,8 @@ flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
 flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
                     "per image).")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
+                     "(by default the search never emits it).")
 flags.mark_flags_as_required(["run_dir", "images"])
 
 
@@ -35,7 +37,7 @@ def main(argv):
   del argv
   from im2txt_ext.inference import Captioner, list_images
   paths = list_images(FLAGS.images)
-  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint)
+  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint, allow_unk=FLAGS.allow_unk)
   search_args = dict(method=FLAGS.method, beam_size=FLAGS.beam_size,
                      max_length=FLAGS.max_length)
   if FLAGS.method == "beam":

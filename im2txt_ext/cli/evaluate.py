@@ -39,6 +39,9 @@ flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
                      "all).")
 flags.DEFINE_integer("show", 5, "Print this many images' captions.")
 flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
+                     "(by default the search never emits it; an export "
+                     "keeps the choice made at export time).")
 flags.DEFINE_boolean("perplexity", True, "Also compute the perplexity of the "
                      "reference captions (checkpoints only).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
@@ -54,7 +57,8 @@ def caption_with_checkpoint(records):
   from im2txt_ext.inference import Captioner, perplexity
   from im2txt_ext.training.trainer import load_features
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
-                        with_encoder=not FLAGS.features)
+                        with_encoder=not FLAGS.features,
+                        allow_unk=FLAGS.allow_unk)
   features = None
   if FLAGS.features:
     captioner.model.config.data.features = FLAGS.features

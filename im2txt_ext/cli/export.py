@@ -23,6 +23,8 @@ flags.DEFINE_integer("top_k", 3, "Default captions returned per image (at "
                      "most beam_size).")
 flags.DEFINE_integer("max_pixels", 40_000_000, "Largest accepted image, "
                      "width x height; larger ones are refused undecoded.")
+flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
+                     "(by default the search never emits it).")
 flags.mark_flags_as_required(["run_dir", "output"])
 
 
@@ -31,7 +33,7 @@ def main(argv):
   from im2txt_ext import export
   signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
-                             FLAGS.max_pixels)
+                             FLAGS.max_pixels, FLAGS.allow_unk)
   print(f"wrote {FLAGS.output}")
   for name, (inputs, outputs) in signatures.items():
     print(f"  {name}({', '.join(inputs)}) -> {', '.join(outputs)}")

@@ -228,7 +228,8 @@ class Trainer:
         lambda f: search.greedy(self.decoder, f, max_length,
                                 start_id=self.vocab.start_id,
                                 end_id=self.vocab.end_id,
-                                pad_id=self.vocab.pad_id),
+                                pad_id=self.vocab.pad_id,
+                                banned_ids=(self.vocab.unk_id,)),
         reduce_retracing=True)
 
   def _resume_input(self, dataset, distributed, latest):
