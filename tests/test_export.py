@@ -164,7 +164,7 @@ def test_stock_saved_model_cli(exported, scene_data, tmp_path):
 def test_every_decoder_exports(decoder, scene_data, tmp_path):
   run_dir = train_tiny(scene_data, tmp_path / "run", decoder)
   export.export(str(run_dir), str(tmp_path / "model"), beam_size=2,
-                max_length=6, top_k=2)
+                max_length=6, top_k=2, xla=decoder == "soft_attention")
   model = tf.saved_model.load(str(tmp_path / "model"))
   images = tf.constant([open(p, "rb").read()
                         for p in image_paths(scene_data, 3)])
@@ -177,6 +177,22 @@ def test_every_decoder_exports(decoder, scene_data, tmp_path):
     words = len(out["captions"][0, 0].numpy().split())
     np.testing.assert_allclose(
         tf.reduce_sum(out["attention"][0, 0, :words], -1), 1.0, rtol=1e-4)
+
+
+def test_xla_export_captions_like_the_plain_one(exported, scene_data,
+                                               tmp_path):
+  run_dir, model_dir = exported
+  export.export(str(run_dir), str(tmp_path / "xla"), beam_size=BEAM,
+                max_length=LENGTH, top_k=TOP_K, xla=True)
+  plain = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+  xla = tf.saved_model.load(str(tmp_path / "xla"))
+  images = tf.constant([open(p, "rb").read() for p in image_paths(scene_data)])
+  want, got = plain(images=images), xla.signatures["serving_default"](
+      images=images)
+  assert got["captions"].numpy().tolist() == want["captions"].numpy().tolist()
+  np.testing.assert_allclose(got["log_probs"], want["log_probs"], rtol=1e-4)
+  empty = xla.signatures["serving_default"](images=tf.constant([], tf.string))
+  assert empty["captions"].shape == [0, TOP_K]
 
 
 @pytest.fixture(scope="module")

@@ -71,5 +71,6 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
   assert results["retrieval"]["images"] == SLICE["test"]
   html = (output / "report.html").read_text()
   assert html.count("class='image'") == SLICE["test"]
-  assert html.count("data:image/jpeg;base64,") == SLICE["test"]
+  # The photos, and the one attention figure (re-encoded as JPEG).
+  assert html.count("data:image/jpeg;base64,") == SLICE["test"] + 1
   assert len(os.listdir(output / "attention")) == 1

@@ -25,6 +25,9 @@ flags.DEFINE_integer("max_pixels", 40_000_000, "Largest accepted image, "
                      "width x height; larger ones are refused undecoded.")
 flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
                      "(by default the search never emits it).")
+flags.DEFINE_boolean("xla", False, "Compile the search of serving_default "
+                     "and caption_features with XLA (faster on CPU; compiled "
+                     "again for each new batch size).")
 flags.mark_flags_as_required(["run_dir", "output"])
 
 
@@ -33,7 +36,7 @@ def main(argv):
   from im2txt_ext import export
   signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
-                             FLAGS.max_pixels, FLAGS.allow_unk)
+                             FLAGS.max_pixels, FLAGS.allow_unk, FLAGS.xla)
   print(f"wrote {FLAGS.output}")
   for name, (inputs, outputs) in signatures.items():
     print(f"  {name}({', '.join(inputs)}) -> {', '.join(outputs)}")
