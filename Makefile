@@ -18,6 +18,8 @@ SUITE ?= experiments/suites/scenes.json
 # Extra flags of the comparison driver, e.g. COMPARE_ARGS="--seeds=0 --encoder=..."
 COMPARE_ARGS ?=
 PORT ?= 8000
+# Extra flags of bench-serve, e.g. "--run_dir=RUN --images='DIR/*.jpg'"
+SERVE_BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
@@ -97,7 +99,7 @@ bench-word2vec: install
 	$(PYTHON) -m benchmarks.bench_word2vec
 
 bench-serve: install
-	$(PYTHON) -m benchmarks.bench_serve
+	$(PYTHON) -m benchmarks.bench_serve $(SERVE_BENCH_ARGS)
 
 # The input pipeline alone against what the training step consumes.
 bench-input: install

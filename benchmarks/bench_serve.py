@@ -1,6 +1,8 @@
 """Serving speed of an exported model, and the CNN's share of it.
 
   make bench-serve     (python -m benchmarks.bench_serve)
+  python -m benchmarks.bench_serve --run_dir=RUN --images='DIR/*.jpg'
+                       (a trained model on real photos)
 
 Exports a realistic model (EfficientNet-Lite0 at 224 px, random weights, and
 a Show and Tell decoder of the standard size, untrained: its captions run
@@ -9,14 +11,20 @@ serving_default (beam 3, 20 words) on 640x480 JPEGs: one image's latency
 and images/s for a batch, for the plain export and the one whose search is
 XLA-compiled (``--xla``). The same images through decoding and the encoder
 alone give the CNN's time; the target is that decoder and beam search add
-at most a fifth of it for one image.
+at most a fifth of it for one image. With --run_dir, the same figures for
+that run's best checkpoint (its captions end where the model ends them), on
+the --images files where given (the first 16; one-image latency takes each
+in turn).
 """
 
+import glob
 import io
+import itertools
 import os
 import tempfile
 
 import numpy as np
+from absl import app, flags
 from PIL import Image
 import tensorflow as tf
 
@@ -24,6 +32,12 @@ from benchmarks import common, standard_size as std
 from im2txt_ext import export, runs
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data.vocabulary import Vocabulary
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", "", "Trained run to export and time instead "
+                    "of the untrained standard-size model.")
+flags.DEFINE_string("images", "", "Glob of image files to caption instead "
+                    "of random 640x480 JPEGs.")
 
 BATCH, BEAM, LENGTH, SIZE = 16, 3, 20, 224
 SIZES = {"encoder": "efficientnet_lite0", "image_size": SIZE,
@@ -62,11 +76,44 @@ def jpegs(count, seed=0):
   return tf.constant(images)
 
 
-def main():
+def images_to_time(sizes):
+  """The images timed: string [BATCH]; notes in ``sizes`` which they are."""
+  if not FLAGS.images:
+    return jpegs(BATCH)
+  paths = sorted(glob.glob(FLAGS.images))[:BATCH]
+  if len(paths) < BATCH:
+    raise SystemExit(f"error: {FLAGS.images}: {len(paths)} images, need "
+                     f"{BATCH}")
+  files = []
+  for path in paths:
+    with open(path, "rb") as f:
+      files.append(f.read())
+  sizes["jpeg"] = f"{BATCH} files of {FLAGS.images}"
+  return tf.constant(files)
+
+
+def trained_run(run_dir):
+  """The run's decoder (with its encoder) and its sizes."""
+  model = runs.TrainedModel(run_dir)
+  config = model.config
+  return model.decoder, {
+      "run_dir": run_dir, "encoder": config.model.encoder,
+      "decoder": config.model.decoder, "image_size": runs.image_size(config),
+      "vocab": len(model.vocab.words), "hidden": config.model.hidden_size,
+      "beam": BEAM, "max_length": LENGTH, "jpeg": "640x480"}
+
+
+def main(argv):
+  del argv
   tf.keras.utils.set_random_seed(0)
   with tempfile.TemporaryDirectory() as folder:
-    run_dir = os.path.join(folder, "run")
-    decoder = untrained_run(run_dir)
+    if FLAGS.run_dir:
+      run_dir = FLAGS.run_dir
+      decoder, sizes = trained_run(run_dir)
+    else:
+      run_dir, sizes = os.path.join(folder, "run"), SIZES
+      decoder = untrained_run(run_dir)
+    size = sizes["image_size"]
     serving = {}
     for xla in (False, True):
       model_dir = os.path.join(folder, f"model_xla{xla}")
@@ -75,31 +122,33 @@ def main():
       serving["_xla" if xla else ""] = tf.saved_model.load(
           model_dir).signatures["serving_default"]
     encoder = tf.function(lambda images: decoder.encode(
-        {"image": export.decode_images(images, SIZE)}))
-    one, batch = jpegs(1), jpegs(BATCH)
-    calls = [("cnn", encoder, one), ("cnn_batch", encoder, batch)]
+        {"image": export.decode_images(images, size)}))
+    batch = images_to_time(sizes)
+    ones = [batch[i:i + 1] for i in range(BATCH)]  # Timed in turn.
+    calls = [("cnn", encoder, ones), ("cnn_batch", encoder, [batch])]
     for suffix, fn in serving.items():
-      calls += [("export" + suffix, fn, one),
-                ("export_batch" + suffix, fn, batch)]
+      calls += [("export" + suffix, fn, ones),
+                ("export_batch" + suffix, fn, [batch])]
     seconds = {}
-    for name, fn, images in calls:
+    for name, fn, inputs in calls:
+      turns = itertools.cycle(inputs)
       seconds[name] = common.time_call(
-          lambda: tf.nest.map_structure(np.asarray, fn(images)))
-  common.emit("cnn_latency_1_image", seconds["cnn"] * 1e3, "ms", 1, SIZES,
+          lambda: tf.nest.map_structure(np.asarray, fn(next(turns))))
+  common.emit("cnn_latency_1_image", seconds["cnn"] * 1e3, "ms", 1, sizes,
               includes="JPEG decode, resize, preprocessing, CNN")
   for suffix in serving:
     one, batch = seconds["export" + suffix], seconds["export_batch" + suffix]
-    common.emit("serve_latency_1_image" + suffix, one * 1e3, "ms", 1, SIZES)
+    common.emit("serve_latency_1_image" + suffix, one * 1e3, "ms", 1, sizes)
     common.emit("serve_throughput" + suffix, BATCH / batch, "images/s",
-                BATCH, SIZES)
+                BATCH, sizes)
     common.emit("cnn_fraction_1_image" + suffix, seconds["cnn"] / one,
-                "fraction", 1, SIZES)
+                "fraction", 1, sizes)
     overhead = one / seconds["cnn"] - 1
     common.emit("decoder_search_over_cnn_1_image" + suffix, overhead,
-                "ratio", 1, SIZES, target="<= 0.2", met=bool(overhead <= 0.2))
+                "ratio", 1, sizes, target="<= 0.2", met=bool(overhead <= 0.2))
     common.emit("cnn_fraction_batch" + suffix, seconds["cnn_batch"] / batch,
-                "fraction", BATCH, SIZES)
+                "fraction", BATCH, sizes)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

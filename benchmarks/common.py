@@ -1,34 +1,18 @@
-"""What every benchmark shares: the device name, the JSON line, timing and a
-matmul peak measured in the same run."""
+"""What every benchmark shares: the JSON line (with the device it ran on),
+timing and a matmul peak measured in the same run."""
 
 import json
-import os
-import platform
 import time
 
 import tensorflow as tf
 
-
-def device_name():
-  """The GPU's name, else the CPU model and core count."""
-  gpus = tf.config.list_physical_devices("GPU")
-  if gpus:
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return f"{details.get('device_name', 'GPU')} x{len(gpus)}"
-  model = platform.processor() or "cpu"
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(line.split(":", 1)[1].strip() for line in f
-                   if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{model} ({os.cpu_count()} cores)"
+from im2txt_ext import devices
 
 
 def emit(name, value, unit, batch=None, sizes=None, **extra):
   """Prints one figure as a JSON line and returns it."""
   line = {"name": name, "value": round(float(value), 3), "unit": unit,
-          "device": device_name(), "batch": batch, "sizes": sizes or {},
+          "device": devices.describe(), "batch": batch, "sizes": sizes or {},
           **extra}
   print(json.dumps(line), flush=True)
   return line

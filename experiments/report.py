@@ -24,7 +24,6 @@ from PIL import Image
 
 from experiments.suite import run_dir
 
-METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "perplexity")
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
 
 
@@ -74,22 +73,26 @@ def mean_spread(values, digits=3):
   return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def table(suite, runs, retrieval, seeds):
-  """The markdown results table."""
-  header = ["model", *METRICS, "training s"]
+def table(suite, runs, retrieval):
+  """The markdown results table: the suite's experiments, the retrieval
+  baseline and the published rows, in the suite's metric columns."""
+  header = ["model", *suite.metrics, "training s"]
   rows = ["| " + " | ".join(header) + " |",
           "|" + "---|" * len(header)]
   for experiment in suite.experiments:
     seeded = runs[experiment.name]
     cells = [mean_spread([r["metrics"].get(m) for r in seeded])
-             for m in METRICS]
+             for m in suite.metrics]
     cells.append(mean_spread([r["summary"]["seconds"] for r in seeded], 0))
     rows.append(f"| {experiment.label or experiment.name} | "
                 + " | ".join(cells) + " |")
-  cells = [mean_spread([retrieval.get(m)]) for m in METRICS]
+  cells = [mean_spread([retrieval.get(m)]) for m in suite.metrics]
   rows.append(f"| retrieval: {suite.retrieval_neighbours} nearest training "
               f"images, {suite.retrieval_consensus} consensus | "
               + " | ".join(cells) + " | 0 |")
+  for published in suite.published:
+    cells = [mean_spread([published.metrics.get(m)]) for m in suite.metrics]
+    rows.append(f"| {published.label} | " + " | ".join(cells) + " | |")
   return "\n".join(rows)
 
 
@@ -225,7 +228,7 @@ def write_report(suite, output, seeds, paths, seconds):
   from im2txt_ext.data import readers
   runs = collect(suite, output, seeds)
   retrieval = read_json(os.path.join(output, "retrieval", "metrics.json"))
-  table_md = table(suite, runs, retrieval, seeds)
+  table_md = table(suite, runs, retrieval)
   records = readers.read_dataset(paths["test_captions"], paths["images_dir"])
   if suite.test_split and any(r.split for r in records):
     records = readers.split_records(records, suite.test_split)
@@ -237,11 +240,14 @@ def write_report(suite, output, seeds, paths, seconds):
              os.path.join(output, "report.html"))
   notes = sorted({n for seeded in runs.values() for r in seeded
                   for n in r["metrics"].get("notes", [])})
+  devices = sorted({r["summary"].get("device", "not recorded")
+                    for seeded in runs.values() for r in seeded})
   with open(os.path.join(output, "results.md"), "w") as f:
     f.write(f"# {suite.name}\n\n{len(records)} test images, beam "
             f"{suite.beam_size}; mean ± sample standard deviation over seeds "
             f"{', '.join(map(str, seeds))}; features: {suite.encoder} "
-            f"({suite.encoder_weights}), frozen.\n\n{table_md}\n\n"
+            f"({suite.encoder_weights}), frozen; trained on "
+            f"{'; '.join(devices)}.\n\n{table_md}\n\n"
             f"Whole comparison: {seconds / 60:.1f} minutes.\n\n"
             + "".join(f"- {n}\n" for n in notes))
   with open(os.path.join(output, "results.json"), "w") as f:

@@ -16,6 +16,9 @@ from im2txt_ext.config import load_json
 from im2txt_ext.errors import InputError
 
 RUN_PLACEHOLDER = re.compile(r"\{run:([^}]*)\}")  # See Experiment.set.
+METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "perplexity")
+KNOWN_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L",
+                 "CIDEr-D", "perplexity")  # What im2txt-evaluate reports.
 
 
 def run_dir(output, name, seed):
@@ -32,6 +35,14 @@ class Experiment:
   #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors and
   #   "{run:NAME}" for the run of an earlier experiment NAME with the same
   #   seed (e.g. "train.init_from={run:show_and_tell}" to fine-tune it).
+
+
+@dataclasses.dataclass
+class Published:
+  """A published result shown beside the suite's own, never computed."""
+  label: str = ""  # What the table calls it, with its source.
+  metrics: dict = dataclasses.field(default_factory=dict)  # Metric name ->
+  #   value on the 0..1 scale of im2txt-evaluate (BLEU-4 19.5 -> 0.195).
 
 
 @dataclasses.dataclass
@@ -57,6 +68,10 @@ class Suite:
   #   flags for the vectors that "{word2vec}" names (trained on the
   #   training captions once).
   experiments: list[Experiment] = dataclasses.field(default_factory=list)
+  metrics: list = dataclasses.field(default_factory=lambda: list(
+      METRICS))  # The table's columns: names of im2txt-evaluate's metrics.
+  published: list[Published] = dataclasses.field(default_factory=list)
+  #   Rows from the literature, appended to the table for comparison.
   report_images: int = 50  # Test images in the HTML report.
   attention_images: int = 3  # Test images with attention figures.
 
@@ -69,6 +84,12 @@ class Suite:
     if len(set(names)) != len(names) or not all(names):
       raise InputError(f"experiment names must be unique and non-empty, got "
                        f"{names}", path)
+    unknown = [m for m in suite.metrics + [
+        m for row in suite.published for m in row.metrics]
+               if m not in KNOWN_METRICS]
+    if unknown:
+      raise InputError(f"unknown metric(s) {sorted(set(unknown))}; known: "
+                       f"{list(KNOWN_METRICS)}", path)
     for i, experiment in enumerate(suite.experiments):
       for setting in experiment.set:
         for name in RUN_PLACEHOLDER.findall(setting):

@@ -45,6 +45,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "retrieval_neighbours": 3,
       "word2vec": ["--dim=16", "--min_count=1", "--epochs=1"],
       "report_images": 5, "attention_images": 2,
+      "metrics": ["BLEU-1", "BLEU-2", "CIDEr-D", "perplexity"],
+      "published": [{"label": "paper: X", "metrics": {"BLEU-2": 0.448}}],
       "experiments": [
           {"name": "st", "label": "Show and Tell",
            "config": tiny_config(tmp_path / "st.json", "show_and_tell")},
@@ -67,10 +69,16 @@ def test_compare_end_to_end(scene_data, tmp_path):
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
-  assert [r.split("|")[1].strip() for r in rows[1:]] == [
+  cells = [[c.strip() for c in r.split("|")[1:-1]] for r in rows]
+  assert cells[0] == ["model", "BLEU-1", "BLEU-2", "CIDEr-D", "perplexity",
+                      "training s"]
+  assert [r[0] for r in cells[1:]] == [
       "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
-      "retrieval: 3 nearest training images, cider consensus"]
+      "retrieval: 3 nearest training images, cider consensus", "paper: X"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
+  assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", ""]
+  from im2txt_ext import devices
+  assert f"trained on {devices.describe()}." in table
   results = json.loads((output / "results.json").read_text())
   for name in ("st", "soft_w2v"):
     assert [r["seed"] for r in results["experiments"][name]] == [0, 1]
@@ -115,6 +123,17 @@ def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
       {"name": "st", "config": config}]})
   with pytest.raises(InputError, match=r"experiment scst: \{run:st\} must "
                      "name an experiment listed before it"):
+    Suite.load(suite)
+
+
+def test_suite_rejects_an_unknown_metric(tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  suite = write_json(tmp_path / "suite.json", {
+      "experiments": [{"name": "st", "config": tiny_config(
+          tmp_path / "st.json", "show_and_tell")}],
+      "published": [{"label": "paper", "metrics": {"BLEU-5": 0.1}}]})
+  with pytest.raises(InputError, match=r"unknown metric\(s\) \['BLEU-5'\]"):
     Suite.load(suite)
 
 

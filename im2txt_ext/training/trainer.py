@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from im2txt_ext import inference, runs, search
+from im2txt_ext import devices, inference, runs, search
 from im2txt_ext.data import pipeline, readers
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
@@ -411,7 +411,8 @@ class Trainer:
             "first_loss": history[0] if history else None,
             "final_loss": float(np.mean(history[-20:])) if history else None,
             "best_val_bleu4": float(self.best_bleu.numpy()),
-            "seconds": time.time() - started}
+            "seconds": time.time() - started,
+            "device": devices.describe()}
 
   def _validate_and_keep_best(self, step, writer):
     score, captions = self.validate()
