@@ -11,7 +11,9 @@ serving_default (beam 3, 20 words) on 640x480 JPEGs: one image's latency
 and images/s for a batch, for the plain export and the one whose search is
 XLA-compiled (``--xla``). The same images through decoding and the encoder
 alone give the CNN's time; the target is that decoder and beam search add
-at most a fifth of it for one image. With --run_dir, the same figures for
+at most a fifth of it for one image. The search alone (caption_features)
+and the decoder's steps alone, without the search, show where that time
+goes. With --run_dir, the same figures for
 that run's best checkpoint (its captions end where the model ends them), on
 the --images files where given (the first 16; one-image latency takes each
 in turn).
@@ -103,6 +105,22 @@ def trained_run(run_dir):
       "beam": BEAM, "max_length": LENGTH, "jpeg": "640x480"}
 
 
+def decoder_steps(decoder, steps):
+  """The decoder's own share of the search: ``steps`` decoder steps on BEAM
+  copies of an image's features, each feeding back its argmax word, with
+  none of the search's bookkeeping; XLA-compiled."""
+  @tf.function(jit_compile=True)
+  def run(features):
+    state = decoder.initial_state(tf.repeat(features, BEAM, axis=0))
+    words = tf.ones([BEAM], tf.int32)
+    for _ in range(steps):
+      out = decoder.step(words, state)
+      words, state = tf.argmax(out.logits, -1, output_type=tf.int32), \
+          out.state
+    return words
+  return run
+
+
 def main(argv):
   del argv
   tf.keras.utils.set_random_seed(0)
@@ -120,15 +138,23 @@ def main(argv):
       export.export(run_dir, model_dir, beam_size=BEAM, max_length=LENGTH,
                     top_k=1, xla=xla)
       serving["_xla" if xla else ""] = tf.saved_model.load(
-          model_dir).signatures["serving_default"]
+          model_dir).signatures
     encoder = tf.function(lambda images: decoder.encode(
         {"image": export.decode_images(images, size)}))
     batch = images_to_time(sizes)
     ones = [batch[i:i + 1] for i in range(BATCH)]  # Timed in turn.
-    calls = [("cnn", encoder, ones), ("cnn_batch", encoder, [batch])]
-    for suffix, fn in serving.items():
-      calls += [("export" + suffix, fn, ones),
-                ("export_batch" + suffix, fn, [batch])]
+    features = [encoder(images) for images in ones]
+    captions = serving[""]["serving_default"](images=batch)["captions"]
+    steps = round(float(np.mean([min(len(c.split()) + 1, LENGTH) for c in
+                                 captions.numpy()[:, 0]])))
+    calls = [("cnn", encoder, ones), ("cnn_batch", encoder, [batch]),
+             ("steps", decoder_steps(decoder, steps), features)]
+    for suffix, signatures in serving.items():
+      calls += [
+          ("export" + suffix, signatures["serving_default"], ones),
+          ("export_batch" + suffix, signatures["serving_default"], [batch]),
+          ("search" + suffix, lambda x, fn=signatures["caption_features"]:
+           fn(features=x), features)]
     seconds = {}
     for name, fn, inputs in calls:
       turns = itertools.cycle(inputs)
@@ -136,9 +162,15 @@ def main(argv):
           lambda: tf.nest.map_structure(np.asarray, fn(next(turns))))
   common.emit("cnn_latency_1_image", seconds["cnn"] * 1e3, "ms", 1, sizes,
               includes="JPEG decode, resize, preprocessing, CNN")
+  common.emit("decoder_steps_alone_1_image_xla", seconds["steps"] * 1e3,
+              "ms", 1, sizes, steps=steps, includes=f"{steps} decoder steps "
+              f"on {BEAM} beams, no search; XLA")
   for suffix in serving:
     one, batch = seconds["export" + suffix], seconds["export_batch" + suffix]
     common.emit("serve_latency_1_image" + suffix, one * 1e3, "ms", 1, sizes)
+    common.emit("search_latency_1_image" + suffix,
+                seconds["search" + suffix] * 1e3, "ms", 1, sizes,
+                includes="caption_features: decoder and beam search alone")
     common.emit("serve_throughput" + suffix, BATCH / batch, "images/s",
                 BATCH, sizes)
     common.emit("cnn_fraction_1_image" + suffix, seconds["cnn"] / one,
