@@ -240,14 +240,18 @@ def write_report(suite, output, seeds, paths, seconds):
              os.path.join(output, "report.html"))
   notes = sorted({n for seeded in runs.values() for r in seeded
                   for n in r["metrics"].get("notes", [])})
-  devices = sorted({r["summary"].get("device", "not recorded")
-                    for seeded in runs.values() for r in seeded})
+  summaries = [r["summary"] for seeded in runs.values() for r in seeded]
+  devices = "; ".join(sorted({s["device"] for s in summaries
+                              if "device" in s})) or "unrecorded devices"
+  unrecorded = sum("device" not in s for s in summaries)
+  if unrecorded and len(summaries) > unrecorded:
+    devices += f" ({unrecorded} of the runs did not record theirs)"
   with open(os.path.join(output, "results.md"), "w") as f:
     f.write(f"# {suite.name}\n\n{len(records)} test images, beam "
             f"{suite.beam_size}; mean ± sample standard deviation over seeds "
             f"{', '.join(map(str, seeds))}; features: {suite.encoder} "
-            f"({suite.encoder_weights}), frozen; trained on "
-            f"{'; '.join(devices)}.\n\n{table_md}\n\n"
+            f"({suite.encoder_weights}), frozen; trained on {devices}."
+            f"\n\n{table_md}\n\n"
             f"Whole comparison: {seconds / 60:.1f} minutes.\n\n"
             + "".join(f"- {n}\n" for n in notes))
   with open(os.path.join(output, "results.json"), "w") as f:
