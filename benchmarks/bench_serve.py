@@ -13,10 +13,9 @@ XLA-compiled (``--xla``). The same images through decoding and the encoder
 alone give the CNN's time; the target is that decoder and beam search add
 at most a fifth of it for one image. The search alone (caption_features)
 and the decoder's steps alone, without the search, show where that time
-goes. With --run_dir, the same figures for
-that run's best checkpoint (its captions end where the model ends them), on
-the --images files where given (the first 16; one-image latency takes each
-in turn).
+goes. With --run_dir, the same figures for that run's best checkpoint (its
+captions end where the model ends them), on the --images files where given
+(the first 16; one-image latency takes each in turn).
 """
 
 import glob
@@ -129,7 +128,7 @@ def main(argv):
       run_dir = FLAGS.run_dir
       decoder, sizes = trained_run(run_dir)
     else:
-      run_dir, sizes = os.path.join(folder, "run"), SIZES
+      run_dir, sizes = os.path.join(folder, "run"), dict(SIZES)
       decoder = untrained_run(run_dir)
     size = sizes["image_size"]
     serving = {}
