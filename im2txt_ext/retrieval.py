@@ -7,15 +7,17 @@ pooled features), pool their captions as candidates C, and return
 
     c* = argmax_{c in C} (1 / (|C| - 1)) * sum_{c' in C, c' != c} sim(c, c')
 
-the candidate that agrees most with the others, where sim is CIDEr-D or
-sentence BLEU-4 (pycocoevalcap's scorers). No training: it shows how much a
+the candidate that agrees most with the others, where sim is CIDEr-D (its
+document frequencies from the training captions) or sentence BLEU-4. No training: it shows how much a
 generative model adds over reusing what it has seen.
 """
 
 import numpy as np
+from tqdm import tqdm
 
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.errors import InputError
+from im2txt_ext.training.cider_d import CiderD
 
 CONSENSUS = ("cider", "bleu")
 
@@ -39,23 +41,30 @@ def nearest(query, gallery, k):
   return np.take_along_axis(top, order, 1)
 
 
-def consensus_scores(candidates, consensus="cider"):
+def consensus_scores(candidates, consensus="cider", corpus=None):
   """Mean similarity of each candidate to the other candidates: float [C].
 
   Args:
-    candidates: list of str, C >= 2 captions (already tokenised and joined).
-    consensus: "cider" (CIDEr-D, document frequencies from the candidates)
-      or "bleu" (sentence BLEU-4).
+    candidates: list of C >= 2 captions, each a list of word tokens.
+    consensus: "cider" (CIDEr-D) or "bleu" (sentence BLEU-4, pycocoevalcap).
+    corpus: for "cider", a CiderD whose references give the document
+      frequencies (the retrieval baseline's: the training captions).
+      Defaults to the candidates, each its own document. (Not the other
+      candidates as each one's references, as pycocoevalcap would: then an
+      n-gram of two candidates is in every document and weighs 0, and so
+      does every shared n-gram, and all scores are 0.)
   """
   if consensus not in CONSENSUS:
     raise InputError(f"unknown consensus {consensus!r}: use cider or bleu")
-  gts = {i: candidates[:i] + candidates[i + 1:] for i in range(len(candidates))}
-  res = {i: [c] for i, c in enumerate(candidates)}
   if consensus == "cider":
-    from pycocoevalcap.cider.cider import Cider
-    _, scores = Cider().compute_score(gts, res)
-    return np.asarray(scores, np.float64)
+    corpus = corpus or CiderD({i: [c] for i, c in enumerate(candidates)})
+    similarity = corpus.pairwise(candidates)
+    np.fill_diagonal(similarity, 0.0)
+    return similarity.sum(axis=1) / (len(candidates) - 1)
   from pycocoevalcap.bleu.bleu import Bleu
+  joined = [" ".join(c) for c in candidates]
+  gts = {i: joined[:i] + joined[i + 1:] for i in range(len(joined))}
+  res = {i: [c] for i, c in enumerate(joined)}
   _, scores = Bleu(4).compute_score(gts, res, verbose=0)
   return np.asarray(scores[3], np.float64)
 
@@ -81,19 +90,21 @@ class ConsensusRetrieval:
     if consensus not in CONSENSUS:
       raise InputError(f"unknown consensus {consensus!r}: use cider or bleu")
     self.features = np.asarray(train_features, np.float32)
-    self.captions = [[" ".join(tokenize(c)) for c in captions]
+    self.captions = [[tokenize(c) for c in captions]
                      for captions in train_captions]
     self.neighbours = neighbours
     self.consensus = consensus
+    self.corpus = CiderD(dict(enumerate(self.captions))) \
+        if consensus == "cider" else None
 
-  def caption(self, query_features):
-    """Best consensus caption (str) for each row of float [Q, D]."""
+  def caption(self, query_features, progress=False):
+    """Best consensus caption (str) for each row of float [Q, D]; a
+    progress bar on stderr if ``progress``."""
     out = []
-    for rows in nearest(query_features, self.features, self.neighbours):
+    for rows in tqdm(nearest(query_features, self.features, self.neighbours),
+                     desc="retrieval", unit="image", disable=not progress):
       candidates = [c for row in rows for c in self.captions[row]]
-      if len(candidates) == 1:
-        out.append(candidates[0])
-        continue
-      scores = consensus_scores(candidates, self.consensus)
-      out.append(candidates[int(np.argmax(scores))])
+      best = 0 if len(candidates) == 1 else int(np.argmax(
+          consensus_scores(candidates, self.consensus, self.corpus)))
+      out.append(" ".join(candidates[best]))
     return out

@@ -9,6 +9,7 @@ import pytest
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
 from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
+from im2txt_ext.training.cider_d import CiderD
 
 
 def test_identical_captions_score_bleu_one():
@@ -65,14 +66,34 @@ def test_nearest_orders_by_cosine_similarity():
 
 
 def test_consensus_prefers_the_caption_the_others_agree_with():
-  candidates = ["a red circle above a blue square",
-                "a red circle above a square",
-                "a green triangle",
-                "a red circle above a blue square"]
-  for consensus in ("cider", "bleu"):
-    scores = consensus_scores(candidates, consensus)
+  candidates = [c.split() for c in ["a red circle above a blue square",
+                                    "a red circle above a square",
+                                    "a green triangle",
+                                    "a red circle above a blue square"]]
+  corpus = CiderD({"x": ["a green circle".split()], "y": ["a square".split()],
+                   "z": ["a red triangle".split()]})
+  for consensus, scorer in (("cider", None), ("cider", corpus),
+                            ("bleu", None)):
+    scores = consensus_scores(candidates, consensus, scorer)
     assert scores.shape == (4,)
-    assert int(np.argmax(scores)) in (0, 3) and scores[2] == min(scores)
+    assert scores[0] == pytest.approx(scores[3])
+    assert scores[0] > scores[1] > scores[2] >= 0
+
+
+def test_pairwise_cider_d_averages_to_the_multi_reference_score():
+  tokens = lambda text: [c.split() for c in text.split(",")]
+  corpus = CiderD({"x": tokens("a red circle above a square,a red circle"),
+                   "y": tokens("a blue square below a green triangle"),
+                   "z": tokens("two circles,a circle and a square")})
+  candidate = "a red circle above a green square".split()
+  pairwise = corpus.pairwise([candidate] + tokens(
+      "a red circle above a square,a red circle"))
+  assert pairwise.shape == (3, 3)
+  expected = corpus.score(["x"], [candidate])[0]
+  assert expected > 0
+  assert pairwise[0, 1:].mean() == pytest.approx(expected, rel=1e-9)
+  # A caption against itself scores 10 per n-gram order it has, / 4.
+  assert np.diag(pairwise) == pytest.approx([10.0, 10.0, 7.5])
 
 
 def test_retrieval_returns_a_neighbours_consensus_caption():

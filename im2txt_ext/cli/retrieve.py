@@ -75,7 +75,7 @@ def main(argv):
       rows_of(train, image_ids, array, FLAGS.features),
       [r.captions for r in train], FLAGS.neighbours, FLAGS.consensus)
   captions = retrieval.caption(rows_of(records, image_ids, array,
-                                       FLAGS.features))
+                                       FLAGS.features), progress=True)
   candidates = {r.image_id: c for r, c in zip(records, captions)}
   seconds = time.time() - started
   metrics = caption_metrics(candidates, {r.image_id: r.captions

@@ -1,4 +1,5 @@
-"""CIDEr-D (Vedantam et al. 2015), vectorised, for rewards in training.
+"""CIDEr-D (Vedantam et al. 2015), vectorised: the reward of self-critical
+training and the consensus of the retrieval baseline.
 
 Shape letters: C candidate captions, R reference slots per image, N n-gram
 orders (1..4), E n-gram entries.
@@ -157,16 +158,72 @@ class CiderD:
     except KeyError as e:
       raise InputError(f"no references for image {e.args[0]!r}") from None
 
-  def score(self, image_ids, captions):
-    """CIDEr-D of captions (lists of word tokens) of the given images,
-    float64 [C]."""
+  def _encode(self, captions):
+    """Captions (lists of word tokens) -> (int [C, T] ids, bool [C, T])."""
     table = {}
     for caption in captions:
       for word in caption:
         table.setdefault(word, len(table))
     ids = self.word_table(list(table))
-    words, keep = self._pack([[ids[table[w]] for w in c] for c in captions])
+    return self._pack([[ids[table[w]] for w in c] for c in captions])
+
+  def _lookup(self, keys):
+    """Corpus lookup of n-gram keys [E]: (index into the corpus n-grams,
+    whether the corpus holds it, idf), each [E]. Unseen n-grams get the
+    largest idf, log |I|."""
+    ngram = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+    known = self._keys[ngram] == keys
+    idf = np.where(known, self._idf[ngram], self._log_images)
+    return ngram, known, idf
+
+  def _length_penalty(self, delta):
+    """exp(-delta^2 / (2 sigma^2)) of length differences delta."""
+    return np.e ** (-(delta ** 2) / (2 * self.sigma ** 2))
+
+  def score(self, image_ids, captions):
+    """CIDEr-D of captions (lists of word tokens) of the given images,
+    float64 [C]."""
+    words, keep = self._encode(captions)
     return self.score_ids(self.images(image_ids), words, keep)
+
+  def pairwise(self, captions):
+    """CIDEr-D of each caption with each other one as its only reference,
+    with this corpus's document frequencies: float64 [C, C].
+
+    CIDEr-D against m references is the mean of the single-reference
+    scores, so row c averaged over the other columns is caption c's
+    CIDEr-D against all the others: the consensus of Devlin et al. 2015.
+    The clip uses min(a, b) b = sum_{t >= 1} [a >= t] [b >= t] b for term
+    frequencies a, b, which turns the numerator into matrix products.
+    """
+    num = len(captions)
+    words, keep = self._encode(captions)
+    rows, keys, orders, term_freq = _ngram_counts(words, keep)
+    if not len(keys):
+      return np.zeros([num, num])
+    _, _, idf = self._lookup(keys)
+    distinct, column = np.unique(keys, return_inverse=True)
+    column = column.reshape(-1)
+    norm = np.sqrt(np.bincount(rows * ORDERS + orders,
+                               (term_freq * idf) ** 2, num * ORDERS))
+    norm = norm.reshape(num, ORDERS).T  # [N, C]
+    value = np.zeros((ORDERS, num, num))
+    for at_least in range(1, int(term_freq.max()) + 1):
+      entry = term_freq >= at_least
+      for n in range(ORDERS):
+        pick = entry & (orders == n)
+        clipped = np.zeros((num, len(distinct)))
+        clipped[rows[pick], column[pick]] = idf[pick]
+        weight = np.zeros_like(clipped)
+        weight[rows[pick], column[pick]] = idf[pick] * term_freq[pick]
+        value[n] += clipped @ weight.T
+    denominator = norm[:, :, None] * norm[:, None, :]
+    value = np.where(denominator != 0,
+                     value / np.where(denominator != 0, denominator, 1.0),
+                     value)
+    length = np.maximum(keep.sum(axis=1) - 1, 0)
+    penalty = self._length_penalty(length[:, None] - length[None, :])
+    return 10.0 * value.sum(axis=0) * penalty / ORDERS
 
   def score_ids(self, images, words, keep):
     """CIDEr-D of captions given as corpus word ids.
@@ -182,9 +239,7 @@ class CiderD:
     if not num:
       return np.zeros([0])
     rows, keys, orders, term_freq = _ngram_counts(words, keep)
-    ngram = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-    known = self._keys[ngram] == keys
-    idf = np.where(known, self._idf[ngram], self._log_images)
+    ngram, known, idf = self._lookup(keys)
     weight = term_freq * idf  # g_n(c), [E]
     cell = rows * ORDERS + orders
     norm = np.sqrt(np.bincount(cell, weight ** 2, num * ORDERS))
@@ -206,5 +261,5 @@ class CiderD:
                      value)
     delta = np.maximum(keep.sum(axis=1) - 1, 0)[:, None] - \
         self._ref_length[images]  # [C, R]
-    value = value * np.e ** (-(delta ** 2) / (2 * self.sigma ** 2))[:, None]
+    value = value * self._length_penalty(delta)[:, None]
     return 10.0 * value.sum(axis=(1, 2)) / (ORDERS * self.num_refs[images])
