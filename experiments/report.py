@@ -2,7 +2,7 @@
 
 Reads what ``experiments/compare.py`` left in the results directory (each
 run's test metrics, training summary and TensorBoard scalars, and the
-retrieval baseline's metrics) and writes:
+retrieval baseline's metrics and captions) and writes:
   results.md    the table: mean and spread over seeds of each metric;
   results.json  the same numbers, per seed;
   curves.png    training cross-entropy and validation BLEU-4 against step;
@@ -48,6 +48,17 @@ def read_scalars(log_dir, tags=CURVES):
           for tag, p in points.items()}
 
 
+def evaluation(folder):
+  """An evaluation's metrics.json, with "distinct": the distinct captions
+  over the images, from its captions.json (1 when no two images got the
+  same caption; low when a model says the same few generic things)."""
+  metrics = read_json(os.path.join(folder, "metrics.json"))
+  captions = [c["generated"] for c in read_json(os.path.join(
+      folder, "captions.json"))]
+  metrics["distinct"] = len(set(captions)) / max(len(captions), 1)
+  return metrics
+
+
 def collect(suite, output, seeds):
   """{experiment name: [per-seed dict(seed, metrics, summary, run_dir)]}."""
   runs = {}
@@ -57,8 +68,7 @@ def collect(suite, output, seeds):
       directory = run_dir(output, experiment.name, seed)
       runs[experiment.name].append({
           "seed": seed, "run_dir": directory,
-          "metrics": read_json(os.path.join(directory, "test",
-                                            "metrics.json")),
+          "metrics": evaluation(os.path.join(directory, "test")),
           "summary": read_json(os.path.join(directory, "summary.json"))})
   return runs
 
@@ -227,7 +237,7 @@ def write_report(suite, output, seeds, paths, seconds):
   """Writes every report file of a finished comparison; returns the table."""
   from im2txt_ext.data import readers
   runs = collect(suite, output, seeds)
-  retrieval = read_json(os.path.join(output, "retrieval", "metrics.json"))
+  retrieval = evaluation(os.path.join(output, "retrieval"))
   table_md = table(suite, runs, retrieval)
   records = readers.read_dataset(paths["test_captions"], paths["images_dir"])
   if suite.test_split and any(r.split for r in records):

@@ -18,7 +18,8 @@ from im2txt_ext.errors import InputError
 RUN_PLACEHOLDER = re.compile(r"\{run:([^}]*)\}")  # See Experiment.set.
 METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "perplexity")
 KNOWN_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L",
-                 "CIDEr-D", "perplexity")  # What im2txt-evaluate reports.
+                 "CIDEr-D", "perplexity",  # What im2txt-evaluate reports,
+                 "distinct")  # and the report's share of distinct captions.
 
 
 def run_dir(output, name, seed):
@@ -69,7 +70,7 @@ class Suite:
   #   training captions once).
   experiments: list[Experiment] = dataclasses.field(default_factory=list)
   metrics: list = dataclasses.field(default_factory=lambda: list(
-      METRICS))  # The table's columns: names of im2txt-evaluate's metrics.
+      METRICS))  # The table's columns: names of KNOWN_METRICS.
   published: list[Published] = dataclasses.field(default_factory=list)
   #   Rows from the literature, appended to the table for comparison.
   report_images: int = 50  # Test images in the HTML report.

@@ -45,7 +45,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "retrieval_neighbours": 3,
       "word2vec": ["--dim=16", "--min_count=1", "--epochs=1"],
       "report_images": 5, "attention_images": 2,
-      "metrics": ["BLEU-1", "BLEU-2", "CIDEr-D", "perplexity"],
+      "metrics": ["BLEU-1", "BLEU-2", "CIDEr-D", "perplexity", "distinct"],
       "published": [{"label": "paper: X", "metrics": {"BLEU-2": 0.448}}],
       "experiments": [
           {"name": "st", "label": "Show and Tell",
@@ -71,12 +71,16 @@ def test_compare_end_to_end(scene_data, tmp_path):
   rows = [line for line in table.splitlines() if line.startswith("| ")]
   cells = [[c.strip() for c in r.split("|")[1:-1]] for r in rows]
   assert cells[0] == ["model", "BLEU-1", "BLEU-2", "CIDEr-D", "perplexity",
-                      "training s"]
+                      "distinct", "training s"]
   assert [r[0] for r in cells[1:]] == [
       "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
       "retrieval: 3 nearest training images, cider consensus", "paper: X"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
-  assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", ""]
+  assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", "n/a", ""]
+  retrieval = cells[-2]
+  captions = [c["generated"] for c in json.loads(
+      (output / "retrieval" / "captions.json").read_text())]
+  assert retrieval[5] == f"{len(set(captions)) / len(captions):.3f}"
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
   results = json.loads((output / "results.json").read_text())
