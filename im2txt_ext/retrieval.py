@@ -8,8 +8,9 @@ pooled features), pool their captions as candidates C, and return
     c* = argmax_{c in C} (1 / (|C| - 1)) * sum_{c' in C, c' != c} sim(c, c')
 
 the candidate that agrees most with the others, where sim is CIDEr-D (its
-document frequencies from the training captions) or sentence BLEU-4. No training: it shows how much a
-generative model adds over reusing what it has seen.
+document frequencies from the training captions) or sentence BLEU-4. No
+training: it shows how much a generative model adds over reusing what it
+has seen.
 """
 
 import numpy as np
@@ -57,7 +58,8 @@ def consensus_scores(candidates, consensus="cider", corpus=None):
   if consensus not in CONSENSUS:
     raise InputError(f"unknown consensus {consensus!r}: use cider or bleu")
   if consensus == "cider":
-    corpus = corpus or CiderD({i: [c] for i, c in enumerate(candidates)})
+    if corpus is None:
+      corpus = CiderD({i: [c] for i, c in enumerate(candidates)})
     similarity = corpus.pairwise(candidates)
     np.fill_diagonal(similarity, 0.0)
     return similarity.sum(axis=1) / (len(candidates) - 1)

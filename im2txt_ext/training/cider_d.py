@@ -193,8 +193,10 @@ class CiderD:
     CIDEr-D against m references is the mean of the single-reference
     scores, so row c averaged over the other columns is caption c's
     CIDEr-D against all the others: the consensus of Devlin et al. 2015.
-    The clip uses min(a, b) b = sum_{t >= 1} [a >= t] [b >= t] b for term
-    frequencies a, b, which turns the numerator into matrix products.
+    Both captions' n-grams take the same idf, so the clipped product is
+    idf^2 min(a, b) b for term frequencies a, b, and min(a, b) b =
+    sum_{t >= 1} [a >= t] [b >= t] b turns the numerator into matrix
+    products.
     """
     num = len(captions)
     words, keep = self._encode(captions)
