@@ -107,14 +107,17 @@ def table(suite, runs, retrieval):
 
 
 def plot_curves(suite, runs, path):
-  """Training cross-entropy and validation BLEU-4 per experiment (mean over
-  seeds at the steps all seeds logged)."""
+  """Training cross-entropy and validation BLEU-4 per experiment of
+  ``suite.curves`` (all when empty; mean over seeds at the steps all seeds
+  logged)."""
   from matplotlib.figure import Figure
   figure = Figure(figsize=(11, 4))
   axes = figure.subplots(1, 2)
   titles = {"cross_entropy": "training cross-entropy (per word)",
             "val_bleu4": "validation BLEU-4 (greedy)"}
   for experiment in suite.experiments:
+    if suite.curves and experiment.name not in suite.curves:
+      continue
     scalars = [read_scalars(os.path.join(r["run_dir"], "train"))
                for r in runs[experiment.name]]
     for axis, tag in zip(axes, CURVES):

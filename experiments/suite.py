@@ -73,6 +73,8 @@ class Suite:
       METRICS))  # The table's columns: names of KNOWN_METRICS.
   published: list[Published] = dataclasses.field(default_factory=list)
   #   Rows from the literature, appended to the table for comparison.
+  curves: list = dataclasses.field(default_factory=list)  # Experiments
+  #   drawn in curves.png, by name; empty: all.
   report_images: int = 50  # Test images in the HTML report.
   attention_images: int = 3  # Test images with attention figures.
 
@@ -91,6 +93,9 @@ class Suite:
     if unknown:
       raise InputError(f"unknown metric(s) {sorted(set(unknown))}; known: "
                        f"{list(KNOWN_METRICS)}", path)
+    if set(suite.curves) - set(names):
+      raise InputError(f"curves names unknown experiments "
+                       f"{sorted(set(suite.curves) - set(names))}", path)
     for i, experiment in enumerate(suite.experiments):
       for setting in experiment.set:
         for name in RUN_PLACEHOLDER.findall(setting):

@@ -44,7 +44,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "seeds": [0, 1], "beam_size": 2, "max_length": 8,
       "retrieval_neighbours": 3,
       "word2vec": ["--dim=16", "--min_count=1", "--epochs=1"],
-      "report_images": 5, "attention_images": 2,
+      "report_images": 5, "attention_images": 2, "curves": ["st", "soft_w2v"],
       "metrics": ["BLEU-1", "BLEU-2", "CIDEr-D", "perplexity", "distinct"],
       "published": [{"label": "paper: X", "metrics": {"BLEU-2": 0.448}}],
       "experiments": [
@@ -138,6 +138,18 @@ def test_suite_rejects_an_unknown_metric(tmp_path):
           tmp_path / "st.json", "show_and_tell")}],
       "published": [{"label": "paper", "metrics": {"BLEU-5": 0.1}}]})
   with pytest.raises(InputError, match=r"unknown metric\(s\) \['BLEU-5'\]"):
+    Suite.load(suite)
+
+
+def test_suite_rejects_curves_of_an_unknown_experiment(tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  suite = write_json(tmp_path / "suite.json", {
+      "experiments": [{"name": "st", "config": tiny_config(
+          tmp_path / "st.json", "show_and_tell")}],
+      "curves": ["st", "sat"]})
+  with pytest.raises(InputError, match=r"curves names unknown experiments "
+                     r"\['sat'\]"):
     Suite.load(suite)
 
 
