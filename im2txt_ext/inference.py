@@ -141,7 +141,10 @@ class Captioner:
 
   def caption_records(self, records, features=None, batch_size=64,
                       **search_args):
-    """Best caption per record {image_id: str}; see ``caption_records``."""
+    """Best caption per record {image_id: str}; see ``caption_records``.
+    A beam search returns only its best caption, so it may stop early."""
+    if search_args.get("method", "beam") == "beam":
+      search_args.setdefault("top_k", 1)
     return caption_records(
         self.decoder, self.vocab, records, self.image_size,
         lambda f: self.search(f, **search_args), features, batch_size)

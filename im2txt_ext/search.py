@@ -3,7 +3,8 @@
 Written once against the decoder-step contract (``initial_state``, ``step``;
 see ``im2txt_ext.models.decoder``), so it serves every decoder, in memory or
 inside an exported SavedModel. Each search is one ``tf.while_loop``: no
-Python round trip per step, and it stops as soon as every caption has ended.
+Python round trip per step, and it stops as soon as the captions it
+returns have ended.
 
 Results are ``SearchResult`` tuples (k captions per image):
   ids: int32 [B, k, T], word ids after <start>, <end> included, then <pad>;
@@ -89,7 +90,11 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   log-probability; the search stops when all beams of all images have ended
   or at ``max_length``, in which case unfinished beams (the best partial
   captions) are returned as they are. Final ranking divides by
-  length**length_penalty (0 = plain log-probability).
+  length**length_penalty (0 = plain log-probability). With
+  length_penalty 0 it stops as soon as each image's ``top_k`` best beams
+  have ended: the beams are kept sorted and a live beam's log-probability
+  only falls, so no live beam can overtake them and the result is the one
+  the full search would return, in fewer decoder steps.
 
   Args:
     decoder: an object with the decoder-step contract.
@@ -168,8 +173,10 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
         ids=ids,
         attention=attention),)
 
-  v = tf.while_loop(_not_done(max_length), body, (init,),
-                    shape_invariants=(_invariants(init),),
+  exact_early_stop = isinstance(length_penalty, (int, float)) and \
+      length_penalty == 0
+  v = tf.while_loop(_not_done(max_length, top_k if exact_early_stop else k),
+                    body, (init,), shape_invariants=(_invariants(init),),
                     maximum_iterations=max_length)[0]
   lengths = tf.maximum(v["lengths"], 1)
   scores = v["log_probs"] / tf.pow(tf.cast(lengths, tf.float32),
@@ -266,9 +273,12 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
                       v["log_probs"][:, None], lengths[:, None], attention)
 
 
-def _not_done(max_length):
-  """Loop condition: steps left and some caption still going."""
+def _not_done(max_length, first=None):
+  """Loop condition: steps left and some caption still going; with
+  ``first``, some caption among the first ``first`` of each image (the
+  best beams, as beam search keeps them sorted)."""
   def cond(v):
+    finished = v["finished"] if first is None else v["finished"][:, :first]
     return tf.logical_and(v["t"] < max_length,
-                          tf.logical_not(tf.reduce_all(v["finished"])))
+                          tf.logical_not(tf.reduce_all(finished)))
   return cond

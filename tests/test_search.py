@@ -83,6 +83,77 @@ def test_beam_search_stops_early_when_all_beams_end():
   assert calls == [1]  # Traced once: the step lives inside the while loop.
 
 
+class StepCounter:
+  """Wraps a decoder, counting the steps that run (in graph too)."""
+
+  def __init__(self, decoder):
+    self.decoder = decoder
+    self.has_attention = decoder.has_attention
+    self.initial_state = decoder.initial_state
+    self.steps = tf.Variable(0)
+
+  def step(self, word_ids, state, training=False):
+    self.steps.assign_add(1)
+    return self.decoder.step(word_ids, state, training)
+
+
+def best_and_all(decoder, features, beam_size, max_length):
+  """{top_k: (SearchResult, decoder steps)} for top_k 1 and beam_size."""
+  out = {}
+  for top_k in (1, beam_size):
+    counter = StepCounter(decoder)
+    result = tf.function(lambda f, k=top_k: search.beam_search(
+        counter, f, beam_size, max_length, top_k=k))(features)
+    out[top_k] = result, int(counter.steps.numpy())
+  return out
+
+
+def test_beam_search_stops_once_the_returned_captions_have_ended():
+  # With beam 2, "b <end>" (0.36) has ended at step 2 and leads the live
+  # "a a" (0.216), which can only fall: top_k=1 is settled after two steps,
+  # while top_k=2 runs on to max_length for the second caption.
+  (best, best_steps), (full, full_steps) = best_and_all(
+      TableDecoder(TABLE), tf.zeros([3, 3]), 2, 6).values()
+  assert (best_steps, full_steps) == (2, 6)
+  np.testing.assert_array_equal(best.ids.numpy(), full.ids[:, :1].numpy())
+  np.testing.assert_array_equal(best.log_probs.numpy(),
+                                full.log_probs[:, :1].numpy())
+
+
+class ImageTablesDecoder(TableDecoder):
+  """Fake decoder with a transition table per image: features[:, 0] is the
+  image's table index."""
+
+  def __init__(self, tables):
+    self.log_table = tf.math.log(tf.constant(tables, tf.float32) + 1e-12)
+
+  def initial_state(self, features):
+    return {"image": tf.cast(features[:, 0], tf.int32)}
+
+  def step(self, word_ids, state, training=False):
+    return StepOutput(tf.gather_nd(self.log_table, tf.stack(
+        [state["image"], word_ids], -1)), state, None)
+
+
+def test_early_stop_keeps_the_best_captions_of_random_tables():
+  rng = np.random.default_rng(0)
+  tables = rng.dirichlet(np.full(8, 0.5), size=(16, 8))  # [I, V, V]
+  tables[:, :, [PAD, START]] = 0
+  tables[:, 3:, END] += 0.3  # Every word may end the caption ...
+  tables[:, START, END] = 0  # ... but none is empty.
+  tables[:, [PAD, END]] = np.eye(8)[PAD]  # After <end>: <pad>.
+  tables /= tables.sum(-1, keepdims=True)
+  features = tf.constant(np.arange(16)[:, None] * [1.0, 0.0], tf.float32)
+  (best, best_steps), (full, full_steps) = best_and_all(
+      ImageTablesDecoder(tables), features, 4, 15).values()
+  assert best_steps < full_steps
+  lengths = best.lengths.numpy().ravel()
+  assert lengths.min() < lengths.max() < 15  # Varied, and all ended.
+  np.testing.assert_array_equal(best.ids.numpy(), full.ids[:, :1].numpy())
+  np.testing.assert_allclose(best.log_probs.numpy(),
+                             full.log_probs[:, :1].numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_beam_one_equals_greedy_on_a_real_decoder(cell):
   tf.keras.utils.set_random_seed(3)
