@@ -20,16 +20,26 @@ def emit(name, value, unit, batch=None, sizes=None, **extra):
 
 def time_call(fn, warmup=2, min_seconds=3.0, min_runs=3):
   """Median seconds per call of ``fn()`` after ``warmup`` calls."""
-  for _ in range(warmup):
-    fn()
-  times = []
+  return time_calls({"": fn}, warmup, min_seconds, min_runs)[""]
+
+
+def time_calls(fns, warmup=2, min_seconds=3.0, min_runs=3):
+  """Median seconds per call of each of ``fns`` ({name: fn}), after
+  ``warmup`` calls each, timed in turns (one call of each per round) for
+  ``min_seconds`` per function: a change of load on a shared machine then
+  slows them all alike, and their ratios stay fair."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
   started = time.perf_counter()
-  while len(times) < min_runs or time.perf_counter() - started < min_seconds:
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  times.sort()
-  return times[len(times) // 2]
+  while (min(map(len, times.values())) < min_runs or
+         time.perf_counter() - started < min_seconds * len(fns)):
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def matmul_peak_gflops(sizes=(1024, 2048, 4096)):
