@@ -45,11 +45,13 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
   tiny = ["train.num_steps=8", "train.validate_every=8",
           "train.checkpoint_every=8", "train.validation_images=15",
           "train.batch_size=16", "data.min_word_count=1"]
+  names = ("show_and_tell", "soft_attention")
   suite.update(
       images_dir=str(FLICKR8K / "images"), report_images=15,
       attention_images=1, retrieval_neighbours=5, max_length=10,
-      experiments=[dict(e, set=tiny) for e in suite["experiments"]
-                   if e["name"] in ("show_and_tell", "soft_attention")])
+      curves=list(names), experiments=[dict(e, set=tiny) for e in
+                                       suite["experiments"]
+                                       if e["name"] in names])
   suite_path = tmp_path / "suite.json"
   suite_path.write_text(json.dumps(suite))
   output = tmp_path / "results"
@@ -64,7 +66,7 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
                       "efficientnet_lite0_spatial.json").read_text())
   assert index["shape"] == [100, 49, 1280]
   results = json.loads((output / "results.json").read_text())
-  for name in ("show_and_tell", "soft_attention"):
+  for name in names:
     metrics = results["experiments"][name][0]["metrics"]
     assert metrics["images"] == SLICE["test"]
     assert 0 <= metrics["BLEU-4"] <= 1 and metrics["perplexity"] > 1
