@@ -212,7 +212,8 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
         f"--split={suite.test_split}", f"--images_dir={paths['images_dir']}",
         f"--features={features}", f"--beam_size={suite.beam_size}",
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
-        f"--output_dir={test_dir}", "--show=0"],
+        f"--output_dir={test_dir}", "--show=0",
+        *(f"--set={o}" for o in experiment.evaluate_set)],
        f"evaluate_{experiment.name}_seed{seed}")
 
 

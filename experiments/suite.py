@@ -36,6 +36,9 @@ class Experiment:
   #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors and
   #   "{run:NAME}" for the run of an earlier experiment NAME with the same
   #   seed (e.g. "train.init_from={run:show_and_tell}" to fine-tune it).
+  evaluate_set: list = dataclasses.field(default_factory=list)  # Overrides
+  #   of the run's config for its test evaluation only (im2txt-evaluate
+  #   --set), for what only inference reads; chosen on the dev split.
 
 
 @dataclasses.dataclass

@@ -42,11 +42,13 @@ class Captioner:
     which: "best" (best validation BLEU-4) or "latest" checkpoint.
     with_encoder: bool. Build the image encoder (needed for image input).
     allow_unk: bool. Let captions contain ``<unk>`` (banned by default).
+    overrides: "a.b=value" changes of the run's config (see
+      ``runs.TrainedModel``).
   """
 
   def __init__(self, run_dir, which="best", with_encoder=True,
-               allow_unk=False):
-    self.model = runs.TrainedModel(run_dir, which, with_encoder)
+               allow_unk=False, overrides=()):
+    self.model = runs.TrainedModel(run_dir, which, with_encoder, overrides)
     self.decoder = self.model.decoder
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)

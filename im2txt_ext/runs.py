@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-from im2txt_ext.config import ExperimentConfig
+from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.models import decoder_class
@@ -93,15 +93,21 @@ class TrainedModel:
     config: ExperimentConfig. vocab: Vocabulary. decoder: CaptionDecoder
     (with its encoder when ``with_encoder``). step: int, the training step
     of the restored checkpoint.
+
+  ``overrides`` ("a.b=value" strings) change the saved config before the
+  model is built, for what only inference reads (e.g.
+  ``model.decoder_options.inference=expectation`` for hard attention); a
+  change of the weights' shapes fails the checkpoint restore.
   """
 
-  def __init__(self, run_dir, which="best", with_encoder=True):
+  def __init__(self, run_dir, which="best", with_encoder=True, overrides=()):
     config_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isdir(run_dir):
       raise InputError("run directory not found", run_dir)
     if not os.path.isfile(config_path):
       raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
-    self.config = ExperimentConfig.load(config_path)
+    self.config = apply_overrides(ExperimentConfig.load(config_path),
+                                  overrides)
     self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
     # A decoder trained on cached features has no encoder weights in its
     # checkpoints: restore it alone, then give it its (pretrained) encoder.

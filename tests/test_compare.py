@@ -49,7 +49,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "published": [{"label": "paper: X", "metrics": {"BLEU-2": 0.448}}],
       "experiments": [
           {"name": "st", "label": "Show and Tell",
-           "config": tiny_config(tmp_path / "st.json", "show_and_tell")},
+           "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
+           "evaluate_set": ["model.dropout=0.0"]},
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
            "config": tiny_config(tmp_path / "soft.json", "soft_attention"),
            "set": ["model.embeddings_init={word2vec}"]},
@@ -84,6 +85,10 @@ def test_compare_end_to_end(scene_data, tmp_path):
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
   results = json.loads((output / "results.json").read_text())
+  # The test evaluation took the experiment's overrides, and says so.
+  assert [r["metrics"].get("overrides") for r in
+          results["experiments"]["st"]] == [["model.dropout=0.0"]] * 2
+  assert "overrides" not in results["experiments"]["soft_w2v"][0]["metrics"]
   for name in ("st", "soft_w2v"):
     assert [r["seed"] for r in results["experiments"][name]] == [0, 1]
     assert all(r["summary"]["steps"] == 12

@@ -34,6 +34,10 @@ flags.DEFINE_string("features", "", "Cached features of these images (when "
                     "the model was trained on cached features).")
 flags.DEFINE_enum("method", "beam", ["beam", "greedy"], "Search method.")
 flags.DEFINE_integer("beam_size", 3, "Beams per image.")
+flags.DEFINE_multi_string("set", [], "Change a field of the run's saved "
+                          "config for this evaluation (what only inference "
+                          "reads), e.g. --set model.decoder_options."
+                          "inference=expectation for hard attention.")
 flags.DEFINE_integer("max_length", 20, "Most words per caption.")
 flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
                      "all).")
@@ -58,7 +62,7 @@ def caption_with_checkpoint(records):
   from im2txt_ext.training.trainer import load_features
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
                         with_encoder=not FLAGS.features,
-                        allow_unk=FLAGS.allow_unk)
+                        allow_unk=FLAGS.allow_unk, overrides=FLAGS.set)
   features = None
   if FLAGS.features:
     captioner.model.config.data.features = FLAGS.features
@@ -67,6 +71,8 @@ def caption_with_checkpoint(records):
       records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
       max_length=FLAGS.max_length)
   extra = {"checkpoint_step": captioner.model.step}
+  if FLAGS.set:
+    extra["overrides"] = FLAGS.set
   if FLAGS.perplexity:
     extra["perplexity"] = perplexity(
         captioner.decoder, captioner.reference_batches(records, features))
@@ -105,6 +111,9 @@ def main(argv):
 
   if bool(FLAGS.run_dir) == bool(FLAGS.export):
     raise InputError("give exactly one of --run_dir and --export")
+  if FLAGS.export and FLAGS.set:
+    raise InputError("--set changes a run's config; an export has none",
+                     FLAGS.export)
   images_dir = FLAGS.images_dir
   if FLAGS.run_dir and not images_dir:
     from im2txt_ext.runs import CONFIG_FILE
