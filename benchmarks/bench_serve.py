@@ -123,24 +123,11 @@ def decoder_steps(decoder, steps):
   return run
 
 
-class StepCounter:
-  """A decoder's step contract, counting the steps a search runs."""
-
-  def __init__(self, decoder):
-    self.decoder, self.has_attention = decoder, decoder.has_attention
-    self.initial_state = decoder.initial_state
-    self.steps = tf.Variable(0)
-
-  def step(self, word_ids, state, training=False):
-    self.steps.assign_add(1)
-    return self.decoder.step(word_ids, state, training)
-
-
 def search_steps(decoder, features, top_k):
   """Mean decoder steps of a beam search (BEAM, LENGTH) per image, each
   image searched alone, returning ``top_k`` captions: deterministic, so it
   shows what stopping early saves whatever the machine's noise."""
-  counter = StepCounter(decoder)
+  counter = search.StepCounter(decoder)
   run = tf.function(lambda x: search.beam_search(
       counter, x, BEAM, LENGTH, top_k=top_k,
       banned_ids=(Vocabulary.unk_id,)).ids)  # As the export's search.

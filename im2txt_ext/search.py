@@ -27,6 +27,21 @@ SearchResult = collections.namedtuple(
 NEG_INF = -1e9
 
 
+class StepCounter:
+  """A decoder (step contract) that counts the steps run through it, in
+  graph mode too: how many decoder steps a search took (``steps``, an int32
+  variable)."""
+
+  def __init__(self, decoder):
+    self.decoder, self.has_attention = decoder, decoder.has_attention
+    self.initial_state = decoder.initial_state
+    self.steps = tf.Variable(0)
+
+  def step(self, word_ids, state, training=False):
+    self.steps.assign_add(1)
+    return self.decoder.step(word_ids, state, training)
+
+
 def _tile(structure, times):
   """Repeats every [B, ...] tensor to [B * times, ...], image-major."""
   return tf.nest.map_structure(lambda x: tf.repeat(x, times, axis=0),

@@ -83,25 +83,11 @@ def test_beam_search_stops_early_when_all_beams_end():
   assert calls == [1]  # Traced once: the step lives inside the while loop.
 
 
-class StepCounter:
-  """Wraps a decoder, counting the steps that run (in graph too)."""
-
-  def __init__(self, decoder):
-    self.decoder = decoder
-    self.has_attention = decoder.has_attention
-    self.initial_state = decoder.initial_state
-    self.steps = tf.Variable(0)
-
-  def step(self, word_ids, state, training=False):
-    self.steps.assign_add(1)
-    return self.decoder.step(word_ids, state, training)
-
-
 def best_and_all(decoder, features, beam_size, max_length):
   """{top_k: (SearchResult, decoder steps)} for top_k 1 and beam_size."""
   out = {}
   for top_k in (1, beam_size):
-    counter = StepCounter(decoder)
+    counter = search.StepCounter(decoder)
     result = tf.function(lambda f, k=top_k: search.beam_search(
         counter, f, beam_size, max_length, top_k=k))(features)
     out[top_k] = result, int(counter.steps.numpy())
