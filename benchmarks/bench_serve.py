@@ -146,6 +146,7 @@ def main(argv):
     else:
       run_dir, sizes = os.path.join(folder, "run"), dict(SIZES)
       decoder = untrained_run(run_dir)
+    decoder.precompute_word_inputs()  # As the export's decoder.
     size = sizes["image_size"]
     serving = {}
     for xla in (False, True):

@@ -102,7 +102,8 @@ class CaptionModule(tf.Module):
   """The exported object: a decoder with its encoder, vocabulary and search.
 
   Args:
-    decoder: CaptionDecoder with its encoder.
+    decoder: CaptionDecoder with its encoder; its word inputs are
+      precomputed here (``CaptionDecoder.precompute_word_inputs``).
     words: list of str. The vocabulary, by id.
     image_size: int. S, the encoder's input side.
     feature_shape: tuple. (D,) or (L, D), the decoder's features per image.
@@ -121,8 +122,12 @@ class CaptionModule(tf.Module):
     search._check(beam_size, max_length, top_k)
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
-    # export does), so that TF1 loaders such as saved_model_cli find them.
+    # export does), so that TF1 loaders such as saved_model_cli find them;
+    # with the decoder's precomputed word inputs, where it has them.
     self.weights = [v.value for v in decoder.variables]
+    table = decoder.precompute_word_inputs()
+    if table is not None:
+      self.weights.append(table)
     self.words = tf.constant(words)
     self.image_size = image_size
     self.feature_shape = tuple(feature_shape)

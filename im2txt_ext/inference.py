@@ -50,6 +50,7 @@ class Captioner:
                allow_unk=False, overrides=()):
     self.model = runs.TrainedModel(run_dir, which, with_encoder, overrides)
     self.decoder = self.model.decoder
+    self.decoder.precompute_word_inputs()
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
     self.banned_ids = () if allow_unk else (self.vocab.unk_id,)

@@ -1,11 +1,12 @@
 """The no-attention decoders: shapes, parameter counts, step/sequence
 agreement, masking and overfitting a handful of captions."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from im2txt_ext.models import decoder_class
+from im2txt_ext.models import decoder_class, word_inputs
 from im2txt_ext.models.rnn_baseline import RNNBaseline
 from im2txt_ext.models.show_and_tell import ShowAndTell
 from im2txt_ext.training.losses import masked_cross_entropy
@@ -37,6 +38,56 @@ def test_output_shapes_and_step_agrees_with_sequence(cls, cell):
   np.testing.assert_allclose(fused.numpy(), stepped.numpy(), atol=1e-5)
   out = decoder.step(ids[:, 0], decoder.initial_state(features))
   assert out.logits.shape == (B, V) and out.attention is None
+
+
+@pytest.mark.parametrize("cell", [
+    keras.layers.LSTMCell(H), keras.layers.GRUCell(H),
+    keras.layers.GRUCell(H, reset_after=False),
+    keras.layers.GRUCell(H, use_bias=False), keras.layers.SimpleRNNCell(H),
+    keras.layers.LSTMCell(H, use_bias=False)], ids=lambda c: c.name)
+def test_precomputed_input_step_is_the_keras_cell(cell):
+  rng = np.random.default_rng(1)
+  embeddings = tf.constant(rng.normal(size=(V, E)), tf.float32)
+  words = tf.constant([3, 0, 17], tf.int32)
+  state = [tf.constant(rng.normal(size=(B, H)), tf.float32)
+           for _ in range(2 if isinstance(cell, keras.layers.LSTMCell)
+                          else 1)]
+  cell(tf.gather(embeddings, words), state)  # Builds it.
+  for w in cell.weights:  # Non-zero biases, so that they are checked too.
+    w.assign(rng.normal(size=w.shape) * 0.5)
+  expected_h, expected_state = cell(tf.gather(embeddings, words), state)
+  table = word_inputs.project_vocabulary(embeddings, cell)
+  h, new_state = word_inputs.cell_step(cell, tf.gather(table, words), state)
+  np.testing.assert_allclose(h, expected_h, atol=1e-5)
+  assert len(new_state) == len(state)
+  for got, want in zip(new_state, expected_state):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls,cell", DECODERS)
+def test_precomputed_word_inputs_give_the_same_steps(cls, cell):
+  decoder = cls(V, embedding_size=E, hidden_size=H, dropout=0.5, cell=cell)
+  features, ids = _inputs()
+  fused, _ = decoder.teacher_forced(features, ids)
+  trainable = [v.path for v in decoder.trainable_variables]
+  table = decoder.precompute_word_inputs()
+  assert table.shape[0] == V and not table.trainable
+  assert [v.path for v in decoder.trainable_variables] == trainable
+  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  np.testing.assert_allclose(fused, stepped, atol=1e-5)
+  # A snapshot: new weights need a refresh; training steps never read it.
+  embedding = decoder.word_embedding.embeddings
+  embedding.assign(embedding * 2.0)
+  fused, _ = decoder.teacher_forced(features, ids)
+  stale, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  assert not np.allclose(fused, stale, atol=1e-3)
+  table.assign(tf.fill(table.shape, np.nan))
+  state = decoder.initial_state(features, training=True)
+  assert np.isfinite(decoder.step(ids[:, 0], state, training=True).logits
+                     ).all()
+  decoder.precompute_word_inputs()
+  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  np.testing.assert_allclose(fused, stepped, atol=1e-5)
 
 
 def test_show_and_tell_parameter_count():

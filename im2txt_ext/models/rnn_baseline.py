@@ -37,10 +37,10 @@ class RNNBaseline(CaptionDecoder):
                                     tf.float32)}
 
   def step(self, word_ids, state, training=False):
-    hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),
-                                       state["cell"], training=training)
+    hidden, cell_state = self.rnn_on_words(word_ids, state["cell"],
+                                           training)
     logits = self.output_logits(hidden, training) + state["image_logits"]
-    return StepOutput(logits, {"cell": list(cell_state),
+    return StepOutput(logits, {"cell": cell_state,
                                "image_logits": state["image_logits"]}, None)
 
   def teacher_forced(self, features, input_ids, training=False):

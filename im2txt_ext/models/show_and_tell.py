@@ -37,10 +37,10 @@ class ShowAndTell(CaptionDecoder):
     return {"cell": list(cell_state)}
 
   def step(self, word_ids, state, training=False):
-    hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),
-                                       state["cell"], training=training)
+    hidden, cell_state = self.rnn_on_words(word_ids, state["cell"],
+                                           training)
     return StepOutput(self.output_logits(hidden, training),
-                      {"cell": list(cell_state)}, None)
+                      {"cell": cell_state}, None)
 
   def teacher_forced(self, features, input_ids, training=False):
     """Fused form of the step loop: one RNN layer call, one output matmul."""
