@@ -7,7 +7,8 @@ computes all of them once, a [V, G] table (G = 4H for an LSTM, 3H for a
 GRU, H for a vanilla cell), and ``cell_step`` runs the cell from a row of
 it, so an inference step does one matmul fewer (h W_h and the output layer
 are left). On a CPU a step over one image's few beams is bound by reading
-the weights, and the lookup saves about a third of its time (BENCHMARKS.md).
+the weights, and the lookup saves a quarter to a third of its time
+(README, "Export and serve").
 
 The equations are those of Keras's LSTMCell (gates i, f, c, o), GRUCell
 (gates z, r, h; ``reset_after`` or not) and SimpleRNNCell; the tests check
