@@ -90,6 +90,19 @@ def test_precomputed_word_inputs_give_the_same_steps(cls, cell):
   np.testing.assert_allclose(fused, stepped, atol=1e-5)
 
 
+@pytest.mark.parametrize("image_dropout,image_varies", [(None, True),
+                                                         (0.0, False)])
+def test_show_and_tell_image_dropout(image_dropout, image_varies):
+  decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.5,
+                        image_dropout=image_dropout)
+  features, ids = _inputs()
+  states = [decoder.initial_state(features, training=True)["cell"][0]
+            for _ in range(2)]
+  assert (not np.allclose(*states)) == image_varies
+  word_inputs_ = [decoder.embed(ids, training=True) for _ in range(2)]
+  assert not np.allclose(*word_inputs_)  # Words keep ``dropout``.
+
+
 def test_show_and_tell_parameter_count():
   decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0)
   decoder.teacher_forced(*_inputs())

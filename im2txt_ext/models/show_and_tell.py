@@ -14,23 +14,30 @@ from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
 
 class ShowAndTell(CaptionDecoder):
-  """Show and Tell decoder; see CaptionDecoder for the arguments.
+  """Show and Tell decoder; see CaptionDecoder for the other arguments.
 
   The ``cell`` argument lets the same model run with a GRU or vanilla RNN.
+
+  Args:
+    image_dropout: float or None. Drop rate on the image input x_{-1}
+      (``decoder_options`` in the config); None: ``dropout``, as im2txt,
+      whose dropout wraps the LSTM and so covers the image input too.
 
   Reference: Vinyals et al., "Show and Tell: A Neural Image Caption
   Generator", CVPR 2015.
   """
 
-  def __init__(self, vocab_size, **kwargs):
+  def __init__(self, vocab_size, image_dropout=None, **kwargs):
     super().__init__(vocab_size, **kwargs)
+    self.image_dropout = keras.layers.Dropout(
+        self.input_dropout.rate if image_dropout is None else image_dropout)
     self.image_embedding = keras.layers.Dense(self.embedding_size,
                                               name="image_embedding")
     self.rnn = make_rnn(self.cell_type, self.hidden_size)
 
   def initial_state(self, features, training=False):
     """Feeds the image embedding once: features [B, D] -> {"cell": [...]}."""
-    image_input = self.input_dropout(self.image_embedding(features),
+    image_input = self.image_dropout(self.image_embedding(features),
                                      training=training)
     zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
     _, cell_state = self.rnn.cell(image_input, zeros, training=training)
