@@ -27,9 +27,9 @@ index, before anything is decoded. An empty batch gives empty outputs.
 
 Decoders that feed their RNN the word alone (Show and Tell, the RNN
 baseline) are exported with their precomputed word inputs
-(``CaptionDecoder.precompute_word_inputs``): a quarter to a third faster
-a step on a CPU, for a [V, 4H] table more in the export (20.8 MB for the Flickr8k
-Show and Tell model).
+(``CaptionDecoder.precompute_word_inputs``): a quarter to a third faster a
+step on a CPU, for a [V, 4H] table more in the export (20.8 MB for the
+Flickr8k Show and Tell model).
 
 With ``xla``, the search of serving_default and caption_features (whose
 sizes are fixed) is compiled with XLA: about twice as fast on a CPU for a

@@ -99,8 +99,8 @@ def test_show_and_tell_image_dropout(image_dropout, image_varies):
   states = [decoder.initial_state(features, training=True)["cell"][0]
             for _ in range(2)]
   assert (not np.allclose(*states)) == image_varies
-  word_inputs_ = [decoder.embed(ids, training=True) for _ in range(2)]
-  assert not np.allclose(*word_inputs_)  # Words keep ``dropout``.
+  embedded = [decoder.embed(ids, training=True) for _ in range(2)]
+  assert not np.allclose(*embedded)  # Words keep ``dropout``.
 
 
 def test_show_and_tell_parameter_count():
