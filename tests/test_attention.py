@@ -113,6 +113,8 @@ def test_teacher_forced_matches_steps(options):
 def _check_teacher_forced_matches_steps(decoder):
   features, ids = _features(), _input_ids()
   logits, aux = decoder.teacher_forced(features, ids, training=False)
+  # The cell's input is word and context: no word-input table to look up.
+  assert decoder.precompute_word_inputs() is None
   state = decoder.initial_state(features)
   for t in range(ids.shape[1]):
     out = decoder.step(ids[:, t], state)
