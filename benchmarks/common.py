@@ -2,6 +2,7 @@
 timing and a matmul peak measured in the same run."""
 
 import json
+import os
 import time
 
 import tensorflow as tf
@@ -10,10 +11,11 @@ from im2txt_ext import devices
 
 
 def emit(name, value, unit, batch=None, sizes=None, **extra):
-  """Prints one figure as a JSON line and returns it."""
+  """Prints one figure as a JSON line and returns it; ``load`` is the
+  machine's 1-minute load average then, to tell a busy machine's figures."""
   line = {"name": name, "value": round(float(value), 3), "unit": unit,
           "device": devices.describe(), "batch": batch, "sizes": sizes or {},
-          **extra}
+          "load": round(os.getloadavg()[0], 2), **extra}
   print(json.dumps(line), flush=True)
   return line
 
