@@ -9,6 +9,7 @@ import tensorflow as tf
 from im2txt_ext.models import decoder_class, word_inputs
 from im2txt_ext.models.rnn_baseline import RNNBaseline
 from im2txt_ext.models.show_and_tell import ShowAndTell
+from im2txt_ext.training import distribute
 from im2txt_ext.training.losses import masked_cross_entropy
 
 V, E, H, D, B, T = 20, 8, 6, 5, 3, 7
@@ -88,6 +89,19 @@ def test_precomputed_word_inputs_give_the_same_steps(cls, cell):
   decoder.precompute_word_inputs()
   stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
   np.testing.assert_allclose(fused, stepped, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_precomputed_word_inputs_under_mixed_precision(precision):
+  with distribute.precision_scope(precision):
+    decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0)
+  features, ids = _inputs()
+  fused, _ = decoder.teacher_forced(features, ids)
+  table = decoder.precompute_word_inputs()
+  assert table.dtype == decoder.rnn.cell.compute_dtype != tf.float32
+  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  assert stepped.dtype == tf.float32
+  np.testing.assert_allclose(fused, stepped, atol=3e-2)
 
 
 @pytest.mark.parametrize("image_dropout,image_varies", [(None, True),
