@@ -72,6 +72,19 @@ def _run_starts(a, b):
   return first
 
 
+def _lengths(keep):
+  """Caption lengths as pycocoevalcap's CIDEr-D counts them, its bigrams
+  (words - 1, at least 0), from a bool [C, T] keep mask: int [C]."""
+  return np.maximum(keep.sum(axis=1) - 1, 0)
+
+
+def _divide_nonzero(value, denominator):
+  """value / denominator where the denominator is not 0, else value."""
+  nonzero = denominator != 0
+  return np.where(nonzero, value / np.where(nonzero, denominator, 1.0),
+                  value)
+
+
 class CiderD:
   """CIDEr-D of candidate captions against a fixed reference corpus.
 
@@ -121,7 +134,7 @@ class CiderD:
               weight ** 2)
     self._ref_norm = np.sqrt(self._ref_norm)  # float64 [I, R, N]
     self._ref_length = np.zeros((num_images, slots))
-    self._ref_length[ref_image, ref_slot] = np.maximum(keep.sum(1) - 1, 0)
+    self._ref_length[ref_image, ref_slot] = _lengths(keep)
 
     # Term frequencies by (image, n-gram): one row of R slots per pair.
     pair = ref_image[rows].astype(np.int64) * len(self._keys) + ngram
@@ -219,11 +232,8 @@ class CiderD:
         weight = np.zeros_like(clipped)
         weight[rows[pick], column[pick]] = idf[pick] * term_freq[pick]
         value[n] += clipped @ weight.T
-    denominator = norm[:, :, None] * norm[:, None, :]
-    value = np.where(denominator != 0,
-                     value / np.where(denominator != 0, denominator, 1.0),
-                     value)
-    length = np.maximum(keep.sum(axis=1) - 1, 0)
+    value = _divide_nonzero(value, norm[:, :, None] * norm[:, None, :])
+    length = _lengths(keep)
     penalty = self._length_penalty(length[:, None] - length[None, :])
     return 10.0 * value.sum(axis=0) * penalty / ORDERS
 
@@ -256,12 +266,8 @@ class CiderD:
     value = np.stack([np.bincount(cell[found], clipped[:, j], num * ORDERS)
                       for j in range(slots)], axis=-1)
     value = value.reshape(num, ORDERS, slots)  # [C, N, R]
-    denominator = norm.reshape(num, ORDERS)[..., None] * \
-        self._ref_norm[images].transpose(0, 2, 1)
-    value = np.where(denominator != 0,
-                     value / np.where(denominator != 0, denominator, 1.0),
-                     value)
-    delta = np.maximum(keep.sum(axis=1) - 1, 0)[:, None] - \
-        self._ref_length[images]  # [C, R]
+    value = _divide_nonzero(value, norm.reshape(num, ORDERS)[..., None] *
+                            self._ref_norm[images].transpose(0, 2, 1))
+    delta = _lengths(keep)[:, None] - self._ref_length[images]  # [C, R]
     value = value * self._length_penalty(delta)[:, None]
     return 10.0 * value.sum(axis=(1, 2)) / (ORDERS * self.num_refs[images])
