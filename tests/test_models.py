@@ -58,11 +58,16 @@ def test_precomputed_input_step_is_the_keras_cell(cell):
     w.assign(rng.normal(size=w.shape) * 0.5)
   expected_h, expected_state = cell(tf.gather(embeddings, words), state)
   table = word_inputs.project_vocabulary(embeddings, cell)
-  h, new_state = word_inputs.cell_step(cell, tf.gather(table, words), state)
-  np.testing.assert_allclose(h, expected_h, atol=1e-5)
-  assert len(new_state) == len(state)
-  for got, want in zip(new_state, expected_state):
-    np.testing.assert_allclose(got, want, atol=1e-5)
+  zeros = [tf.zeros_like(s) for s in state]
+  expected_from_zero = cell(tf.gather(embeddings, words), zeros)
+  for given, expected in ((state, (expected_h, expected_state)),
+                          (None, expected_from_zero)):  # None: zero state.
+    h, new_state = word_inputs.cell_step(cell, tf.gather(table, words),
+                                         given)
+    np.testing.assert_allclose(h, expected[0], atol=1e-5)
+    assert len(new_state) == len(state)
+    for got, want in zip(new_state, expected[1]):
+      np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls,cell", DECODERS)
@@ -102,6 +107,21 @@ def test_precomputed_word_inputs_under_mixed_precision(precision):
   stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
   assert stepped.dtype == tf.float32
   np.testing.assert_allclose(fused, stepped, atol=3e-2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_show_and_tell_inference_image_step_is_the_keras_cell(cell):
+  decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0,
+                        cell=cell)
+  features, _ = _inputs()
+  built = decoder.initial_state(features)  # Keras's cell, to build it.
+  for w in decoder.rnn.cell.weights:  # Non-zero biases are checked too.
+    w.assign(np.random.default_rng(2).normal(size=w.shape) * 0.5)
+  keras_cell = decoder.initial_state(features, training=True)["cell"]
+  shortcut = decoder.initial_state(features)["cell"]  # No h W_h.
+  assert len(shortcut) == len(keras_cell) == len(built["cell"])
+  for got, want in zip(shortcut, keras_cell):
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("image_dropout,image_varies", [(None, True),

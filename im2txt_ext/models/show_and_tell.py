@@ -9,6 +9,7 @@ gives p_{t+1} = softmax(W h_t) (eq. 12).
 import keras
 import tensorflow as tf
 
+from im2txt_ext.models import word_inputs
 from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
@@ -36,11 +37,18 @@ class ShowAndTell(CaptionDecoder):
     self.rnn = make_rnn(self.cell_type, self.hidden_size)
 
   def initial_state(self, features, training=False):
-    """Feeds the image embedding once: features [B, D] -> {"cell": [...]}."""
+    """Feeds the image embedding once, from the zero state: features
+    [B, D] -> {"cell": [...]}. Inference skips the zero state's h W_h
+    (``word_inputs.cell_step``)."""
     image_input = self.image_dropout(self.image_embedding(features),
                                      training=training)
-    zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
-    _, cell_state = self.rnn.cell(image_input, zeros, training=training)
+    cell = self.rnn.cell
+    if training or not cell.built:  # Keras's cell builds on its first call.
+      zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
+      _, cell_state = cell(image_input, zeros, training=training)
+    else:
+      _, cell_state = word_inputs.cell_step(
+          cell, word_inputs.input_projection(cell, image_input))
     return {"cell": list(cell_state)}
 
   def step(self, word_ids, state, training=False):

@@ -1,4 +1,4 @@
-"""Precomputed word inputs: faster inference steps for RNNs fed the words.
+"""Keras RNN cell steps from a given input projection, for faster inference.
 
 When the RNN's input at a step is the word embedding W_e S_t (Show and
 Tell's eq. 11, the RNN baseline's W_s S_t), its input projection
@@ -8,7 +8,8 @@ GRU, H for a vanilla cell), and ``cell_step`` runs the cell from a row of
 it, so an inference step does one matmul fewer (h W_h and the output layer
 are left). On a CPU a step over one image's few beams is bound by reading
 the weights, and the lookup saves a quarter to a third of its time
-(README, "Export and serve").
+(README, "Export and serve"). ``cell_step`` from the zero state (Show and
+Tell's image step, eq. 10) skips h W_h as well, since h is 0.
 
 The equations are those of Keras's LSTMCell (gates i, f, c, o), GRUCell
 (gates z, r, h; ``reset_after`` or not) and SimpleRNNCell; the tests check
@@ -29,28 +30,49 @@ def _input_bias(cell):
   return cell.bias
 
 
+def input_projection(cell, inputs):
+  """x W_x + b of a Keras RNN cell: inputs [..., I] -> [..., G], in the
+  inputs' dtype."""
+  dtype = inputs.dtype
+  projected = tf.matmul(inputs, tf.cast(tf.convert_to_tensor(cell.kernel),
+                                        dtype))
+  bias = _input_bias(cell)
+  if bias is not None:
+    projected += tf.cast(tf.convert_to_tensor(bias), dtype)
+  return projected
+
+
 def project_vocabulary(embeddings, cell):
   """Every word's input projection: embeddings [V, E] -> x W_x + b [V, G],
   computed in float32, in the cell's compute dtype."""
-  table = tf.matmul(tf.convert_to_tensor(embeddings, tf.float32),
-                    tf.convert_to_tensor(cell.kernel, tf.float32))
-  bias = _input_bias(cell)
-  if bias is not None:
-    table += tf.convert_to_tensor(bias, tf.float32)
-  return tf.cast(table, cell.compute_dtype)
+  return tf.cast(input_projection(
+      cell, tf.convert_to_tensor(embeddings, tf.float32)), cell.compute_dtype)
 
 
-def cell_step(cell, projected, state):
+def cell_step(cell, projected, state=None):
   """One step of a Keras LSTMCell, GRUCell or SimpleRNNCell whose input
-  projection x W_x + b is given: projected [B, G], state [h] or [h, c] ->
-  (output h [B, H], new state list), as ``cell(x, state)`` returns."""
+  projection x W_x + b is given: projected [B, G], state [h] or [h, c]
+  (None: the zero state) -> (output h [B, H], new state list), as
+  ``cell(x, state)`` returns."""
   dtype = projected.dtype
   recurrent_kernel = tf.cast(tf.convert_to_tensor(cell.recurrent_kernel),
                              dtype)
   act, gate = cell.activation, getattr(cell, "recurrent_activation", None)
+  zero_state = state is None
+  if zero_state:
+    zeros = tf.zeros_like(projected[..., :cell.units])
+    state = [zeros, zeros] if isinstance(cell, keras.layers.LSTMCell) else \
+        [zeros]
+
+  def recurrent(x, kernel):
+    """x W for x made from the previous state: 0 from the zero state."""
+    if zero_state:
+      return tf.zeros_like(projected[..., :kernel.shape[-1]])
+    return tf.matmul(x, kernel)
+
   h = state[0]
   if isinstance(cell, keras.layers.LSTMCell):
-    i, f, g, o = tf.split(projected + tf.matmul(h, recurrent_kernel), 4, -1)
+    i, f, g, o = tf.split(projected + recurrent(h, recurrent_kernel), 4, -1)
     c = gate(f) * state[1] + gate(i) * act(g)
     h = gate(o) * act(c)
     return h, [h, c]
@@ -58,19 +80,19 @@ def cell_step(cell, projected, state):
     units = cell.units
     x_z, x_r, x_h = tf.split(projected, 3, -1)
     if cell.reset_after:
-      inner = tf.matmul(h, recurrent_kernel)
+      inner = recurrent(h, recurrent_kernel)
       if cell.use_bias:
         inner += tf.cast(tf.convert_to_tensor(cell.bias[1]), dtype)
       r_z, r_r, r_h = tf.split(inner, 3, -1)
     else:
-      r_z, r_r = tf.split(tf.matmul(h, recurrent_kernel[:, :2 * units]), 2,
+      r_z, r_r = tf.split(recurrent(h, recurrent_kernel[:, :2 * units]), 2,
                           -1)
     z, r = gate(x_z + r_z), gate(x_r + r_r)
-    recurrent_h = r * r_h if cell.reset_after else tf.matmul(
+    recurrent_h = r * r_h if cell.reset_after else recurrent(
         r * h, recurrent_kernel[:, 2 * units:])
     h = z * h + (1 - z) * act(x_h + recurrent_h)
     return h, [h]
   if isinstance(cell, keras.layers.SimpleRNNCell):
-    h = act(projected + tf.matmul(h, recurrent_kernel))
+    h = act(projected + recurrent(h, recurrent_kernel))
     return h, [h]
   raise TypeError(f"no precomputed-input step for {type(cell).__name__}")
