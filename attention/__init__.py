@@ -1,6 +1,7 @@
 """Show, Attend and Tell (Xu et al. 2015): soft and hard attention decoders.
 
-  scoring.py          attention layers, (hidden, features) -> (context, weights);
+  scoring.py          attention layers: (hidden, features) -> (context,
+                      weights);
   soft_attention.py   SoftAttentionDecoder, the deterministic variant;
   hard_attention.py   HardAttentionDecoder, the stochastic variant (REINFORCE);
   visualize.py        the paper's figure: one attention map per word.

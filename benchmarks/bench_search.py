@@ -36,7 +36,8 @@ def main():
     rates[name] = std.BATCH / seconds
     gflops = beams * forward * std.BATCH / seconds / 1e9
     common.emit(f"search_{name}", rates[name], "captions/s", std.BATCH,
-                {**std.SIZES, "features": std.FEATURES}, gflops=round(gflops, 1),
+                {**std.SIZES, "features": std.FEATURES},
+                gflops=round(gflops, 1),
                 fraction_of_matmul_peak=round(gflops / peak, 3))
   common.emit("beam3_over_greedy_throughput", rates["beam3"] / rates["greedy"],
               "ratio", std.BATCH, {**std.SIZES, "features": std.FEATURES})

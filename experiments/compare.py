@@ -1,5 +1,5 @@
-r"""``make compare`` and ``make flickr8k``: every experiment of a suite, trained,
-evaluated and reported, through the library's public commands.
+r"""``make compare`` and ``make flickr8k``: every experiment of a suite,
+trained, evaluated and reported, through the library's public commands.
 
   python -m experiments.compare --suite=experiments/suites/scenes.json \
       --data=data/scenes --output=results/scenes

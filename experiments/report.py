@@ -216,8 +216,9 @@ def write_html(suite, runs, retrieval_captions, records, figures, table_md,
     for name in captions:
       figure = figures.get((name, record.image_id))
       if figure:
+        source = data_uri(figure, as_jpeg=True)
         parts.append(f"<p>{html.escape(labels[name])}, where it looked:</p>"
-                     f"<img class='figure' src='{data_uri(figure, as_jpeg=True)}'>")
+                     f"<img class='figure' src='{source}'>")
     parts.append("</div></div>")
   parts.append("</body></html>")
   with open(path, "w", encoding="utf-8") as f:

@@ -166,7 +166,8 @@ def _build(cls, values, source):
 
 
 def apply_overrides(config, overrides):
-  """Applies ``section.field=value`` strings (value parsed as JSON, else str)."""
+  """Applies ``section.field=value`` strings (the value parsed as JSON, else
+  kept as a string)."""
   values = config.to_dict()
   for item in overrides:
     key, eq, raw = item.partition("=")

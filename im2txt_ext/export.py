@@ -59,7 +59,8 @@ _FORMATS = ((b"\xff\xd8\xff", 4), (b"\x89PNG\r\n\x1a\n", 24),
 def _image_format(data):
   """Index into _FORMATS of an encoded image, or -1: int32 scalar."""
   kind = tf.constant(-1)
-  for i, (magic, header) in enumerate(_FORMATS):  # The magics exclude each other.
+  # The magics exclude each other.
+  for i, (magic, header) in enumerate(_FORMATS):
     match = tf.logical_and(
         tf.equal(tf.strings.substr(data, 0, len(magic)), magic),
         tf.strings.length(data) >= header)

@@ -65,7 +65,8 @@ class Captioner:
         run = lambda f: search.beam_search(  # noqa: E731
             self.decoder, f, beam_size, max_length, top_k=top_k, **ids)
       elif method == "greedy":
-        run = lambda f: search.greedy(self.decoder, f, max_length, **ids)  # noqa: E731
+        run = lambda f: search.greedy(  # noqa: E731
+            self.decoder, f, max_length, **ids)
       elif method == "sample":
         run = lambda f: search.sample(  # noqa: E731
             self.decoder, f, max_length, temperature, top_k=top_k or 0, **ids)

@@ -23,6 +23,8 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
+_MISMATCH = ("checkpoint does not match the model of config.json and "
+             "vocab.txt")
 
 
 def embedding_source_matrix(config, vocab):
@@ -163,8 +165,7 @@ def restore_weights(decoder, run_dir, which="best"):
   # TensorFlow's tracking missed); restore() alone does not notice it.
   saved = count_saved_model_weights(path)
   if saved != len(decoder.weights):
-    raise InputError(f"checkpoint does not match the model of config.json and vocab.txt "
-                     f"(it holds {saved} weights, the model has "
+    raise InputError(f"{_MISMATCH} (it holds {saved} weights, the model has "
                      f"{len(decoder.weights)})", path)
   step = tf.Variable(0, dtype=tf.int64)
   checkpoint = tf.train.Checkpoint(model=decoder, step=step)
@@ -172,6 +173,5 @@ def restore_weights(decoder, run_dir, which="best"):
     checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
   except (AssertionError, ValueError) as e:
     first = (str(e).splitlines() or ["mismatch"])[0][:300]
-    raise InputError(f"checkpoint does not match the model of config.json and vocab.txt "
-                     f"({first})", path) from None
+    raise InputError(f"{_MISMATCH} ({first})", path) from None
   return int(step.numpy())

@@ -1,4 +1,4 @@
-"""Demo web page and JSON API over an exported model (im2txt_ext/export.py).
+r"""Demo web page and JSON API over an exported model (im2txt_ext/export.py).
 
   make serve                      (exports runs/demo first if needed)
   python -m im2txt_ext.serve --export=exports/demo --port=8000
@@ -8,7 +8,8 @@ captions with their log-probabilities; for attention models, pointing at a
 word shows where the model looked (drawn client-side from the maps).
 
   curl -F image=@photo.jpg http://127.0.0.1:8000/api/caption
-  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/api/caption?beam_size=5&k=3'
+  curl --data-binary @photo.jpg \
+      'http://127.0.0.1:8000/api/caption?beam_size=5&k=3'
 
 The API answers {"captions": [{"caption", "log_prob", "words"[,
 "attention": one [L] map per word]}], "grid": [h, w] or null}, or

@@ -1,4 +1,5 @@
-"""Readers, bad input, vocabulary, scenes, TFRecords and the tf.data pipeline."""
+"""Readers, bad input, vocabulary, scenes, TFRecords and the tf.data
+pipeline."""
 
 import json
 

@@ -76,8 +76,8 @@ def test_resume_in_process_continues_the_same_run(scene_data, tmp_path):
 
 
 def _train_command(config_path, run_dir):
-  return [sys.executable, "-m", "im2txt_ext.cli.train", f"--config={config_path}",
-          f"--run_dir={run_dir}", "--quiet"]
+  return [sys.executable, "-m", "im2txt_ext.cli.train",
+          f"--config={config_path}", f"--run_dir={run_dir}", "--quiet"]
 
 
 def _final_weights(run_dir):

@@ -37,7 +37,8 @@ def main(argv):
   del argv
   from im2txt_ext.inference import Captioner, list_images
   paths = list_images(FLAGS.images)
-  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint, allow_unk=FLAGS.allow_unk)
+  captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
+                        allow_unk=FLAGS.allow_unk)
   search_args = dict(method=FLAGS.method, beam_size=FLAGS.beam_size,
                      max_length=FLAGS.max_length)
   if FLAGS.method == "beam":

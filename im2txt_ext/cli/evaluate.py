@@ -2,7 +2,8 @@ r"""Evaluates a trained model on a dataset split with the COCO metrics.
 
   im2txt-evaluate --run_dir=runs/demo \
       --captions=data/scenes/captions_test.json --output_dir=runs/demo/eval
-  im2txt-evaluate --export=exports/demo --captions=data/scenes/captions_test.json
+  im2txt-evaluate --export=exports/demo \
+      --captions=data/scenes/captions_test.json
 
 Writes metrics.json (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D against all
 references of each image; perplexity of the references for checkpoints) and

@@ -35,7 +35,7 @@ class PipelineConfig:
   image_size: int = 224  # Side of the square images fed to the encoder, px.
   max_caption_length: int = 30  # Words kept per caption (longer ones cut).
   shuffle_buffer: int = 4096  # Examples in the shuffle buffer.
-  bucket_boundaries: tuple = (10, 15, 20)  # Caption lengths where buckets split.
+  bucket_boundaries: tuple = (10, 15, 20)  # Lengths where buckets split.
   augment: bool = False  # Random crop and brightness/contrast (no flip: it
   #                        would swap "left" and "right" in the captions).
   seed: int = 0  # Seed of shuffling and augmentation.

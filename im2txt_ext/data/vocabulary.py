@@ -55,7 +55,8 @@ class Vocabulary:
     return [self.start_id] + ids + [self.end_id] if add_start_end else ids
 
   def decode(self, ids):
-    """Id list -> words, stopping at ``<end>`` and dropping ``<start>``/``<pad>``."""
+    """Id list -> words, stopping at ``<end>``, without ``<start>`` and
+    ``<pad>``."""
     words = []
     for i in ids:
       i = int(i)

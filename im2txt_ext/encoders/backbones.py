@@ -59,7 +59,8 @@ _CAFFE_SCALING = dict(scale=1.0, offset=(-103.939, -116.779, -123.68),
 ENCODERS = {
     "inception_v3": EncoderSpec(
         299, 2048, 8, 75, **_TF_SCALING,
-        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        weights_file=("inception_v3_weights_tf_dim_ordering_tf_kernels_"
+                      "notop.h5")),
     "vgg16": EncoderSpec(
         224, 512, 14, 32, **_CAFFE_SCALING,
         weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),

@@ -261,7 +261,8 @@ def save_weights_atomically(model, output):
 
 
 def convert(output, pth=None):
-  """Converts the checkpoint into a Keras ``.weights.h5`` file; returns model."""
+  """Converts the checkpoint into a Keras ``.weights.h5`` file; returns the
+  model."""
   model = build_pretrained_lite0(pth)
   save_weights_atomically(model, output)
   return model

@@ -391,8 +391,8 @@ class Trainer:
                                  f"last good checkpoint is in {self.run_dir}")
       history.append(loss)
       bar.update(1)
-      bar.set_postfix(loss=f"{loss:.3f}",
-                      ppl=f"{math.exp(min(float(logged['cross_entropy']), 50)):.1f}")
+      perplexity = math.exp(min(float(logged["cross_entropy"]), 50))
+      bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{perplexity:.1f}")
       if done % t.log_every == 0 or done == t.num_steps:
         with writer.as_default(step=done):
           for name, value in logged.items():
