@@ -1,4 +1,4 @@
-"""Where the decoder looked: the attention figure of Show, Attend and Tell.
+r"""Where the decoder looked: the attention figure of Show, Attend and Tell.
 
   python -m attention.visualize --run_dir=runs/soft --image=photo.jpg \
     --output=photo_attention.png

@@ -1,4 +1,4 @@
-"""Commands ``im2txt-word2vec`` (train skip-gram vectors) and
+r"""Commands ``im2txt-word2vec`` (train skip-gram vectors) and
 ``im2txt-neighbours`` (nearest words by cosine similarity).
 
   im2txt-word2vec --corpus=../shared/data/flickr8k/Flickr8k.token.txt \
@@ -9,7 +9,6 @@ Each command defines only its own flags, when it starts.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -72,12 +71,6 @@ def _is_caption_file(readers, path):
   return True
 
 
-def _show_in_help():
-  """Lists this module's flags in --help, which shows sys.argv[0]'s only."""
-  for flag in FLAGS.get_key_flags_for_module(__name__):
-    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
 def _define_train_flags():
   flags.DEFINE_list("corpus", None, "Comma-separated corpus files: a caption "
                     "dataset (any format im2txt reads) or text files with one "
@@ -112,7 +105,6 @@ def _define_train_flags():
   flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling, "
                        "subsampling and noise draws.")
   flags.mark_flags_as_required(["corpus", "output_dir"])
-  _show_in_help()
 
 
 def _train(argv):
@@ -148,7 +140,6 @@ def _define_neighbours_flags():
   flags.DEFINE_list("words", None, "Comma-separated words to look up.")
   flags.DEFINE_integer("k", 10, "Neighbours shown per word.", lower_bound=1)
   flags.mark_flags_as_required(["vectors", "words"])
-  _show_in_help()
 
 
 def _neighbours(argv):

@@ -1,8 +1,12 @@
 """The command-line tools as a user runs them: real processes, one-line
 errors with exit status 2, help for every flag."""
 
+import ast
+import importlib.util
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -93,6 +97,40 @@ def test_evaluate_command(trained_run, scene_data, tmp_path):
   assert 1.0 < metrics["perplexity"] < vocab_size + 1
   per_image = json.loads((tmp_path / "captions.json").read_text())
   assert len(per_image) == 16 and len(per_image[0]["references"]) == 5
+
+
+def _console_scripts():
+  """(command, module, function) of every console script in setup.py."""
+  text = (REPO / "setup.py").read_text()
+  return re.findall(r'"(im2txt-[\w-]+)=([\w.]+):(\w+)"', text)
+
+
+def test_setup_declares_the_console_scripts():
+  assert len(_console_scripts()) >= 14
+
+
+@pytest.mark.parametrize("command, module, function", _console_scripts())
+def test_console_script_help_shows_its_usage_and_flags(command, module,
+                                                       function):
+  """--help as an installed console script runs it: its __main__ is a stub
+  that imports the command's module, where the docstring and flags are."""
+  stub = (f"import sys; sys.argv[0] = {command!r}; "
+          f"from {module} import {function}; sys.exit({function}())")
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", stub, "--help"], env=env,
+                          capture_output=True, text=True, timeout=120,
+                          cwd=str(REPO))
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  # The docstring read from the source: importing the commands here would
+  # define their flags twice in this process.
+  source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+  summary = ast.get_docstring(ast.parse(source)).splitlines()[0]
+  assert result.stdout.startswith(summary), result.stdout[:500]
+  shown = re.findall(r"^  --(?:\[no\])?(\w+):", result.stdout, re.M)
+  assert shown, result.stdout
+  assert not {"logtostderr", "verbosity"} & set(shown)  # absl's own.
+  if command == "im2txt-caption":
+    assert {"run_dir", "images", "beam_size", "method"} <= set(shown)
 
 
 @pytest.mark.parametrize("module", ["im2txt_ext.cli.train",

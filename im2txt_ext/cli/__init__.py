@@ -3,7 +3,7 @@
 import os
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 # TensorFlow's C++ start-up notices (oneDNN, CPU features) are not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -11,8 +11,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from im2txt_ext.errors import InputError
 
 
+def _show_in_help(module_name):
+  """Makes --help show the command module's docstring and flags.
+
+  absl's --help shows those of ``__main__`` only, which for an installed
+  console script is a stub that imports the command's module.
+  """
+  if module_name == "__main__":  # python -m: the command's module itself.
+    return
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+
+
 def run(main):
   """Runs an absl main; bad input is one line on stderr and exit status 2."""
+  _show_in_help(main.__module__)
+
   def guarded(argv):
     if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
       logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines.
