@@ -183,14 +183,27 @@ def test_hard_teacher_forced_matches_steps(inference):
 
 
 def test_hard_argmax_context_is_one_location():
-  decoder = _decoder(HardAttentionDecoder, gating=False)
+  decoder = _decoder(HardAttentionDecoder, gating=False, inference="argmax")
   features = _features()
   state = decoder.initial_state(features)
-  _, record = decoder._select_context(  # pylint: disable=protected-access
+  context, record = decoder._select_context(  # pylint: disable=protected-access
       tf.zeros([3, D]), tf.one_hot([2, 0, 5], L), state, training=False)
+  np.testing.assert_array_equal(context, tf.gather(features, [2, 0, 5],
+                                                   batch_dims=1))
   np.testing.assert_allclose(record["sampled"], np.ones(3))
   np.testing.assert_allclose(record["location_log_prob"], np.zeros(3),
                              atol=1e-6)
+
+
+def test_hard_inference_feeds_the_expected_context_by_default():
+  """As the authors' caption generator (and soft attention) does."""
+  decoder = _decoder(HardAttentionDecoder)
+  state = decoder.initial_state(_features())
+  expected = tf.random.normal([3, D])
+  context, record = decoder._select_context(  # pylint: disable=protected-access
+      expected, tf.one_hot([2, 0, 5], L), state, training=False)
+  np.testing.assert_array_equal(context, expected)
+  np.testing.assert_array_equal(record["sampled"], np.zeros(3))
 
 
 # -- Both ---------------------------------------------------------------------
