@@ -126,7 +126,8 @@ class CaptionModule(tf.Module):
                top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
                pad_id=0, banned_ids=(), xla=False):
     super().__init__(name="captioner")
-    search._check(beam_size, max_length, top_k)
+    search._check(beam_size, max_length, top_k,
+                  search.emitted_words(decoder, banned_ids))
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
     # export does), so that TF1 loaders such as saved_model_cli find them;
@@ -251,18 +252,19 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
 
   Returns {signature name: (input names, output names)}.
   """
-  try:
-    search._check(beam_size, max_length, top_k)
-  except ValueError as e:
-    raise InputError(str(e)) from None
   model = runs.TrainedModel(run_dir, which)
   vocab = model.vocab
+  banned_ids = () if allow_unk else (vocab.unk_id,)
+  try:
+    search._check(beam_size, max_length, top_k,
+                  search.emitted_words(model.decoder, banned_ids))
+  except ValueError as e:
+    raise InputError(str(e)) from None
   module = CaptionModule(model.decoder, vocab.words,
                          runs.image_size(model.config),
                          runs.feature_shape(model.config), beam_size,
                          max_length, top_k, max_pixels, vocab.start_id,
-                         vocab.end_id, vocab.pad_id,
-                         () if allow_unk else (vocab.unk_id,), xla)
+                         vocab.end_id, vocab.pad_id, banned_ids, xla)
   signatures = module.signatures()
   write_atomically(output_dir, lambda folder: tf.saved_model.save(
       module, folder, signatures=signatures))

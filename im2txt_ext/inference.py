@@ -81,7 +81,8 @@ class Captioner:
     """SearchResult for float32 features [B, D] or [B, L, D]."""
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":
-        search._check(beam_size, max_length, top_k)
+        search._check(beam_size, max_length, top_k, search.emitted_words(
+            self.decoder, self.banned_ids))
       else:
         search._check(1, max_length)
     except ValueError as e:

@@ -49,14 +49,18 @@ def build_decoder(config, vocab_size, with_encoder):
     cls = decoder_class(config.model.decoder)
   except (ValueError, ImportError) as e:
     raise InputError(str(e)) from None
-  return cls(vocab_size,
-             embedding_size=config.model.embedding_size,
-             hidden_size=config.model.hidden_size,
-             dropout=config.model.dropout,
-             cell=config.model.cell,
-             encoder=encoder,
-             freeze_embeddings=config.model.freeze_embeddings,
-             **config.model.decoder_options)
+  try:
+    return cls(vocab_size,
+               embedding_size=config.model.embedding_size,
+               hidden_size=config.model.hidden_size,
+               dropout=config.model.dropout,
+               cell=config.model.cell,
+               encoder=encoder,
+               freeze_embeddings=config.model.freeze_embeddings,
+               **config.model.decoder_options)
+  except (ValueError, TypeError) as e:  # A bad option of the decoder.
+    first = (str(e).splitlines() or ["bad option"])[0][:300]
+    raise InputError(f"model {config.model.decoder!r}: {first}") from None
 
 
 def build_encoder_of(config):

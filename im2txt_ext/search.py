@@ -34,12 +34,20 @@ class StepCounter:
 
   def __init__(self, decoder):
     self.decoder, self.has_attention = decoder, decoder.has_attention
+    self.vocab_size = decoder.vocab_size
     self.initial_state = decoder.initial_state
     self.steps = tf.Variable(0)
 
   def step(self, word_ids, state, training=False):
     self.steps.assign_add(1)
     return self.decoder.step(word_ids, state, training)
+
+
+def emitted_words(decoder, banned_ids=()):
+  """How many words a search over ``decoder`` may emit: its vocabulary less
+  the banned words (None where the decoder does not say its vocabulary)."""
+  vocab_size = getattr(decoder, "vocab_size", None)
+  return None if vocab_size is None else vocab_size - len(set(banned_ids))
 
 
 def _tile(structure, times):
@@ -62,16 +70,21 @@ def _gather_rows(structure, rows):
   return tf.nest.map_structure(lambda x: tf.gather(x, rows), structure)
 
 
-def _check(beam_size, max_length, top_k=None):
+def _check(beam_size, max_length, top_k=None, words=None):
   """Checks the search sizes; returns the assertions to run in the graph.
 
+  ``words``: how many words the search may emit (the vocabulary less the
+  banned words), the most beams it can keep; None: not checked.
   Python values raise ValueError at once. Scalar int32 tensors (e.g. the
   inputs of an exported signature) give assertion ops instead, which raise
   InvalidArgumentError with the same message when run.
   """
   top_k = beam_size if top_k is None else top_k
-  rules = ((beam_size, 1, 1 << 30, "beam size must be a positive integer, "
-            "got {}", ()),
+  beam_rule = (beam_size, 1, 1 << 30, "beam size must be a positive "
+               "integer, got {}", ()) if words is None else \
+      (beam_size, 1, words, "beam size must be a positive integer up to "
+       "{}, the words the search may emit, got {}", (words,))
+  rules = (beam_rule,
            (max_length, 1, 500, "max length must be in 1..500, got {}", ()),
            (top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
             (beam_size,)))
@@ -86,9 +99,9 @@ def _check(beam_size, max_length, top_k=None):
   return asserts
 
 
-def _checked(beam_size, max_length, top_k=None):
+def _checked(beam_size, max_length, top_k=None, words=None):
   """The sizes after ``_check``: tensors wait for its assertions."""
-  asserts = _check(beam_size, max_length, top_k)
+  asserts = _check(beam_size, max_length, top_k, words)
   if not asserts:
     return beam_size, max_length, top_k
   with tf.control_dependencies(asserts):
@@ -122,7 +135,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
       image (default: all K).
     banned_ids: sequence of int. Words never emitted.
   """
-  k, max_length, top_k = _checked(beam_size, max_length, top_k)
+  k, max_length, top_k = _checked(beam_size, max_length, top_k,
+                                  emitted_words(decoder, banned_ids))
   top_k = k if top_k is None else top_k
   batch_size = tf.shape(features)[0]
   state = _tile(decoder.initial_state(features), k)

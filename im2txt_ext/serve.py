@@ -107,11 +107,17 @@ class Model:
 
 
 def _assertion(message):
-  """The readable line of a TensorFlow error (an assertion's text)."""
-  for line in message.splitlines():
+  """The readable line of a TensorFlow error: an assertion's text, else the
+  op's own message (the line above its "[[{{node ...}}]]" line, e.g.
+  "Invalid JPEG data, size 300"), not the "Graph execution error:" head."""
+  lines = [line.strip() for line in message.splitlines()]
+  for line in lines:
     if "assertion failed:" in line:
       return line.split("assertion failed:", 1)[1].strip(" []")
-  return message.splitlines()[0] if message else "cannot caption this image"
+  for above, line in zip(lines, lines[1:]):
+    if line.startswith("[[") and above:
+      return f"cannot decode the image: {above}"
+  return "cannot caption this image"
 
 
 def _options(args):

@@ -81,6 +81,37 @@ def test_caption_bad_inputs(trained_run, tmp_path):
       _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
            f"--images={image}", "--max_length=100000"),
       "max length must be in 1..500")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", "--beam_size=500"),
+      "beam size must be a positive integer up to", "the words the search "
+      "may emit, got 500")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", f"--output={tmp_path / 'no' / 'c.jsonl'}"),
+      "no such folder to write into", "c.jsonl")
+  # Flags absl itself refuses: the same one line and status.
+  _assert_one_line_error(_run("im2txt_ext.cli.caption"),
+                         "--run_dir must have a value", "--images")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", "--batch_size=0"),
+      "--batch_size=0: 0 is not a positive integer")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+           f"--images={image}", "--method=sample", "--temperature=0"),
+      "--temperature must be above 0")
+
+
+def test_evaluate_export_needs_the_images_folder(scene_data, tmp_path):
+  """Caption files name images relative to a folder; an export has no
+  config that says which, so the error says to give it (before the export
+  is even loaded)."""
+  _, paths = scene_data
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.evaluate", f"--export={tmp_path / 'model'}",
+           f"--captions={paths['test']}"),
+      "not found: give --images_dir", paths["test"])
 
 
 def test_evaluate_command(trained_run, scene_data, tmp_path):

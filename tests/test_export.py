@@ -227,7 +227,9 @@ def test_empty_batch_and_bad_options(loaded):
   options = loaded.signatures["caption_with_options"]
   for (beam, length, k), message in [
       ((2, 5, 3), "top_k must be in 1..2, got 3"),
-      ((0, 5, 1), "beam size must be a positive integer, got 0"),
+      ((0, 5, 1), "beam size must be a positive integer up to 22, the "
+       "words the search may emit, got 0"),
+      ((23, 5, 1), "up to 22, the words the search may emit, got 23"),
       ((2, 501, 1), "max length must be in 1..500, got 501")]:
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       options(images=empty, beam_size=tf.constant(beam),

@@ -81,6 +81,7 @@ def test_api_refuses_bad_uploads(client, scene_data):
       (png_header(5000, 5000), 413, "5000x5000 pixels, more than the 1 "
        "megapixels allowed"),
       (data + b"\0" * 300_000, 413, "upload larger than"),
+      (data[:len(data) // 2], 400, "cannot decode the image: "),  # Cut.
   ]
   for body, status, message in cases:
     response = client.post("/api/caption", data=body)
@@ -90,7 +91,9 @@ def test_api_refuses_bad_uploads(client, scene_data):
                          ("?beam_size=2&max_length=5&k=3",
                           "top_k must be in 1..2, got 3"),
                          ("?beam_size=x&max_length=5&k=1",
-                          "must be integers")]:
+                          "must be integers"),
+                         ("?beam_size=5000&max_length=5&k=1",
+                          "up to 22, the words the search may emit")]:
     response = client.post("/api/caption" + query, data=data)
     assert response.status_code == 400 and message in response.json["error"]
 

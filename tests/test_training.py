@@ -75,6 +75,44 @@ def test_resume_in_process_continues_the_same_run(scene_data, tmp_path):
   assert int(trainer.optimizer.iterations.numpy()) == 10
 
 
+def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):
+  run_dir = str(tmp_path / "run")
+  config = tiny_config(scene_data, num_steps=10, checkpoint_every=5)
+  Trainer(config, run_dir, quiet=True).train()
+  saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+  # --set train.num_steps=15 with no --config: trains the run further.
+  summary = Trainer(apply_overrides(ExperimentConfig(),
+                                    ["train.num_steps=15"]), run_dir,
+                    quiet=True, overrides=["train.num_steps=15"]).train()
+  assert summary["steps"] == 15
+  resumed = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+  assert resumed.train.num_steps == 15
+  saved.train.num_steps = 15
+  assert resumed.to_dict() == saved.to_dict()  # Only that field changed.
+  # An override of the model cannot resume the run, and leaves it intact.
+  with pytest.raises(InputError, match="checkpoint does not match"):
+    Trainer(config, run_dir, quiet=True,
+            overrides=["model.hidden_size=48"])
+  kept = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
+  assert kept.to_dict() == resumed.to_dict()
+
+
+def test_a_failed_first_start_does_not_bind_the_run_directory(scene_data,
+                                                               tmp_path):
+  run_dir = str(tmp_path / "run")
+  good = tiny_config(scene_data, num_steps=2, checkpoint_every=2,
+                     validate_every=2)
+  typo = apply_overrides(good, [
+      f"data.train_captions={good.data.train_captions}.typo"])
+  with pytest.raises(InputError, match="caption file not found"):
+    Trainer(typo, run_dir, quiet=True)
+  trainer = Trainer(good, run_dir, quiet=True)  # The corrected command.
+  assert trainer.config.to_dict() == good.to_dict()
+  assert trainer.train()["steps"] == 2
+  assert ExperimentConfig.load(os.path.join(
+      run_dir, "config.json")).to_dict() == good.to_dict()
+
+
 def _train_command(config_path, run_dir):
   return [sys.executable, "-m", "im2txt_ext.cli.train",
           f"--config={config_path}", f"--run_dir={run_dir}", "--quiet"]

@@ -24,6 +24,17 @@ def _show_in_help(module_name):
   sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad or missing flag reported as bad input
+  is: one ``error:`` line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {'; '.join(str(e).splitlines())} (see --help)",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def run(main):
   """Runs an absl main; bad input is one line on stderr and exit status 2."""
   _show_in_help(main.__module__)
@@ -35,5 +46,8 @@ def run(main):
       return main(argv)
     except InputError as e:
       print(f"error: {e}", file=sys.stderr)
+      # Nothing after the error line: TensorFlow warns at exit about the
+      # objects a failed step left (e.g. a checkpoint half restored).
+      logging.set_verbosity(logging.ERROR)
       sys.exit(2)
-  app.run(guarded)
+  app.run(guarded, flags_parser=_parse_flags)

@@ -4,10 +4,12 @@
 """
 
 import json
+import os
 
 from absl import flags
 
 from im2txt_ext.cli import run
+from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory (holds "
@@ -22,12 +24,15 @@ flags.DEFINE_integer("max_length", 20, "Most words per caption, <end> "
 flags.DEFINE_integer("top_k", 1, "Captions printed per image (beam: at most "
                      "beam_size); for sampling, sample among the k likeliest "
                      "words (0 = all).")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature (method=sample).")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature (method=sample); "
+                   "above 0.")
+flags.register_validator("temperature", lambda t: t > 0,
+                         "--temperature must be above 0")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
                   "checkpoint: best validation BLEU-4 or the latest.")
 flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
                     "per image).")
-flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+flags.DEFINE_integer("batch_size", 32, "Images per batch.", lower_bound=1)
 flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
                      "(by default the search never emits it).")
 flags.mark_flags_as_required(["run_dir", "images"])
@@ -37,6 +42,9 @@ def main(argv):
   del argv
   from im2txt_ext.inference import Captioner, list_images
   paths = list_images(FLAGS.images)
+  if FLAGS.output and not os.path.isdir(os.path.dirname(
+      os.path.abspath(FLAGS.output))):  # Found now, not after captioning.
+    raise InputError("no such folder to write into", FLAGS.output)
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
                         allow_unk=FLAGS.allow_unk)
   search_args = dict(method=FLAGS.method, beam_size=FLAGS.beam_size,

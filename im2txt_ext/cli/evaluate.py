@@ -3,7 +3,8 @@ r"""Evaluates a trained model on a dataset split with the COCO metrics.
   im2txt-evaluate --run_dir=runs/demo \
       --captions=data/scenes/captions_test.json --output_dir=runs/demo/eval
   im2txt-evaluate --export=exports/demo \
-      --captions=data/scenes/captions_test.json
+      --captions=data/scenes/captions_test.json \
+      --images_dir=data/scenes/images
 
 Writes metrics.json (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D against all
 references of each image; perplexity of the references for checkpoints) and
@@ -28,7 +29,8 @@ flags.DEFINE_string("export", None, "Exported SavedModel directory (from "
 flags.DEFINE_string("captions", None, "Caption file of the evaluation images "
                     "(any supported format).")
 flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
-                    "run config's data.images_dir.")
+                    "run config's data.images_dir (with --export: needed "
+                    "unless the caption file's image paths are complete).")
 flags.DEFINE_string("split", "", "Use only records of this split (e.g. test) "
                     "when the file holds several.")
 flags.DEFINE_string("features", "", "Cached features of these images (when "
@@ -123,6 +125,11 @@ def main(argv):
     if os.path.isfile(config_path):
       images_dir = ExperimentConfig.load(config_path).data.images_dir
   records = readers.read_dataset(FLAGS.captions, images_dir or None)
+  if FLAGS.export and not images_dir and records and not os.path.isfile(
+      records[0].image_path):
+    raise InputError(f"image {records[0].image_path!r} not found: give "
+                     "--images_dir, the folder of the file's images (an "
+                     "export has no config that says it)", FLAGS.captions)
   if FLAGS.split:
     records = readers.split_records(records, FLAGS.split)
   records = records[:FLAGS.limit or None]

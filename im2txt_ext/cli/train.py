@@ -3,7 +3,9 @@ r"""Trains a captioning model from an experiment config.
   im2txt-train --config=experiments/configs/demo.json \
       --run_dir=runs/demo [--set train.num_steps=500 ...]
 
-Running the same command again resumes from the run's last checkpoint.
+Running the same command again resumes from the run's last checkpoint,
+with the config saved in the run; --set still applies, e.g.
+--set train.num_steps=3000 to train a finished run further.
 On several devices: --strategy=mirrored (all local GPUs), or
 --strategy=multi_worker with TF_CONFIG set on every machine (the same
 command on each; a shared run directory), or --strategy=tpu [--tpu=NAME].
@@ -21,8 +23,9 @@ flags.DEFINE_string("config", None, "Experiment config JSON (fields of "
                     "im2txt_ext.config.ExperimentConfig; omitted fields keep "
                     "their defaults).")
 flags.DEFINE_string("run_dir", None, "Run directory for config, vocabulary, "
-                    "checkpoints and TensorBoard logs. An existing run "
-                    "resumes.")
+                    "checkpoints and TensorBoard logs. A run that has a "
+                    "checkpoint resumes with its saved config (--config is "
+                    "then ignored, --set applies).")
 flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
                           "--set train.num_steps=500 (value parsed as JSON).")
 flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
@@ -47,7 +50,7 @@ def main(argv):
   if FLAGS.strategy or FLAGS.tpu:
     strategy = distribute.make_strategy(FLAGS.strategy or "tpu", FLAGS.tpu)
   summary = Trainer(config, FLAGS.run_dir, strategy=strategy,
-                    quiet=FLAGS.quiet).train()
+                    quiet=FLAGS.quiet, overrides=FLAGS.set).train()
   print(json.dumps(summary))
 
 

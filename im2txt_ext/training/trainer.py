@@ -30,6 +30,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from im2txt_ext import devices, inference, runs, search
+from im2txt_ext.config import apply_overrides
 from im2txt_ext.data import pipeline, readers
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
@@ -112,24 +113,40 @@ def make_optimizer(config):
 class Trainer:
   """Trains the decoder of an ExperimentConfig in a run directory.
 
+  A run directory is one run: once it holds a checkpoint, training resumes
+  with the config and vocabulary saved there. Until then (a first start
+  that failed, e.g. on a misspelt caption file) they are written anew.
+
   Args:
     config: ExperimentConfig. Ignored (the saved one is used) when the run
-      directory already holds a config, so a resumed run is the same run.
+      has started, so a resumed run is the same run.
     run_dir: str. Where config, vocabulary, checkpoints and logs go.
     strategy: optional tf.distribute.Strategy, or a name of
       ``distribute.STRATEGIES`` (default: ``config.train.strategy``; its
       "default" is the current strategy).
     quiet: bool. No progress bar or sample captions.
+    overrides: ``section.field=value`` strings (``config.apply_overrides``)
+      applied to the saved config of a resumed run too, e.g.
+      "train.num_steps=3000" to train it further; the changed config is
+      saved. ``config`` should already include them.
   """
 
-  def __init__(self, config, run_dir, strategy=None, quiet=False):
+  def __init__(self, config, run_dir, strategy=None, quiet=False,
+               overrides=()):
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, runs.CONFIG_FILE)
-    if os.path.exists(config_path):
+    # The checkpoint manager's state file (not TensorFlow: see below).
+    started = os.path.exists(config_path) and os.path.exists(os.path.join(
+        run_dir, runs.CHECKPOINTS_DIR, "checkpoint"))
+    changed = False  # A resumed run's config changed by ``overrides``.
+    if started:
       saved = type(config).load(config_path)
-      if saved.to_dict() != config.to_dict():
-        print(f"resuming {run_dir} with its saved config.json")
-      config = saved
+      resumed = apply_overrides(saved, overrides)
+      changed = resumed.to_dict() != saved.to_dict()
+      if resumed.to_dict() != config.to_dict():
+        print(f"resuming {run_dir} with its saved config.json" +
+              (f" and {', '.join(overrides)}" if changed else ""))
+      config = resumed
     # First of all TensorFlow: a multi-worker strategy starts its server.
     if strategy is None or isinstance(strategy, str):
       strategy = distribute.make_strategy(strategy or config.train.strategy)
@@ -137,8 +154,6 @@ class Trainer:
     self.is_chief = distribute.is_chief(strategy)  # Writes the run dir.
     distribute.check_precision(config.train.precision)
     distribute.global_to_replica_batch(config.train.batch_size, strategy)
-    if self.is_chief and not os.path.exists(config_path):
-      config.save(config_path)
     self.config = config
     self.run_dir = run_dir
     self.quiet = quiet or not self.is_chief
@@ -147,7 +162,7 @@ class Trainer:
     self.train_records = load_split_records(config, "train")
     self.val_records = load_split_records(config, "val")
     vocab_path = os.path.join(run_dir, runs.VOCAB_FILE)
-    if os.path.exists(vocab_path):
+    if started:
       self.vocab = Vocabulary.load(vocab_path)
     else:
       if config.train.init_from:  # The vocabulary of the starting weights.
@@ -167,6 +182,9 @@ class Trainer:
         shuffle_buffer=config.data.shuffle_buffer,
         augment=config.data.augment, seed=config.train.seed)
     self._build()
+    # Only now, so a config that cannot resume the run never replaces its.
+    if self.is_chief and (not started or changed):
+      config.save(config_path)
 
   def _build(self):
     config = self.config
@@ -209,7 +227,12 @@ class Trainer:
                              self.strategy), max_to_keep=1)
     latest = tf.train.latest_checkpoint(checkpoints)
     if latest:
-      self.checkpoint.restore(latest)
+      try:
+        self.checkpoint.restore(latest)
+      except (AssertionError, ValueError) as e:  # Another model's weights.
+        first = (str(e).splitlines() or ["mismatch"])[0][:300]
+        raise InputError(f"checkpoint does not match the model of the "
+                         f"config ({first})", latest) from None
       print(f"resumed from {latest} at step {int(self.step.numpy())}")
     elif config.train.init_from:
       step = runs.restore_weights(self.decoder, config.train.init_from)
