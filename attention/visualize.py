@@ -87,7 +87,7 @@ def caption_with_attention(model, image_bytes, beam_size=3, max_length=20):
   decoder, vocab = model.decoder, model.vocab
   if not decoder.has_attention:
     raise InputError(f"decoder {model.config.model.decoder!r} has no "
-                     "attention to show")
+                     "attention to show", model.run_dir)
   try:
     image = decode_image(image_bytes, runs.image_size(model.config))
   except tf.errors.InvalidArgumentError:
@@ -119,14 +119,10 @@ def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  from im2txt_ext.data.tfrecords import read_image_bytes
   from im2txt_ext.runs import TrainedModel
   model = TrainedModel(values.run_dir, which="best", with_encoder=True)
-  try:
-    with open(values.image, "rb") as f:
-      image_bytes = f.read()
-  except OSError as e:
-    raise InputError(f"cannot read image ({e.strerror})",
-                     values.image) from None
+  image_bytes = read_image_bytes(values.image)  # Names a bad file.
   image, words, attention = caption_with_attention(
       model, image_bytes, values.beam_size, values.max_length)
   side = math.isqrt(attention.shape[1])

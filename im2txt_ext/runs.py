@@ -96,9 +96,9 @@ class TrainedModel:
   """A decoder restored from a run directory, ready to caption.
 
   Attributes:
-    config: ExperimentConfig. vocab: Vocabulary. decoder: CaptionDecoder
-    (with its encoder when ``with_encoder``). step: int, the training step
-    of the restored checkpoint.
+    run_dir: str. config: ExperimentConfig. vocab: Vocabulary. decoder:
+    CaptionDecoder (with its encoder when ``with_encoder``). step: int, the
+    training step of the restored checkpoint.
 
   ``overrides`` ("a.b=value" strings) change the saved config before the
   model is built, for what only inference reads (e.g.
@@ -114,6 +114,7 @@ class TrainedModel:
       raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
     self.config = apply_overrides(ExperimentConfig.load(config_path),
                                   overrides)
+    self.run_dir = run_dir
     self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
     # A decoder trained on cached features has no encoder weights in its
     # checkpoints: restore it alone, then give it its (pretrained) encoder.

@@ -103,6 +103,27 @@ def test_caption_bad_inputs(trained_run, tmp_path):
       "--temperature must be above 0")
 
 
+def test_paths_and_options_that_cannot_be_used(trained_run, scene_data,
+                                               tmp_path):
+  run_dir, _ = trained_run
+  _, paths = scene_data
+  a_file = tmp_path / "a_file"
+  a_file.write_text("not a folder")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.train", f"--run_dir={a_file}"),
+      "a_file: a file is in the way of a folder there")
+  _assert_one_line_error(
+      _run("im2txt_ext.serve", f"--export={run_dir}"),
+      "not an exported model", str(run_dir))
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.evaluate", f"--run_dir={run_dir}",
+           f"--captions={paths['test']}", "--split=bogus"),
+      "no images of split 'bogus'")
+  _assert_one_line_error(
+      _run("im2txt_ext.cli.scenes", f"--output_dir={tmp_path / 's'}",
+           "--image_size=8"), "--image_size=8: 8 is not integer >= 16")
+
+
 def test_evaluate_export_needs_the_images_folder(scene_data, tmp_path):
   """Caption files name images relative to a folder; an export has no
   config that says which, so the error says to give it (before the export

@@ -138,6 +138,103 @@ def test_duplicate_ids_and_missing_images(tmp_path):
     assert expected in reasons
 
 
+_COCO_IMAGE = {"id": 1, "file_name": "a.png"}
+_COCO_ANN = {"id": 5, "image_id": 1, "caption": "a dot"}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": 5, "annotations": []}, r"'images' must be a list, got int"),
+    ({"images": [], "annotations": {}}, r"'annotations' must be a list, got"),
+    ({"images": [{"id": 1, "file_name": None}], "annotations": [_COCO_ANN]},
+     r"images\[0\]: 'file_name' must be a string, got null"),
+    ({"images": [{"id": [1], "file_name": "a.png"}], "annotations": []},
+     r"images\[0\]: 'id' must be a string or an integer, got list of int"),
+    ({"images": [7], "annotations": []},
+     r"images\[0\]: must be an object, got int"),
+    ({"images": [_COCO_IMAGE], "annotations": [{"id": 5, "caption": "a"}]},
+     r"annotations\[0\]: lacks 'image_id'"),
+    ({"images": [_COCO_IMAGE], "annotations": [{**_COCO_ANN, "caption": 3}]},
+     r"annotations\[0\]: 'caption' must be a string, got int"),
+    ({"images": [_COCO_IMAGE], "annotations": [{**_COCO_ANN, "id": {}}]},
+     r"annotations\[0\]: 'id' must be a string or an integer, got dict"),
+])
+def test_coco_fields_of_wrong_type(tmp_path, data, message):
+  path = _write(tmp_path / "captions_val2014.json", json.dumps(data))
+  with pytest.raises(InputError, match=r"captions_val2014.json: " + message):
+    readers.read_dataset(path)
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"filename": "x.jpg", "sentences": 7},
+     r"images\[0\]: 'sentences' must be a list, got int"),
+    ({"filename": "x.jpg", "sentences": [{"tokens": [1, 2]}]},
+     r"images\[0\].sentences\[0\]: 'tokens' must be a list of strings, "
+     r"got list of int"),
+    ({"filename": "x.jpg", "sentences": [{"tokens": "a red circle"}]},
+     r"images\[0\].sentences\[0\]: 'tokens' must be a list of strings, "
+     r"got str"),
+    ({"filename": "x.jpg", "sentences": [{"raw": None}]},
+     r"images\[0\].sentences\[0\]: 'raw' must be a string, got null"),
+    ({"filename": "x.jpg", "sentences": ["a dog"]},
+     r"images\[0\].sentences\[0\]: must be an object, got str"),
+    ({"filename": 3, "sentences": []},
+     r"images\[0\]: 'filename' must be a string, got int"),
+    ({"filename": "x.jpg", "split": ["train"], "sentences": []},
+     r"images\[0\]: 'split' must be a string, got list of str"),
+])
+def test_karpathy_fields_of_wrong_type(tmp_path, image, message):
+  path = _write(tmp_path / "dataset_flickr8k.json",
+                json.dumps({"images": [image]}))
+  with pytest.raises(InputError, match=r"dataset_flickr8k.json: " + message):
+    readers.read_dataset(path)
+
+
+def test_karpathy_images_not_a_list(tmp_path):
+  path = _write(tmp_path / "dataset_flickr8k.json", '{"images": 5}')
+  with pytest.raises(InputError, match=r"dataset_flickr8k.json: 'images' "
+                     r"must be a list, got int"):
+    readers.read_dataset(path)
+
+
+def test_skip_leaves_out_fields_of_wrong_type(tmp_path):
+  path = _write(tmp_path / "dataset_flickr8k.json", json.dumps({"images": [
+      {"filename": "x.jpg", "sentences": [{"tokens": "a red circle"},
+                                          {"raw": "A dog ."}]},
+      {"filename": "y.jpg", "sentences": 7}]}))
+  report = readers.SkipReport()
+  records = readers.read_dataset(path, on_error="skip", report=report)
+  assert [(r.image_id, r.captions) for r in records] == [("x.jpg",
+                                                          ["A dog ."])]
+  assert report.total == 2
+
+
+@pytest.mark.parametrize("name, text", [
+    ("Flickr8k.token.txt", b"x.jpg#0\tA dog .\nx.jpg#1\tA \xff dog\n"),
+    ("captions.txt", b"image,caption\nx.jpg,A \xff dog\n"),
+    ("captions_val2014.json", b'{"images": [],\n"annotations": ["\xff"]}'),
+])
+def test_non_utf8_caption_files(tmp_path, name, text):
+  (tmp_path / name).write_bytes(text)
+  offset = text.index(b"\xff")
+  with pytest.raises(InputError, match=rf"{name}:2: not UTF-8 text \(byte "
+                     rf"0xff at offset {offset}\)"):
+    readers.read_dataset(str(tmp_path / name))
+
+
+def test_non_utf8_flickr_split_file(tmp_path):
+  path = _write(tmp_path / "Flickr8k.token.txt", "x.jpg#0\tA dog .\n")
+  (tmp_path / "Flickr_8k.trainImages.txt").write_bytes(b"\xfe.jpg\n")
+  with pytest.raises(InputError, match=r"Flickr_8k.trainImages.txt:1: not "
+                     r"UTF-8"):
+    readers.read_dataset(path)
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+  path = tmp_path / "captions.txt"
+  path.write_bytes(b"\xef\xbb\xbfimage,caption\nx.jpg,A dog\n")
+  assert readers.read_dataset(str(path))[0].captions == ["A dog"]
+
+
 def test_unknown_format_and_missing_file(tmp_path):
   with pytest.raises(InputError, match="caption file not found"):
     readers.read_dataset(str(tmp_path / "nope.json"))

@@ -44,7 +44,13 @@ def run(main):
       logging.set_verbosity(logging.WARNING)  # TF's checkpoint INFO lines.
     try:
       return main(argv)
-    except InputError as e:
+    except (InputError, OSError) as e:
+      if isinstance(e, OSError):  # A path it cannot read, write or create.
+        if e.filename is None:
+          raise
+        in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
+        e = InputError("a file is in the way of a folder there" if in_the_way
+                       else e.strerror, e.filename)
       print(f"error: {e}", file=sys.stderr)
       # Nothing after the error line: TensorFlow warns at exit about the
       # objects a failed step left (e.g. a checkpoint half restored).

@@ -132,6 +132,8 @@ def main(argv):
                      "export has no config that says it)", FLAGS.captions)
   if FLAGS.split:
     records = readers.split_records(records, FLAGS.split)
+    if not records:
+      raise InputError(f"no images of split {FLAGS.split!r}", FLAGS.captions)
   records = records[:FLAGS.limit or None]
   started = time.time()
   if FLAGS.run_dir:

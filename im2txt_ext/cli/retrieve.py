@@ -68,6 +68,8 @@ def main(argv):
   records = readers.read_dataset(FLAGS.captions)
   if FLAGS.split:
     records = readers.split_records(records, FLAGS.split)
+    if not records:
+      raise InputError(f"no images of split {FLAGS.split!r}", FLAGS.captions)
   records = records[:FLAGS.limit or None]
   image_ids, array = load_features(FLAGS.features)
   started = time.time()

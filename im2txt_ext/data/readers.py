@@ -17,6 +17,7 @@ missing image files) raises an InputError naming the file and line, or, with
 
 import collections
 import csv
+import io
 import json
 import os
 
@@ -66,15 +67,63 @@ class _Problems:
     self.report.add(reason, where)
 
 
+def _read_text(path):
+  """Returns a UTF-8 file's text, less any byte-order mark."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    return data.decode("utf-8").removeprefix("\ufeff")
+  except UnicodeDecodeError as e:
+    raise InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                     f"{e.start})", path,
+                     data.count(b"\n", 0, e.start) + 1) from None
+
+
 def _load_json(path):
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(_read_text(path))
   except json.JSONDecodeError as e:
     raise InputError(f"malformed JSON ({e.msg} at line {e.lineno})", path,
                      e.lineno) from None
-  except UnicodeDecodeError:
-    raise InputError("not a UTF-8 text file", path) from None
+
+
+# JSON field kinds for _field_problem: a test and how messages name the kind.
+_KINDS = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "id": (lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+           "a string or an integer"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "strings": (lambda v: isinstance(v, list) and
+                all(isinstance(s, str) for s in v), "a list of strings"),
+}
+
+
+def _type_name(value):
+  if value is None:
+    return "null"
+  if isinstance(value, list) and value:
+    return "list of " + "/".join(sorted({_type_name(v) for v in value}))
+  return type(value).__name__
+
+
+def _field_problem(obj, where, required, optional=None):
+  """Says what is wrong with a JSON object's fields, or returns None.
+
+  ``required`` and ``optional`` map field names to kinds in ``_KINDS``;
+  ``where`` (e.g. "images[3]") starts the message.
+  """
+  prefix = f"{where}: " if where else ""
+  if not isinstance(obj, dict):
+    return f"{prefix}must be an object, got {_type_name(obj)}"
+  for name, kind in {**required, **(optional or {})}.items():
+    if name not in obj:
+      if name in required:
+        return f"{prefix}lacks {name!r}"
+      continue
+    test, wanted = _KINDS[kind]
+    if not test(obj[name]):
+      return f"{prefix}{name!r} must be {wanted}, got {_type_name(obj[name])}"
+  return None
 
 
 def _split_from_name(path):
@@ -101,7 +150,7 @@ class _Builder:
     return True
 
   def add_caption(self, image_id, caption, line=None):
-    if not isinstance(caption, str) or not tokenize(caption):
+    if not tokenize(caption):
       self.problems(f"empty caption for image {image_id!r}", self.path, line)
       return
     if image_id not in self.records:
@@ -137,25 +186,32 @@ def read_coco(path, images_dir=None, split=None, on_error="raise",
   if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
     raise InputError("not a COCO captions file: needs 'images' and "
                      "'annotations'", path)
+  problem = _field_problem(data, "", {"images": "list", "annotations": "list"})
+  if problem:
+    raise InputError(problem, path)
   split = _split_from_name(path) if split is None else split
   builder = _Builder(path, problems)
   for i, image in enumerate(data["images"]):
-    if not isinstance(image, dict) or "id" not in image or \
-        "file_name" not in image:
-      problems(f"images[{i}] lacks 'id' or 'file_name'", path)
+    problem = _field_problem(image, f"images[{i}]",
+                             {"id": "id", "file_name": "string"})
+    if problem:
+      problems(problem, path)
       continue
     builder.add_image(str(image["id"]), image["file_name"], split)
   seen_ids = set()
   for i, ann in enumerate(data["annotations"]):
-    if not isinstance(ann, dict) or "image_id" not in ann:
-      problems(f"annotations[{i}] lacks 'image_id'", path)
+    problem = _field_problem(ann, f"annotations[{i}]",
+                             {"image_id": "id", "caption": "string"},
+                             {"id": "id"})
+    if problem:
+      problems(problem, path)
       continue
     if "id" in ann:
       if ann["id"] in seen_ids:
         problems(f"duplicate annotation id {ann['id']!r}", path)
         continue
       seen_ids.add(ann["id"])
-    builder.add_caption(str(ann["image_id"]), ann.get("caption"))
+    builder.add_caption(str(ann["image_id"]), ann["caption"])
   return builder.finish(images_dir)
 
 
@@ -169,20 +225,31 @@ def read_karpathy(path, images_dir=None, on_error="raise", report=None):
   data = _load_json(path)
   if not isinstance(data, dict) or "images" not in data:
     raise InputError("not a Karpathy split file: needs 'images'", path)
+  problem = _field_problem(data, "", {"images": "list"})
+  if problem:
+    raise InputError(problem, path)
   builder = _Builder(path, problems)
   for i, image in enumerate(data["images"]):
-    if not isinstance(image, dict) or "filename" not in image:
-      problems(f"images[{i}] lacks 'filename'", path)
+    problem = _field_problem(
+        image, f"images[{i}]", {"filename": "string"},
+        {"filepath": "string", "cocoid": "id", "imgid": "id",
+         "split": "string", "sentences": "list"})
+    if problem:
+      problems(problem, path)
       continue
     image_path = os.path.join(image.get("filepath", ""), image["filename"])
     image_id = str(image.get("cocoid", image.get("imgid", image["filename"])))
     split = _SPLIT_NAMES.get(image.get("split", ""), image.get("split", ""))
-    if builder.add_image(image_id, image_path, split):
-      for sentence in image.get("sentences", []):
-        raw = sentence.get("raw") if isinstance(sentence, dict) else None
-        if raw is None and isinstance(sentence, dict):
-          raw = " ".join(sentence.get("tokens", []))
-        builder.add_caption(image_id, raw)
+    if not builder.add_image(image_id, image_path, split):
+      continue
+    for j, sentence in enumerate(image.get("sentences", [])):
+      problem = _field_problem(sentence, f"images[{i}].sentences[{j}]", {},
+                               {"raw": "string", "tokens": "strings"})
+      if problem:
+        problems(problem, path)
+        continue
+      builder.add_caption(image_id, sentence.get(
+          "raw", " ".join(sentence.get("tokens", []))))
   return builder.finish(images_dir)
 
 
@@ -196,10 +263,9 @@ def _flickr_splits(path):
       continue
     for split in ("train", "dev", "test"):
       if f"{split}images" in lower.replace("_", ""):
-        with open(os.path.join(folder, name), encoding="utf-8") as f:
-          for line in f:
-            if line.strip():
-              splits[line.strip()] = _SPLIT_NAMES.get(split, split)
+        for line in _read_text(os.path.join(folder, name)).splitlines():
+          if line.strip():
+            splits[line.strip()] = _SPLIT_NAMES.get(split, split)
   return splits
 
 
@@ -208,19 +274,19 @@ def read_flickr_tokens(path, images_dir=None, on_error="raise", report=None):
   problems = _Problems(on_error, report)
   splits = _flickr_splits(path)
   builder = _Builder(path, problems)
-  with open(path, encoding="utf-8", errors="strict") as f:
-    for line_no, line in enumerate(f, 1):
-      line = line.rstrip("\n\r")
-      if not line.strip():
-        continue
-      key, tab, caption = line.partition("\t")
-      name, hash_, number = key.partition("#")
-      if not tab or not hash_ or not number.strip().isdigit() or not name:
-        problems("expected 'image.jpg#n<TAB>caption'", path, line_no)
-        continue
-      if name not in builder.records:
-        builder.add_image(name, name, splits.get(name, ""), line_no)
-      builder.add_caption(name, caption, line_no)
+  lines = io.StringIO(_read_text(path), newline=None)
+  for line_no, line in enumerate(lines, 1):
+    line = line.rstrip("\n")
+    if not line.strip():
+      continue
+    key, tab, caption = line.partition("\t")
+    name, hash_, number = key.partition("#")
+    if not tab or not hash_ or not number.strip().isdigit() or not name:
+      problems("expected 'image.jpg#n<TAB>caption'", path, line_no)
+      continue
+    if name not in builder.records:
+      builder.add_image(name, name, splits.get(name, ""), line_no)
+    builder.add_caption(name, caption, line_no)
   return builder.finish(images_dir)
 
 
@@ -229,8 +295,8 @@ def read_captions_csv(path, images_dir=None, on_error="raise", report=None):
   problems = _Problems(on_error, report)
   splits = _flickr_splits(path)
   builder = _Builder(path, problems)
-  with open(path, encoding="utf-8", newline="") as f:
-    rows = csv.reader(f)
+  rows = csv.reader(io.StringIO(_read_text(path), newline=""))
+  try:
     header = next(rows, None)
     if header is None or [h.strip().lower() for h in header[:2]] != \
         ["image", "caption"]:
@@ -245,6 +311,8 @@ def read_captions_csv(path, images_dir=None, on_error="raise", report=None):
       if name not in builder.records:
         builder.add_image(name, name, splits.get(name, ""), line_no)
       builder.add_caption(name, caption, line_no)
+  except csv.Error as e:
+    raise InputError(f"malformed CSV ({e})", path, rows.line_num) from None
   return builder.finish(images_dir)
 
 

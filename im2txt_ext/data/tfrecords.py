@@ -42,8 +42,15 @@ def read_image_bytes(path):
       if image.format not in ("JPEG", "PNG", "BMP", "GIF"):
         raise InputError(f"unsupported image format {image.format}", path)
       image.load()  # Decodes fully: catches truncated files, not only headers.
+      if image.format == "BMP" and image.mode in ("1", "P"):
+        # TensorFlow decodes 8-bit grey and 24- or 32-bit colour BMP only.
+        raise InputError("1-bit or palette BMP: save it as 24-bit colour",
+                         path)
   except InputError:
     raise
+  except Image.UnidentifiedImageError:
+    raise InputError("corrupt or truncated image (not an image file)",
+                     path) from None
   except Exception as e:  # PIL raises many types for corrupt data.
     raise InputError(f"corrupt or truncated image ({e})", path) from None
   return data
