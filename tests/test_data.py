@@ -255,6 +255,27 @@ def test_corrupt_and_truncated_images_are_named(tmp_path):
   for bad in (truncated, garbage, tmp_path / "missing.jpg"):
     with pytest.raises(InputError, match=bad.name):
       tfrecords.read_image_bytes(str(bad))
+  with pytest.raises(InputError, match="garbage.png: corrupt or truncated "
+                     r"image \(not an image file\)$"):
+    tfrecords.read_image_bytes(str(garbage))
+
+
+def test_bmp_files_tensorflow_cannot_decode_are_refused(tmp_path):
+  """TensorFlow decodes 8-bit grey and 24/32-bit BMP, not 1-bit or palette
+  files, which PIL reads: they are refused before they reach it."""
+  from PIL import Image
+  grey = Image.new("L", (8, 8), 7)
+  colour = Image.new("RGB", (8, 8), (200, 30, 10))
+  for mode, image in (("1", grey), ("P", colour)):
+    path = tmp_path / f"{mode}.bmp"
+    image.convert(mode).save(path)
+    with pytest.raises(InputError, match=f"{mode}.bmp: 1-bit or palette BMP"):
+      tfrecords.read_image_bytes(str(path))
+  for mode in ("L", "RGB"):
+    path = tmp_path / f"{mode}.bmp"
+    grey.convert(mode).save(path)
+    data = tfrecords.read_image_bytes(str(path))
+    assert tf.io.decode_image(data, channels=3).shape == (8, 8, 3)
 
 
 # -- Tokenizer and vocabulary --------------------------------------------------
