@@ -219,3 +219,16 @@ def test_config_errors(tmp_path):
                                                 "model.decoder=rnn_baseline"])
   assert config.model.hidden_size == 8
   assert config.model.decoder == "rnn_baseline"
+
+
+def test_decoder_options_that_cannot_be_built_are_input_errors():
+  for overrides, message in [
+      (["model.cell=nope"], "model 'show_and_tell': cell must be one of"),
+      (['model.decoder_options={"inference": "argmax"}'],
+       "model 'show_and_tell': Unrecognized keyword arguments"),
+      (["model.decoder=hard_attention",
+        'model.decoder_options={"inference": "mean"}'],
+       "model 'hard_attention': inference must be 'argmax' or 'expectation'")]:
+    with pytest.raises(InputError, match=message):
+      runs.build_decoder(apply_overrides(ExperimentConfig(), overrides), 10,
+                         with_encoder=False)

@@ -182,7 +182,7 @@ class Trainer:
         shuffle_buffer=config.data.shuffle_buffer,
         augment=config.data.augment, seed=config.train.seed)
     self._build()
-    # Only now, so a config that cannot resume the run never replaces its.
+    # Only now, so a config that cannot resume the run is never saved.
     if self.is_chief and (not started or changed):
       config.save(config_path)
 
