@@ -55,6 +55,15 @@ def test_flickr_token_reader_with_splits(tmp_path):
       [("x.jpg", "train", 2), ("y.jpg", "val", 1)]
 
 
+def test_a_missing_image_is_named_with_its_line(tmp_path):
+  images = _images(tmp_path, ["x.jpg"])
+  path = _write(tmp_path / "Flickr8k.token.txt",
+                "x.jpg#0\tA dog runs .\ngone.jpg#0\tA cat .\n")
+  with pytest.raises(InputError, match=r"Flickr8k.token.txt:2: image file "
+                     "not found: .*gone.jpg"):
+    readers.read_dataset(path, images)
+
+
 def test_captions_csv_reader_keeps_commas(tmp_path):
   path = _write(tmp_path / "captions.txt",
                 'image,caption\nx.jpg,"A dog, brown, runs"\nx.jpg,Dog\n')

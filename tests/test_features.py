@@ -173,8 +173,11 @@ def test_bad_arguments(encoder, records, tmp_path):
   with pytest.raises(InputError, match="unknown feature kind"):
     features.extract_features(records, encoder, str(tmp_path / "f.npy"),
                               kind="both")
-  with pytest.raises(InputError, match="no features index"):
+  with pytest.raises(InputError, match="none.npy: features file not found"):
     features.load_features(str(tmp_path / "none.npy"))
+  (tmp_path / "no_index.npy").write_bytes(b"")
+  with pytest.raises(InputError, match="no_index.json: no features index"):
+    features.load_features(str(tmp_path / "no_index.npy"))
 
 
 def _run_cli(*args):

@@ -141,12 +141,14 @@ class _Builder:
     self.path = path
     self.problems = problems
     self.records = collections.OrderedDict()
+    self.lines = {}  # image id -> line that named the image, where known.
 
   def add_image(self, image_id, image_path, split, line=None):
     if image_id in self.records:
       self.problems(f"duplicate image id {image_id!r}", self.path, line)
       return False
     self.records[image_id] = CaptionRecord(image_id, image_path, [], split)
+    self.lines[image_id] = line
     return True
 
   def add_caption(self, image_id, caption, line=None):
@@ -166,7 +168,7 @@ class _Builder:
         record.image_path = os.path.join(images_dir, record.image_path)
         if not os.path.isfile(record.image_path):
           self.problems(f"image file not found: {record.image_path}",
-                        self.path)
+                        self.path, self.lines[record.image_id])
           continue
       if not record.captions:
         self.problems(f"image {record.image_id!r} has no captions", self.path)

@@ -66,6 +66,8 @@ def _write_index(path, index):
 
 def read_index(path):
   """Reads the JSON index of a features file (the ``.npy`` or ``.json``)."""
+  if not os.path.exists(path):
+    raise InputError("features file not found", path)
   path = index_path(path)
   try:
     with open(path) as f:
