@@ -120,6 +120,10 @@ def test_paths_and_options_that_cannot_be_used(trained_run, scene_data,
            f"--captions={paths['test']}", "--split=bogus"),
       "no images of split 'bogus'")
   _assert_one_line_error(
+      _run("im2txt_ext.cli.evaluate", f"--run_dir={run_dir}",
+           f"--captions={paths['test']}", f"--features={a_file}.npy"),
+      "trained from images", "evaluate it without --features")
+  _assert_one_line_error(
       _run("im2txt_ext.cli.scenes", f"--output_dir={tmp_path / 's'}",
            "--image_size=8"), "--image_size=8: 8 is not integer >= 16")
 

@@ -59,10 +59,24 @@ flags.DEFINE_string("output_dir", None, "Writes metrics.json and "
 flags.mark_flags_as_required(["captions"])
 
 
-def caption_with_checkpoint(records):
+def _run_config():
+  """The run's saved config, or None (no --run_dir, or not a run: the
+  captioner then says what is wrong)."""
+  from im2txt_ext.config import ExperimentConfig
+  from im2txt_ext.runs import CONFIG_FILE
+  path = os.path.join(FLAGS.run_dir or "", CONFIG_FILE)
+  return ExperimentConfig.load(path) if FLAGS.run_dir and os.path.isfile(
+      path) else None
+
+
+def caption_with_checkpoint(records, run_config):
   """({image_id: caption}, extra metrics) from the run's checkpoint."""
   from im2txt_ext.inference import Captioner, perplexity
   from im2txt_ext.training.trainer import load_features
+  if FLAGS.features and run_config and not run_config.data.features:
+    raise InputError("this run was trained from images, so its checkpoint "
+                     "holds its encoder's weights: evaluate it without "
+                     "--features", FLAGS.run_dir)
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
                         with_encoder=not FLAGS.features,
                         allow_unk=FLAGS.allow_unk, overrides=FLAGS.set)
@@ -117,13 +131,9 @@ def main(argv):
   if FLAGS.export and FLAGS.set:
     raise InputError("--set changes a run's config; an export has none",
                      FLAGS.export)
-  images_dir = FLAGS.images_dir
-  if FLAGS.run_dir and not images_dir:
-    from im2txt_ext.runs import CONFIG_FILE
-    from im2txt_ext.config import ExperimentConfig
-    config_path = os.path.join(FLAGS.run_dir, CONFIG_FILE)
-    if os.path.isfile(config_path):
-      images_dir = ExperimentConfig.load(config_path).data.images_dir
+  run_config = _run_config()
+  images_dir = FLAGS.images_dir or (run_config and
+                                    run_config.data.images_dir)
   records = readers.read_dataset(FLAGS.captions, images_dir or None)
   if FLAGS.export and not images_dir and records and not os.path.isfile(
       records[0].image_path):
@@ -137,7 +147,7 @@ def main(argv):
   records = records[:FLAGS.limit or None]
   started = time.time()
   if FLAGS.run_dir:
-    candidates, extra = caption_with_checkpoint(records)
+    candidates, extra = caption_with_checkpoint(records, run_config)
   else:
     candidates, extra = caption_with_export(records)
   seconds = time.time() - started
