@@ -208,6 +208,15 @@ class CaptionModule(tf.Module):
     }
 
 
+def load(path):
+  """The SavedModel an ``export`` wrote at ``path``; InputError where there
+  is none."""
+  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    raise InputError("not an exported model (no saved_model.pb; write one "
+                     "with im2txt-export)", path)
+  return tf.saved_model.load(path)
+
+
 def write_atomically(target, write):
   """Runs ``write(folder)`` on a new folder beside ``target``, then swaps it in.
 

@@ -20,7 +20,6 @@ TensorFlow and the export: it never builds a model itself.
 
 import io
 import math
-import os
 
 from absl import app, flags
 import flask
@@ -28,7 +27,6 @@ from PIL import Image
 from werkzeug import exceptions, serving
 
 from im2txt_ext.cli import run
-from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
 
@@ -72,12 +70,11 @@ class Model:
   """
 
   def __init__(self, path):
-    import tensorflow as tf  # Imported here: --help needs no TensorFlow.
+    # Imported here: --help needs no TensorFlow.
+    import tensorflow as tf
+    from im2txt_ext import export
     self._tf = tf
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-      raise InputError("not an exported model (no saved_model.pb; write one "
-                       "with im2txt-export)", path)
-    self._saved = tf.saved_model.load(path)
+    self._saved = export.load(path)
     self._default = self._saved.signatures["serving_default"]
     self._options = self._saved.signatures["caption_with_options"]
 

@@ -64,9 +64,10 @@ def _run_config():
   captioner then says what is wrong)."""
   from im2txt_ext.config import ExperimentConfig
   from im2txt_ext.runs import CONFIG_FILE
-  path = os.path.join(FLAGS.run_dir or "", CONFIG_FILE)
-  return ExperimentConfig.load(path) if FLAGS.run_dir and os.path.isfile(
-      path) else None
+  if not FLAGS.run_dir:
+    return None
+  path = os.path.join(FLAGS.run_dir, CONFIG_FILE)
+  return ExperimentConfig.load(path) if os.path.isfile(path) else None
 
 
 def caption_with_checkpoint(records, run_config):
@@ -99,15 +100,12 @@ def caption_with_checkpoint(records, run_config):
 def caption_with_export(records):
   """({image_id: caption}, extra metrics) from an exported SavedModel."""
   import tensorflow as tf
+  from im2txt_ext import export
   from im2txt_ext.data.tfrecords import read_image_bytes
   if FLAGS.method != "beam":
     raise InputError("an export captions with beam search only; drop "
                      "--method", FLAGS.export)
-  if not os.path.isfile(os.path.join(FLAGS.export, "saved_model.pb")):
-    raise InputError("not a SavedModel directory (no saved_model.pb)",
-                     FLAGS.export)
-  caption = tf.saved_model.load(FLAGS.export).signatures[
-      "caption_with_options"]
+  caption = export.load(FLAGS.export).signatures["caption_with_options"]
   candidates = {}
   for i in range(0, len(records), 32):
     chunk = records[i:i + 32]
@@ -141,9 +139,7 @@ def main(argv):
                      "--images_dir, the folder of the file's images (an "
                      "export has no config that says it)", FLAGS.captions)
   if FLAGS.split:
-    records = readers.split_records(records, FLAGS.split)
-    if not records:
-      raise InputError(f"no images of split {FLAGS.split!r}", FLAGS.captions)
+    records = readers.split_records(records, FLAGS.split, FLAGS.captions)
   records = records[:FLAGS.limit or None]
   started = time.time()
   if FLAGS.run_dir:

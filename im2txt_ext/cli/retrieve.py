@@ -67,9 +67,7 @@ def main(argv):
     train = readers.split_records(train, FLAGS.train_split)
   records = readers.read_dataset(FLAGS.captions)
   if FLAGS.split:
-    records = readers.split_records(records, FLAGS.split)
-    if not records:
-      raise InputError(f"no images of split {FLAGS.split!r}", FLAGS.captions)
+    records = readers.split_records(records, FLAGS.split, FLAGS.captions)
   records = records[:FLAGS.limit or None]
   image_ids, array = load_features(FLAGS.features)
   started = time.time()

@@ -360,6 +360,10 @@ def read_dataset(path, images_dir=None, on_error="raise", report=None):
   return reader(path, images_dir=images_dir, on_error=on_error, report=report)
 
 
-def split_records(records, split):
-  """Returns the records of one split ("train", "val", "test")."""
-  return [r for r in records if r.split == split]
+def split_records(records, split, path=None):
+  """Returns the records of one split ("train", "val", "test"); with
+  ``path``, the caption file they came from, none is an InputError."""
+  chosen = [r for r in records if r.split == split]
+  if path is not None and not chosen:
+    raise InputError(f"no images of split {split!r}", path)
+  return chosen
