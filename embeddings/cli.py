@@ -85,6 +85,10 @@ def _define_train_flags():
   flags.DEFINE_integer("dim", 100, "Size of each word vector.", lower_bound=1)
   flags.DEFINE_integer("window", 5, "Context words taken on each side of the "
                        "centre word.", lower_bound=1)
+  flags.DEFINE_boolean("dynamic_window", True, "Draw each centre word's "
+                       "window uniformly in 1..--window, as the reference "
+                       "word2vec does (near words weigh more); "
+                       "--nodynamic_window takes --window for every word.")
   flags.DEFINE_enum("loss", "negative", ("softmax", "negative"), "'softmax': "
                     "exact full softmax over the vocabulary; 'negative': "
                     "negative sampling.")
@@ -113,7 +117,8 @@ def _train(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from embeddings import word2vec  # Imports TensorFlow: only when training.
   config = word2vec.Word2VecConfig(
-      dim=FLAGS.dim, window=FLAGS.window, loss=FLAGS.loss,
+      dim=FLAGS.dim, window=FLAGS.window,
+      dynamic_window=FLAGS.dynamic_window, loss=FLAGS.loss,
       negatives=FLAGS.negatives, subsample=FLAGS.subsample,
       min_count=FLAGS.min_count, epochs=FLAGS.epochs,
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,

@@ -4,10 +4,12 @@ Shape letters: S sentences in a chunk, N tokens in a chunk, P pairs,
 B pairs in a batch, V vocabulary size, m window (context words on each side).
 
 Every word ``w_t`` of a sentence is paired with each word ``w_{t+j}``,
-``-m <= j <= m, j != 0``, inside the same sentence (Mikolov et al., 2013a,
-eq. 1). Pairs come out centre by centre in sentence order and, for each centre,
-context by context from left to right. All of it is tensor ops inside
-``Dataset.map``; no Python loop runs over the corpus.
+``-b <= j <= b, j != 0``, inside the same sentence (Mikolov et al., 2013a,
+eq. 1), b being m (fixed window) or, as in the reference C code, drawn per
+centre word uniformly in 1..m (dynamic window, 2013a, sec. 3.2). Pairs come out
+centre by centre in sentence order and, for each centre, context by context
+from left to right. All of it is tensor ops inside ``Dataset.map``; no Python
+loop runs over the corpus.
 
 References:
   Mikolov et al., 2013a. Efficient Estimation of Word Representations in Vector
@@ -61,12 +63,18 @@ def subsample(sentences, keep_probs, seed):
   return tf.ragged.boolean_mask(sentences, sentences.with_flat_values(keep))
 
 
-def window_pairs(sentences, window):
-  """All (centre, context) pairs within ``window`` words, inside each sentence.
+def window_pairs(sentences, window, seed=None):
+  """The (centre, context) pairs within each centre's window, inside sentences.
+
+  With ``seed``, each centre word draws its window b uniformly in 1..m, as
+  Mikolov's C code does (2013a, sec. 3.2), so a pair at distance d comes out
+  with probability (m - d + 1) / m: near words weigh more. Without, b = m.
 
   Args:
     sentences: int32 RaggedTensor with shape [S, None], word ids.
-    window: int. m, the context words taken on each side.
+    window: int. m, the most context words taken on each side.
+    seed: optional int Tensor with shape [2], seed of the stateless draw of
+      the windows. None takes the fixed window m for every centre.
 
   Returns:
     (centres, contexts): int32 Tensors with shape [P].
@@ -79,14 +87,19 @@ def window_pairs(sentences, window):
   positions = tf.range(tf.shape(ids, out_type=row.dtype)[0])[:, None]
   positions += tf.cast(offsets, row.dtype)[None, :]  # [N, 2m]
   valid = (positions >= starts) & (positions < limits)  # [N, 2m]
+  if seed is not None:
+    reach = tf.random.stateless_uniform(
+        tf.shape(ids), seed, minval=1, maxval=window + 1, dtype=tf.int32)  # [N]
+    valid &= tf.abs(offsets)[None, :] <= reach[:, None]
   centres = tf.boolean_mask(
       tf.broadcast_to(ids[:, None], tf.shape(positions)), valid)  # [P]
   contexts = tf.gather(ids, tf.boolean_mask(positions, valid))  # [P]
   return centres, contexts
 
 
-def pair_dataset(sentences, window, batch_size, keep_probs=None, shuffle=True,
-                 seed=0, sentences_per_chunk=512):
+def pair_dataset(sentences, window, batch_size, keep_probs=None,
+                 dynamic_window=True, shuffle=True, seed=0,
+                 sentences_per_chunk=512):
   """tf.data pipeline: sentences of ids -> batches of skip-gram pairs.
 
   Sentences are shuffled, grouped into ragged chunks, subsampled (when
@@ -97,12 +110,14 @@ def pair_dataset(sentences, window, batch_size, keep_probs=None, shuffle=True,
   Args:
     sentences: list of list of int, word ids; ids 0..3 (the special tokens,
       ``<unk>`` included) must already be removed.
-    window: int. m, the context words taken on each side.
+    window: int. m, the most context words taken on each side.
     batch_size: int. B, pairs per batch (the last batch may be smaller).
     keep_probs: optional float sequence with shape [V], see
       ``keep_probabilities``. None keeps every token.
+    dynamic_window: bool. Draw each centre word's window in 1..m, as the
+      reference does; False takes m for every centre word.
     shuffle: bool. Shuffle the sentence order.
-    seed: int. Seed of the shuffle and of the subsampling draws.
+    seed: int. Seed of the shuffle and of the subsampling and window draws.
     sentences_per_chunk: int. Sentences turned into pairs at once.
 
   Returns:
@@ -122,10 +137,12 @@ def pair_dataset(sentences, window, batch_size, keep_probs=None, shuffle=True,
 
   def to_pairs(chunk_index, chunk):
     words_read = tf.cast(tf.size(chunk.flat_values), tf.float32)
+    chunk_seed = tf.stack([tf.constant(seed, tf.int64), chunk_index])
     if keep is not None:
-      chunk = subsample(chunk, keep, tf.stack(
-          [tf.constant(seed, tf.int64), chunk_index]))
-    centres, contexts = window_pairs(chunk, window)
+      chunk = subsample(chunk, keep, chunk_seed)
+    window_seed = (tf.random.experimental.stateless_fold_in(chunk_seed, 1)
+                   if dynamic_window else None)
+    centres, contexts = window_pairs(chunk, window, window_seed)
     num_pairs = tf.shape(centres)[0]
     per_pair = words_read / tf.cast(tf.maximum(num_pairs, 1), tf.float32)
     return centres, contexts, tf.fill([num_pairs], per_pair)

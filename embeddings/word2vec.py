@@ -16,7 +16,10 @@ it, both averaged over the pairs of a batch:
   negative: -log sigma(R_o^T S_c) - sum_{k=1..K} log sigma(-R_k^T S_c),
             k ~ P_n(w) = U(w)^0.75 / Z, O(K E) per pair                (eq. 2)
 
-(eq. 2 is eq. 4 of Mikolov et al., 2013b). The centre vectors S are the word
+(eq. 2 is eq. 4 of Mikolov et al., 2013b). As in the reference C code
+(``if (target == word) continue;``), a noise word k drawn equal to the context
+word o is left out of the sum. The pairs come from ``skipgram_pairs``, by
+default with the reference's dynamic window. The centre vectors S are the word
 vectors the trainer writes out.
 
 References:
@@ -45,6 +48,7 @@ class Word2VecConfig:
   """Skip-gram training settings, with defaults for a caption corpus."""
   dim: int = 100  # E, size of each word vector.
   window: int = 5  # m, context words taken on each side of the centre word.
+  dynamic_window: bool = True  # Each centre's window drawn in 1..m; False: m.
   loss: str = "negative"  # "softmax" (exact, eq. 1) or "negative" (eq. 2).
   negatives: int = 5  # K, noise words per pair (negative sampling only).
   subsample: float = 1e-3  # t of the subsampling formula; 0 turns it off.
@@ -88,21 +92,25 @@ def softmax_loss(centre_vectors, context_table, contexts):
       labels=contexts, logits=logits))
 
 
-def negative_sampling_loss(centre_vectors, context_vectors, noise_vectors):
+def negative_sampling_loss(centre_vectors, context_vectors, noise_vectors,
+                           noise_mask):
   """Negative-sampling loss (eq. 2), averaged over the pairs.
 
   Args:
     centre_vectors: float32 Tensor with shape [B, E], S_c.
     context_vectors: float32 Tensor with shape [B, E], R_o.
     noise_vectors: float32 Tensor with shape [B, K, E], R_k of the noise words.
+    noise_mask: float32 Tensor with shape [B, K]: 1 for a noise word that
+      counts, 0 for one left out of the sum (drawn equal to the context word).
 
   Returns:
     A float32 scalar Tensor.
   """
   positive = tf.reduce_sum(centre_vectors * context_vectors, -1)  # [B]
   negative = tf.einsum("be,bke->bk", centre_vectors, noise_vectors)  # [B, K]
-  return tf.reduce_mean(-tf.math.log_sigmoid(positive) -
-                        tf.reduce_sum(tf.math.log_sigmoid(-negative), -1))
+  return tf.reduce_mean(
+      -tf.math.log_sigmoid(positive) -
+      tf.reduce_sum(noise_mask * tf.math.log_sigmoid(-negative), -1))
 
 
 def noise_distribution(counts):
@@ -178,9 +186,11 @@ class SkipGram(keras.Model):
       return softmax_loss(centre_vectors, self.context_embedding.embeddings,
                           contexts)
     noise = self.sample_noise(tf.shape(centres)[0])  # [B, K]
+    # Noise equal to the context is skipped, as in the reference C code.
+    noise_mask = tf.cast(noise != contexts[:, None], tf.float32)  # [B, K]
     return negative_sampling_loss(centre_vectors,
                                   self.context_embedding(contexts),
-                                  self.context_embedding(noise))
+                                  self.context_embedding(noise), noise_mask)
 
   def get_config(self):
     return {**super().get_config(), "vocab_size": self.vocab_size,
@@ -242,7 +252,7 @@ def train(token_lists, config, verbose=True):
   for epoch in range(config.epochs):
     pairs = skipgram_pairs.pair_dataset(
         sentences, config.window, config.batch_size, keep_probs=keep_probs,
-        seed=int(epoch_seeds[epoch]))
+        dynamic_window=config.dynamic_window, seed=int(epoch_seeds[epoch]))
     if verbose:
       print(f"Epoch {epoch + 1}/{config.epochs}")
     progress = keras.utils.Progbar(num_words, verbose=int(verbose),

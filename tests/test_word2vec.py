@@ -49,7 +49,7 @@ def test_worked_example_pairs():
   vocab = Vocabulary.build(token_lists)
   sentences = word2vec.encode_corpus(token_lists, vocab)
   centres, contexts, words = _all_pairs(skipgram_pairs.pair_dataset(
-      sentences, window=2, batch_size=5, shuffle=False))
+      sentences, window=2, batch_size=5, dynamic_window=False, shuffle=False))
   computer = vocab.word_to_id("computer")
   assert [vocab.words[o] for c, o in zip(centres, contexts) if c == computer] \
       == ["learning", "and", "vision", "we", "love", "vision"]
@@ -63,6 +63,62 @@ def test_window_pairs_stay_inside_sentences():
   centres, contexts = skipgram_pairs.window_pairs(sentences, window=5)
   assert list(zip(centres.numpy(), contexts.numpy())) == [
       (4, 5), (4, 6), (5, 4), (5, 6), (6, 4), (6, 5)]
+
+
+def test_fixed_window_gives_every_pair_within_the_window():
+  rng = np.random.default_rng(0)
+  sentences = [rng.integers(4, 50, size=n).tolist() for n in (1, 2, 7, 3, 12)]
+  expected = [(s[t], s[t + j]) for s in sentences for t in range(len(s))
+              for j in range(-3, 4) if j != 0 and 0 <= t + j < len(s)]
+  centres, contexts, _ = _all_pairs(skipgram_pairs.pair_dataset(
+      sentences, window=3, batch_size=7, dynamic_window=False, shuffle=False,
+      sentences_per_chunk=2))
+  assert list(zip(centres, contexts)) == expected
+
+
+def _distance_pairs(window, seed, num_sentences=20, length=1000, **kwargs):
+  """Pairs of a corpus whose ids are token positions: (centre, offset)."""
+  sentences = [list(range(4 + i * length, 4 + (i + 1) * length))
+               for i in range(num_sentences)]
+  centres, contexts, _ = _all_pairs(skipgram_pairs.pair_dataset(
+      sentences, window=window, batch_size=4096, seed=seed, **kwargs))
+  centres, contexts = np.array(centres), np.array(contexts)
+  assert np.all((centres - 4) // length == (contexts - 4) // length)
+  return centres, contexts - centres
+
+
+def test_dynamic_window_weighs_near_words_as_the_reference():
+  m, num_sentences, length = 5, 20, 1000
+  centres, offsets = _distance_pairs(m, seed=3)
+  distance = np.abs(offsets)
+  assert distance.min() >= 1 and distance.max() <= m
+  for d in range(1, m + 1):
+    # A pair at distance d is taken when the drawn window b is >= d.
+    share = np.sum(distance == d) / (2 * num_sentences * (length - d))
+    assert share == pytest.approx((m - d + 1) / m, abs=0.02), d
+  # One window per centre word, the same on both sides, like the C code.
+  order = np.lexsort((offsets, centres))
+  centres, offsets = centres[order], offsets[order]
+  starts = np.flatnonzero(np.diff(centres, prepend=-1))
+  for c, o in zip(np.split(centres, starts[1:]), np.split(offsets, starts[1:])):
+    position = (c[0] - 4) % length
+    if m <= position < length - m:
+      b = o.max()
+      np.testing.assert_array_equal(o, [*range(-b, 0), *range(1, b + 1)])
+
+
+def test_dynamic_window_is_repeatable_with_the_seed():
+  draw = lambda seed: _distance_pairs(3, seed, num_sentences=4, length=50,
+                                      sentences_per_chunk=1)
+  first, again, other = draw(7), draw(7), draw(8)
+  np.testing.assert_array_equal(first, again)
+  assert first[0].shape != other[0].shape or np.any(first[1] != other[1])
+  # Each chunk draws its own windows: two chunks of one sentence each differ.
+  centres, offsets = _distance_pairs(3, 7, num_sentences=2, length=50,
+                                     sentences_per_chunk=1, shuffle=False)
+  pairs = [set(zip((centres[s] - 4) % 50, offsets[s]))
+           for s in ((centres - 4) // 50 == i for i in range(2))]
+  assert pairs[0] != pairs[1]
 
 
 def test_keep_probabilities_follow_mikolov():
@@ -102,10 +158,30 @@ def test_negative_sampling_loss_matches_numpy():
   rng = np.random.default_rng(1)
   c, o = rng.normal(size=(2, 3, 4)).astype(np.float32)
   noise = rng.normal(size=(3, 2, 4)).astype(np.float32)  # [B, K, E]
+  mask = np.array([[1, 1], [0, 1], [1, 0]], np.float32)  # [B, K]
   log_sigmoid = lambda x: -np.log1p(np.exp(-x))
-  expected = np.mean(-log_sigmoid((c * o).sum(-1)) -
-                     log_sigmoid(-np.einsum("be,bke->bk", c, noise)).sum(-1))
-  got = word2vec.negative_sampling_loss(c, o, noise)
+  expected = np.mean(-log_sigmoid((c * o).sum(-1)) - (
+      mask * log_sigmoid(-np.einsum("be,bke->bk", c, noise))).sum(-1))
+  got = word2vec.negative_sampling_loss(c, o, noise, mask)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_noise_word_equal_to_the_context_is_skipped():
+  # P_n puts all its mass on word 5: every noise word drawn is 5.
+  model = word2vec.SkipGram(6, 2, noise_probs=[0, 0, 0, 0, 0, 1], negatives=3)
+  model.centre_embedding.embeddings.assign(np.full((6, 2), 0.5, np.float32))
+  context_table = np.zeros((6, 2), np.float32)
+  context_table[4], context_table[5] = [1.0, 2.0], [-2.0, 1.0]
+  model.context_embedding.embeddings.assign(context_table)
+  log_sigmoid = lambda x: -np.log1p(np.exp(-x))
+  s = np.array([0.5, 0.5])
+  # Pair (4, 5): its noise 5 is its context, so only the positive term counts.
+  # Pair (4, 4): three noise words 5 count.
+  expected = np.mean([
+      -log_sigmoid(context_table[5] @ s),
+      -log_sigmoid(context_table[4] @ s) - 3 * log_sigmoid(
+          -context_table[5] @ s)])
+  got = model.pair_loss(tf.constant([4, 4]), tf.constant([5, 4]))
   assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
@@ -242,7 +318,8 @@ def test_commands_train_and_show_neighbours(tmp_path):
   corpus.write_text("\n".join(WORKED_EXAMPLE * 20), encoding="utf-8")
   out = tmp_path / "out"
   run = _command("train_main", f"--corpus={corpus}", f"--output_dir={out}",
-                 "--dim=4", "--window=2", "--epochs=1", "--min_count=1")
+                 "--dim=4", "--window=2", "--nodynamic_window", "--epochs=1",
+                 "--min_count=1")
   assert run.returncode == 0, run.stderr
   words, table = vectors.read_vectors(str(out / "vectors.txt"))
   assert len(words) == 11 and table.shape == (11, 4)
