@@ -401,6 +401,41 @@ def test_pipeline_shapes_and_masks(scene_data):
     assert (inputs[i, 1:n] == targets[i, :n - 1]).all()  # Shifted by one.
 
 
+def test_augmentation_is_new_at_every_read_and_resumes_the_same(scene_data,
+                                                                tmp_path):
+  """One image with two captions, one caption a batch: its four reads in two
+  epochs are four different distortions of it; a stream checkpointed after
+  three batches (or skipped to there, as a distributed run resumes) goes on
+  with the uninterrupted stream's batches."""
+  root, paths = scene_data
+  record = readers.read_dataset(paths["val"], str(root / "images"))[0]
+  record.captions = record.captions[:2]
+  config = pipeline.PipelineConfig(batch_size=1, image_size=16,
+                                   shuffle_buffer=2, augment=True)
+
+  def stream():
+    return pipeline.batched(pipeline.from_records([record], _vocab([record])),
+                            config, training=True)
+
+  full = [b["image"][0].numpy() for b in stream().take(6)]
+  plain = pipeline.decode_image(tf.io.read_file(record.image_path), 16)
+  reads = full[:4]
+  for i, image in enumerate(reads):
+    assert np.abs(image - plain).max() > 1.0
+    for other in reads[i + 1:]:
+      assert np.abs(image - other).max() > 1.0
+  iterator = iter(stream())
+  for _ in range(3):
+    next(iterator)
+  saved = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "it"))
+  resumed = iter(stream())
+  tf.train.Checkpoint(iterator=resumed).read(saved).assert_consumed()
+  skipped = iter(stream().skip(3))
+  for want in full[3:]:
+    np.testing.assert_array_equal(next(resumed)["image"][0], want)
+    np.testing.assert_array_equal(next(skipped)["image"][0], want)
+
+
 def test_pipeline_truncates_long_captions():
   ids = tf.constant([1, 5, 6, 7, 8, 9, 2])
   inputs, targets = pipeline.split_caption(ids, max_length=3)

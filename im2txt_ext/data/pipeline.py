@@ -95,14 +95,21 @@ def decode_image(image_bytes, image_size):
 
 
 def augment_image(image, seed):
-  """Random crop of 85-100% of the side, resized back, brightness/contrast."""
+  """Random crop of 85-100% of the side, resized back, brightness/contrast.
+
+  Args:
+    image: float32 [S, S, 3].
+    seed: int [2]. Split into one independent seed per draw.
+  """
   size = tf.shape(image)[0]
-  scale = tf.random.stateless_uniform([], seed, 0.85, 1.0)
+  scale_seed, crop_seed, brightness_seed, contrast_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
+  scale = tf.random.stateless_uniform([], scale_seed, 0.85, 1.0)
   crop = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
-  image = tf.image.stateless_random_crop(image, [crop, crop, 3], seed + 1)
+  image = tf.image.stateless_random_crop(image, [crop, crop, 3], crop_seed)
   image = tf.image.resize(image, [size, size])
-  image = tf.image.stateless_random_brightness(image, 20.0, seed + 2)
-  image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seed + 3)
+  image = tf.image.stateless_random_brightness(image, 20.0, brightness_seed)
+  image = tf.image.stateless_random_contrast(image, 0.8, 1.2, contrast_seed)
   return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -166,7 +173,9 @@ def batched(examples, config, training, features=None, drop_remainder=False):
     examples: dataset from ``from_tfrecords`` or ``from_records``.
     config: PipelineConfig.
     training: bool. Shuffles (repeatable from the seed), repeats forever and
-      augments.
+      augments: each element's distortion is seeded by (config.seed, its
+      position in the stream), so an image gets a new one every time it is
+      read (each epoch, each caption), and a resumed stream the same ones.
     features: optional FeatureLookup; when given, batches carry
       ``feature_row`` (for ``features.attach``) instead of decoded images.
     drop_remainder: bool. Keep every batch the same size (for distribution).
@@ -174,8 +183,9 @@ def batched(examples, config, training, features=None, drop_remainder=False):
   if training:
     examples = examples.shuffle(config.shuffle_buffer, seed=config.seed,
                                 reshuffle_each_iteration=True).repeat()
+  augment = training and config.augment and features is None
 
-  def prepare(example):
+  def prepare(example, position=None):
     input_ids, target_ids = split_caption(example["caption_ids"],
                                           config.max_caption_length)
     out = {"image_id": example["image_id"], "input_ids": input_ids,
@@ -187,16 +197,19 @@ def batched(examples, config, training, features=None, drop_remainder=False):
     data = example["image_bytes"] if "image_bytes" in example else \
         tf.io.read_file(example["image_path"])
     image = decode_image(data, config.image_size)
-    if training and config.augment:
-      seed = tf.stack([tf.cast(config.seed, tf.int64),
-                       tf.strings.to_hash_bucket_fast(example["image_id"],
-                                                      2**31)])
-      image = augment_image(image, seed)
+    if augment:
+      image = augment_image(image, tf.stack([tf.cast(config.seed, tf.int64),
+                                             position]))
     out["image"] = image
     return out
 
   # Deterministic order even in parallel, so a resumed run sees the same data.
-  ds = examples.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+  in_order = dict(num_parallel_calls=AUTOTUNE, deterministic=True)
+  if augment:  # The position is part of the iterator's checkpointed state.
+    ds = examples.enumerate().map(lambda position, example: prepare(
+        example, position), **in_order)
+  else:
+    ds = examples.map(prepare, **in_order)
   ds = ds.bucket_by_sequence_length(
       lambda x: tf.shape(x["input_ids"])[0],
       bucket_boundaries=list(config.bucket_boundaries),
