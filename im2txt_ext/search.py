@@ -3,18 +3,33 @@
 Written once against the decoder-step contract (``initial_state``, ``step``;
 see ``im2txt_ext.models.decoder``), so it serves every decoder, in memory or
 inside an exported SavedModel. Each search is one ``tf.while_loop``: no
-Python round trip per step, and it stops as soon as the captions it
-returns have ended.
+Python round trip per step, and it stops as soon as no caption it could
+still find would change its result.
+
+Shape letters: B images, K beams (or captions) per image, V words, T most
+words per caption, L image locations.
 
 Results are ``SearchResult`` tuples (k captions per image):
   ids: int32 [B, k, T], word ids after <start>, <end> included, then <pad>;
   log_probs: float32 [B, k], sum of the words' log-probabilities;
-  scores: float32 [B, k], log_probs / length**length_penalty (ranks beams);
+  scores: float32 [B, k], log_probs over the length normalisation (ranks
+    beam search's captions; log_probs elsewhere);
   lengths: int32 [B, k], words including <end>;
   attention: float32 [B, k, T, L] for attention decoders, else None.
 
-Every search takes ``banned_ids``: words it never emits (the library's
-captioners ban ``<unk>``); the others' probabilities are renormalised.
+Every search applies the same rules to the logits of each step, before
+they are normalised (so the log-probabilities are those of the distribution
+the search draws from, as the banned words' renormalisation always was):
+  banned_ids: words it never emits (the library's captioners ban <unk>);
+  min_length: <end> is banned until the caption has this many words;
+  bad_ending_ids: <end> is banned right after these words ("a", "with",
+    ...; self-critical.pytorch's ``remove_bad_endings``);
+  no_repeat_ngram_size: n > 0 bans a word that would repeat an n-gram of
+    the caption (self-critical.pytorch's ``block_trigrams`` is n = 3);
+  repetition_penalty: theta; the logit l of a word already in the caption
+    becomes l / theta if l > 0 else l * theta (Keskar et al. 2019, CTRL).
+Each of them may be a Python value or a tensor (an exported signature's
+input); a Python value that turns a rule off builds none of its ops.
 """
 
 import collections
@@ -25,6 +40,7 @@ SearchResult = collections.namedtuple(
     "SearchResult", "ids log_probs scores lengths attention")
 
 NEG_INF = -1e9
+LENGTH_NORMALIZATIONS = ("plain", "gnmt")
 
 
 class StepCounter:
@@ -56,18 +72,33 @@ def _tile(structure, times):
                                structure)
 
 
-def _ban(logits, banned_ids):
-  """Logits [N, V] with the ``banned_ids`` columns set to NEG_INF."""
-  if not banned_ids:
-    return logits
-  vocab = tf.range(tf.shape(logits)[-1])
-  banned = tf.reduce_any(vocab[:, None] == tf.constant(
-      list(banned_ids), tf.int32)[None], axis=1)  # [V]
-  return tf.where(banned, tf.cast(NEG_INF, logits.dtype), logits)
-
-
 def _gather_rows(structure, rows):
   return tf.nest.map_structure(lambda x: tf.gather(x, rows), structure)
+
+
+def _is_off(value, off):
+  """Whether ``value`` is a Python value equal to ``off`` (a rule that is
+  off builds no ops); tensors are never off."""
+  return not tf.is_tensor(value) and value == off
+
+
+def _in_range(value, low, high, message, shown=()):
+  """Checks low <= value <= high (None: no bound). Python values raise
+  ValueError at once; tensors (e.g. the inputs of an exported signature)
+  give an assertion op, returned, that raises InvalidArgumentError with the
+  same message when run."""
+  if tf.is_tensor(value) or tf.is_tensor(high):
+    ok = tf.constant(True)
+    if low is not None:
+      ok = tf.logical_and(ok, value >= low)
+    if high is not None:
+      ok = tf.logical_and(ok, value <= high)
+    return [tf.debugging.Assert(ok, [tf.strings.format(
+        message, (*shown, value))])]
+  if (low is not None and not value >= low) or \
+     (high is not None and not value <= high):
+    raise ValueError(message.format(*shown, value))
+  return []
 
 
 def _check(beam_size, max_length, top_k=None, words=None):
@@ -75,54 +106,154 @@ def _check(beam_size, max_length, top_k=None, words=None):
 
   ``words``: how many words the search may emit (the vocabulary less the
   banned words), the most beams it can keep; None: not checked.
-  Python values raise ValueError at once. Scalar int32 tensors (e.g. the
-  inputs of an exported signature) give assertion ops instead, which raise
-  InvalidArgumentError with the same message when run.
   """
   top_k = beam_size if top_k is None else top_k
-  beam_rule = (beam_size, 1, 1 << 30, "beam size must be a positive "
-               "integer, got {}", ()) if words is None else \
-      (beam_size, 1, words, "beam size must be a positive integer up to "
-       "{}, the words the search may emit, got {}", (words,))
-  rules = (beam_rule,
-           (max_length, 1, 500, "max length must be in 1..500, got {}", ()),
-           (top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
-            (beam_size,)))
-  asserts = []
-  for value, low, high, message, shown in rules:
-    if tf.is_tensor(value) or tf.is_tensor(high):
-      asserts.append(tf.debugging.Assert(
-          tf.logical_and(value >= low, value <= high),
-          [tf.strings.format(message, (*shown, value))]))
-    elif not isinstance(value, int) or not low <= value <= high:
-      raise ValueError(message.format(*shown, value))
-  return asserts
+  for value, name in ((beam_size, "beam size"), (max_length, "max length"),
+                      (top_k, "top_k")):
+    if not tf.is_tensor(value) and not isinstance(value, int):
+      raise ValueError(f"{name} must be an integer, got {value!r}")
+  beam_rule = (1, 1 << 30, "beam size must be a positive integer, got {}",
+               ()) if words is None else \
+      (1, words, "beam size must be a positive integer up to {}, the words "
+       "the search may emit, got {}", (words,))
+  return (_in_range(beam_size, *beam_rule) +
+          _in_range(max_length, 1, 500, "max length must be in 1..500, "
+                    "got {}") +
+          _in_range(top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
+                    (beam_size,)))
 
 
-def _checked(beam_size, max_length, top_k=None, words=None):
-  """The sizes after ``_check``: tensors wait for its assertions."""
-  asserts = _check(beam_size, max_length, top_k, words)
+def _check_rules(rules):
+  """Checks the options of ``Rules``; returns the graph's assertions."""
+  return (_in_range(rules.min_length, 0, None,
+                    "min length must be >= 0, got {}") +
+          _in_range(rules.no_repeat_ngram_size, 0, None,
+                    "no_repeat_ngram_size must be >= 0, got {}") +
+          _in_range(rules.repetition_penalty, 1e-6, None,
+                    "repetition penalty must be > 0, got {}"))
+
+
+def _after(asserts, values):
+  """``values`` (a tuple) with its tensors waiting for ``asserts``."""
   if not asserts:
-    return beam_size, max_length, top_k
+    return values
   with tf.control_dependencies(asserts):
-    return tuple(None if x is None else tf.identity(x)
-                 for x in (beam_size, max_length, top_k))
+    return tuple(tf.identity(x) if tf.is_tensor(x) else x for x in values)
+
+
+Rules = collections.namedtuple("Rules", "end_id banned_ids min_length "
+                               "bad_ending_ids no_repeat_ngram_size "
+                               "repetition_penalty")
+
+
+def _word_mask(ids, use, vocab_size):
+  """bool [N, V]: the words ids[n, j] for which use[n, j] holds.
+
+  ids, use: [N, T]."""
+  rows = tf.broadcast_to(tf.range(tf.shape(ids)[0])[:, None], tf.shape(ids))
+  indices = tf.reshape(tf.stack([rows, ids], -1), [-1, 2])
+  hits = tf.tensor_scatter_nd_max(
+      tf.zeros([tf.shape(ids)[0], vocab_size], tf.int32), indices,
+      tf.reshape(tf.cast(use, tf.int32), [-1]))
+  return hits > 0
+
+
+def _apply_rules(logits, rules, t, words, ids, runs):
+  """The logits [N, V] of a step with ``rules`` applied (module doc).
+
+  t: int32 scalar, words in the captions so far; words: int32 [N], the
+  last word fed (<start> at t = 0); ids: int32 [N, T], the captions so far;
+  runs: int32 [N, T] from ``_ngram_runs`` (None where n-grams are not
+  blocked).
+  """
+  logits = tf.cast(logits, tf.float32)
+  vocab_size = tf.shape(logits)[-1]
+  vocab = tf.range(vocab_size)
+  written = tf.range(tf.shape(ids)[-1])[None] < t  # [1, T]
+  if not _is_off(rules.repetition_penalty, 1.0):
+    theta = tf.cast(rules.repetition_penalty, tf.float32)
+    seen = _word_mask(ids, tf.broadcast_to(written, tf.shape(ids)),
+                      vocab_size)
+    logits = tf.where(seen, tf.where(logits > 0, logits / theta,
+                                     logits * theta), logits)
+  banned = tf.zeros_like(logits, tf.bool)
+  if rules.banned_ids:
+    banned |= tf.reduce_any(vocab[:, None] == tf.constant(
+        list(rules.banned_ids), tf.int32)[None], axis=1)[None]
+  if runs is not None:
+    n = rules.no_repeat_ngram_size
+    banned |= _word_mask(ids, written & (runs >= n - 1) & (n > 0),
+                         vocab_size)
+  no_end = tf.zeros_like(words, tf.bool)
+  if not _is_off(rules.min_length, 0):
+    no_end |= t < rules.min_length
+  if tf.is_tensor(rules.bad_ending_ids) or len(rules.bad_ending_ids):
+    bad = tf.reshape(tf.cast(rules.bad_ending_ids, tf.int32), [-1])
+    no_end |= tf.reduce_any(words[:, None] == bad[None], axis=1) & (t > 0)
+  banned |= no_end[:, None] & (vocab == rules.end_id)[None]
+  return tf.where(banned, NEG_INF, logits)
+
+
+def _ngram_runs(ids, runs, words):
+  """Updates ``runs`` after ``words`` [N] were written at position t.
+
+  runs[n, j] is how many words before position j equal the words before
+  the next position (the caption's end): the n-gram ending at j repeats
+  the last n - 1 words plus ids[n, j] when runs[n, j] >= n - 1. Adding a
+  word w: runs'[j] = runs[j - 1] + 1 where ids[j - 1] == w, else 0.
+  """
+  before = tf.pad(ids[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
+  runs_before = tf.pad(runs[:, :-1], [[0, 0], [1, 0]])
+  return tf.where(before == words[:, None], runs_before + 1, 0)
+
+
+def _normalizer(lengths, length_penalty, length_normalization):
+  """The length normalisation lp(|Y|) that scores divide log-probs by:
+  |Y|^alpha ("plain") or ((5 + |Y|) / 6)^alpha ("gnmt"; Wu et al. 2016,
+  eq. 14). Both grow with |Y| for alpha >= 0."""
+  lengths = tf.cast(lengths, tf.float32)
+  if length_normalization == "gnmt":
+    lengths = (5.0 + lengths) / 6.0
+  return tf.pow(lengths, tf.cast(length_penalty, tf.float32))
+
+
+def _score(log_probs, lengths, length_penalty, length_normalization):
+  """log_probs / lp(lengths); NEG_INF for the impossible (log_probs at
+  NEG_INF, e.g. a banned word's)."""
+  return tf.where(log_probs > NEG_INF / 2, log_probs / _normalizer(
+      lengths, length_penalty, length_normalization), NEG_INF)
+
+
+def _write(ids, t, words):
+  """ids [..., T] with position t set to ``words`` [...]."""
+  column = tf.one_hot(t, tf.shape(ids)[-1], dtype=tf.int32)
+  return ids * (1 - column) + words[..., None] * column
 
 
 def beam_search(decoder, features, beam_size=3, max_length=20,
                 length_penalty=0.0, top_k=None, start_id=1, end_id=2,
-                pad_id=0, banned_ids=()):
+                pad_id=0, banned_ids=(), length_normalization="plain",
+                min_length=0, bad_ending_ids=(), no_repeat_ngram_size=0,
+                repetition_penalty=1.0, diversity_groups=1,
+                diversity_strength=0.0):
   """Batched beam search over a batch of images.
 
-  Beams that emit <end> are kept, frozen, and compete on their total
-  log-probability; the search stops when all beams of all images have ended
-  or at ``max_length``, in which case unfinished beams (the best partial
-  captions) are returned as they are. Final ranking divides by
-  length**length_penalty (0 = plain log-probability). With
-  length_penalty 0 it stops as soon as each image's ``top_k`` best beams
-  have ended: the beams are kept sorted and a live beam's log-probability
-  only falls, so no live beam can overtake them and the result is the one
-  the full search would return, in fewer decoder steps.
+  K live beams per image always, as im2txt keeps them: a beam that emits
+  <end> leaves the live beams for a pool of the ``top_k`` best finished
+  captions per image, ranked by their final score log p(Y) / lp(|Y|)
+  (``_normalizer``), and the K best extensions by other words stay live.
+  At ``max_length`` the live beams count as finished. The search stops
+  early, for each image, once its pool is full and no live beam can beat
+  the worst caption in it: a live beam's log-probability only falls, so
+  its best possible score is log p / lp(max_length) (lp grows with the
+  length). The early stop is exact: the result is the full search's.
+
+  Diverse beam search (Vijayakumar et al. 2018): with G
+  ``diversity_groups`` the K beams form G groups of K / G, each a beam
+  search of its own whose choices at a step are penalised by
+  ``diversity_strength`` (lambda) times the number of times the groups
+  before it chose the same word at that step (Hamming diversity). The
+  penalty only selects beams; the pool is shared and ranks by score.
 
   Args:
     decoder: an object with the decoder-step contract.
@@ -130,91 +261,176 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     beam_size: int or int32 scalar tensor. K beams per image.
     max_length: int or int32 scalar tensor. Most words per caption, <end>
       included.
-    length_penalty: float. The exponent alpha above.
+    length_penalty: float or float32 scalar tensor >= 0. The exponent alpha
+      of the length normalisation (0 = plain log-probability).
     top_k: int or int32 scalar tensor <= beam_size. Captions returned per
       image (default: all K).
-    banned_ids: sequence of int. Words never emitted.
+    banned_ids, min_length, bad_ending_ids, no_repeat_ngram_size,
+      repetition_penalty: the rules of the module doc.
+    length_normalization: "plain" (|Y|^alpha) or "gnmt" (((5 + |Y|) /
+      6)^alpha).
+    diversity_groups: int G >= 1 dividing K (a Python int).
+    diversity_strength: float or float32 scalar tensor, lambda >= 0.
   """
-  k, max_length, top_k = _checked(beam_size, max_length, top_k,
-                                  emitted_words(decoder, banned_ids))
+  if length_normalization not in LENGTH_NORMALIZATIONS:
+    raise ValueError(f"length normalization must be one of "
+                     f"{', '.join(LENGTH_NORMALIZATIONS)}, got "
+                     f"{length_normalization!r}")
+  if not isinstance(diversity_groups, int) or diversity_groups < 1:
+    raise ValueError("diversity groups must be a positive integer, got "
+                     f"{diversity_groups!r}")
+  rules = Rules(end_id, tuple(banned_ids), min_length, bad_ending_ids,
+                no_repeat_ngram_size, repetition_penalty)
+  asserts = (_check(beam_size, max_length, top_k) +
+             _check_rules(rules) +
+             _in_range(length_penalty, 0.0, None,
+                       "length penalty must be >= 0, got {}") +
+             _in_range(diversity_strength, 0.0, None,
+                       "diversity strength must be >= 0, got {}") +
+             _in_range(beam_size % diversity_groups, 0, 0,
+                       "beam size must be a multiple of the diversity "
+                       "groups ({}); the remainder is {}",
+                       (diversity_groups,)))
+  k, max_length, top_k = _after(asserts, (beam_size, max_length, top_k))
   top_k = k if top_k is None else top_k
+  groups = diversity_groups
+  group_size = k // groups
   batch_size = tf.shape(features)[0]
-  state = _tile(decoder.initial_state(features), k)
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
+  score = lambda log_probs, lengths: _score(  # noqa: E731
+      log_probs, lengths, length_penalty, length_normalization)
 
-  # Only beam 0 is alive at the start, so the first step draws K distinct
-  # words from it rather than K copies of the same one. Likewise a finished
-  # beam may only continue with <pad> (its first candidate), at no cost.
-  first_only = tf.where(tf.range(k) == 0, 0.0, NEG_INF)  # [K]
-  log_probs = tf.tile(first_only[None], [batch_size, 1])
-  beam_offsets = tf.range(batch_size)[:, None] * k  # [B, 1]
-  init = dict(
-      t=tf.constant(0),
+  # Only the first beam of each group is alive at the start, so the first
+  # step draws distinct words from it rather than copies of the same one.
+  first_only = tf.where(tf.range(k) % group_size == 0, 0.0, NEG_INF)  # [K]
+  live = dict(
       words=tf.fill([batch_size * k], start_id),
-      state=state,
-      log_probs=log_probs,
-      finished=tf.zeros([batch_size, k], tf.bool),
-      lengths=tf.zeros([batch_size, k], tf.int32),
+      state=_tile(decoder.initial_state(features), k),
+      log_probs=tf.tile(first_only[None], [batch_size, 1]),
       ids=tf.fill([batch_size, k, max_length], pad_id),
       attention=tf.zeros([batch_size, k, max_length, num_locations]))
+  if not _is_off(no_repeat_ngram_size, 0):
+    live["runs"] = tf.zeros([batch_size, k, max_length], tf.int32)
+  pool = dict(
+      ids=tf.fill([batch_size, top_k, max_length], pad_id),
+      log_probs=tf.fill([batch_size, top_k], NEG_INF),
+      scores=tf.fill([batch_size, top_k], NEG_INF),
+      lengths=tf.zeros([batch_size, top_k], tf.int32),
+      attention=tf.zeros([batch_size, top_k, max_length, num_locations]))
+  beam_offsets = tf.range(batch_size)[:, None] * k  # [B, 1]
 
-  def body(v):
-    t = v["t"]
-    out = decoder.step(v["words"], v["state"])
-    logits = _ban(out.logits, banned_ids)
-    # The K best extensions of all beams are among the K best of each beam:
-    # take those first (top-k over V per beam, then over K*K per image)
-    # instead of sorting K*V candidates, and normalise only those K.
-    best_logits, best_words = tf.math.top_k(logits, k)  # [B*K, K]
-    step_log_probs = best_logits - tf.reduce_logsumexp(logits, -1,
-                                                       keepdims=True)
-    step_log_probs = tf.reshape(step_log_probs, [batch_size, k, k])
-    best_words = tf.reshape(best_words, [batch_size, k, k])
-    finished = v["finished"][..., None]
-    step_log_probs = tf.where(finished, first_only, step_log_probs)
-    best_words = tf.where(finished, pad_id, best_words)
-    candidates = tf.reshape(v["log_probs"][..., None] + step_log_probs,
-                            [batch_size, k * k])
-    new_log_probs, flat = tf.math.top_k(candidates, k)  # [B, K]
-    parent = flat // k
-    word = tf.gather(tf.reshape(best_words, [batch_size, k * k]), flat,
-                     batch_dims=1)
-    rows = tf.reshape(beam_offsets + parent, [-1])
+  def into_pool(pool, candidates):
+    """The ``top_k`` best by score of the pool and the candidates (ties
+    keep the pool's)."""
+    merged = {key: tf.concat([pool[key], candidates[key]], 1)
+              for key in pool}
+    _, best = tf.math.top_k(merged["scores"], top_k)
+    return {key: tf.gather(x, best, batch_dims=1)
+            for key, x in merged.items()}
 
-    was_finished = tf.gather(v["finished"], parent, batch_dims=1)
-    column = tf.one_hot(t, max_length, dtype=tf.int32)  # [T]
-    ids = tf.gather(v["ids"], parent, batch_dims=1)
-    ids = ids * (1 - column) + word[..., None] * column
-    attention = tf.gather(v["attention"], parent, batch_dims=1)
+  def select(logits, log_norm, log_probs):
+    """Parents (beam index in the image) [B, K], words [B, K] and new
+    log-probabilities [B, K] of the K best live extensions, per group.
+
+    logits [B, K, V] (<end>'s at NEG_INF) and log_norm [B, K, 1]: the
+    words' log-probabilities are logits - log_norm."""
+    parents, words, new_log_probs = [], [], []
+    chosen = None  # float32 [B, V]: times each word was chosen this step.
+    for g in range(groups):
+      beams = slice(None) if groups == 1 else \
+          slice(g * group_size, (g + 1) * group_size)
+      group_logits = logits[:, beams]  # [B, Kg, V]
+      if chosen is not None:
+        group_logits -= tf.cast(diversity_strength, tf.float32) * \
+            chosen[:, None]
+      # The Kg best extensions of the group are among the Kg best of each
+      # of its beams: take those first (top-k over V per beam), then the
+      # best over Kg * Kg per image, instead of sorting Kg * V candidates.
+      best_logits, best_words = tf.math.top_k(group_logits, tf.minimum(
+          group_size, tf.shape(logits)[-1]))
+      ranking = log_probs[:, beams, None] + best_logits - log_norm[:, beams]
+      if chosen is not None:  # The log-probabilities, less the penalty.
+        best_logits = tf.gather(logits[:, beams], best_words, batch_dims=2)
+      candidates = log_probs[:, beams, None] + best_logits - \
+          log_norm[:, beams]
+      _, flat = tf.math.top_k(tf.reshape(ranking, [batch_size, -1]),
+                              group_size)
+      parents.append(flat // tf.shape(best_words)[-1] + g * group_size)
+      words.append(tf.gather(tf.reshape(best_words, [batch_size, -1]), flat,
+                             batch_dims=1))
+      new_log_probs.append(tf.gather(tf.reshape(
+          candidates, [batch_size, -1]), flat, batch_dims=1))
+      if g + 1 < groups:
+        picked = tf.reduce_sum(tf.one_hot(words[-1], tf.shape(logits)[-1]),
+                               axis=1)
+        chosen = picked if chosen is None else chosen + picked
+    return tuple(x[0] if groups == 1 else tf.concat(x, 1)
+                 for x in (parents, words, new_log_probs))
+
+  def body(t, live, pool):
+    out = decoder.step(live["words"], live["state"])
+    runs = live.get("runs")
+    flat = lambda x: tf.reshape(x, [batch_size * k, -1])  # noqa: E731
+    logits = tf.reshape(_apply_rules(
+        out.logits, rules, t, live["words"], flat(live["ids"]),
+        None if runs is None else flat(runs)), [batch_size, k, -1])
+    log_norm = tf.reduce_logsumexp(logits, -1, keepdims=True)  # [B, K, 1]
+    attention = live["attention"]
     if out.attention is not None:
-      step_attention = tf.gather(out.attention, rows)
-      step_attention = tf.reshape(step_attention, [batch_size, k, 1, -1])
-      attention += step_attention * tf.cast(column, tf.float32)[:, None] * \
-          tf.cast(tf.logical_not(was_finished), tf.float32)[..., None, None]
-    return (dict(
-        t=t + 1,
-        words=tf.reshape(word, [-1]),
-        state=_gather_rows(out.state, rows),
-        log_probs=new_log_probs,
-        finished=tf.logical_or(was_finished, tf.equal(word, end_id)),
-        lengths=tf.gather(v["lengths"], parent, batch_dims=1) +
-        tf.cast(tf.logical_not(was_finished), tf.int32),
-        ids=ids,
-        attention=attention),)
+      column = tf.one_hot(t, max_length)[:, None]  # [T, 1]
+      attention += tf.reshape(out.attention, [batch_size, k, 1, -1]) * column
 
-  exact_early_stop = isinstance(length_penalty, (int, float)) and \
-      length_penalty == 0
-  v = tf.while_loop(_not_done(max_length, top_k if exact_early_stop else k),
-                    body, (init,), shape_invariants=(_invariants(init),),
-                    maximum_iterations=max_length)[0]
-  lengths = tf.maximum(v["lengths"], 1)
-  scores = v["log_probs"] / tf.pow(tf.cast(lengths, tf.float32),
-                                   length_penalty)
-  scores, order = tf.math.top_k(scores, top_k)
-  pick = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
-  return SearchResult(pick(v["ids"]), pick(v["log_probs"]), scores,
-                      pick(lengths),
-                      pick(v["attention"]) if decoder.has_attention else None)
+    # Beams that end now leave for the pool.
+    ended = live["log_probs"] + logits[..., end_id] - log_norm[..., 0]
+    pool = into_pool(pool, dict(
+        ids=_write(live["ids"], t, tf.fill([batch_size, k], end_id)),
+        log_probs=ended, scores=score(ended, t + 1),
+        lengths=tf.fill([batch_size, k], t + 1), attention=attention))
+
+    # The others compete for the K live slots.
+    is_end = tf.one_hot(end_id, tf.shape(logits)[-1], on_value=True,
+                        off_value=False)
+    parents, words, log_probs = select(
+        tf.where(is_end, NEG_INF, logits), log_norm, live["log_probs"])
+    rows = tf.reshape(beam_offsets + parents, [-1])
+    ids = _write(tf.gather(live["ids"], parents, batch_dims=1), t, words)
+    new = dict(words=tf.reshape(words, [-1]),
+               state=_gather_rows(out.state, rows), log_probs=log_probs,
+               ids=ids, attention=tf.gather(attention, parents, batch_dims=1))
+    if runs is not None:
+      new["runs"] = tf.reshape(_ngram_runs(
+          flat(ids), tf.gather(flat(runs), rows), new["words"]),
+          [batch_size, k, -1])
+    return t + 1, new, pool
+
+  def unsettled(t, live, pool):
+    """Steps left, and an image whose result could still change."""
+    best_possible = score(tf.reduce_max(live["log_probs"], 1), max_length)
+    return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(
+        _settled(best_possible, pool["scores"]))))
+
+  t, live, pool = tf.while_loop(
+      unsettled, body, (tf.constant(0), live, pool),
+      shape_invariants=(tf.TensorShape([]), _invariants(live),
+                        _invariants(pool)),
+      maximum_iterations=max_length)
+  # At max_length the live beams count as finished (after an early stop
+  # none of them can enter the pool).
+  pool = into_pool(pool, dict(
+      ids=live["ids"], log_probs=live["log_probs"],
+      scores=score(live["log_probs"], t), lengths=tf.fill(
+          [batch_size, k], t), attention=live["attention"]))
+  return SearchResult(pool["ids"], pool["log_probs"], pool["scores"],
+                      pool["lengths"], pool["attention"]
+                      if decoder.has_attention else None)
+
+
+def _settled(best_possible, pool_scores):
+  """bool [B]: whether each image's pool of finished captions is full and
+  no live beam can beat its worst (best_possible [B]: the best score a live
+  beam could still reach; pool_scores [B, k], best first)."""
+  worst = pool_scores[:, -1]
+  return (worst > NEG_INF / 2) & (best_possible <= worst)
 
 
 def _invariants(structure):
@@ -226,40 +442,65 @@ def _invariants(structure):
 
 
 def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0,
-           banned_ids=()):
-  """Most likely word at each step; k = 1 caption per image."""
+           banned_ids=(), **rules):
+  """Most likely word at each step; k = 1 caption per image. ``rules``:
+  min_length, bad_ending_ids, no_repeat_ngram_size, repetition_penalty
+  (module doc)."""
   return _decode(decoder, features, max_length, lambda logits, t: tf.cast(
-      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id, banned_ids)
+      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id, banned_ids,
+                 **rules)
 
 
 def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
-           seed=(0, 0), start_id=1, end_id=2, pad_id=0, banned_ids=()):
+           seed=(0, 0), start_id=1, end_id=2, pad_id=0, banned_ids=(),
+           top_p=1.0, **rules):
   """Samples each word from softmax(logits / temperature).
 
   Args:
     top_k: int. When > 0, sample only among the k most likely words.
+    top_p: float in (0, 1]. Nucleus sampling (Holtzman et al. 2020): sample
+      only among the fewest most likely words whose probabilities (after
+      the temperature) sum to at least p; 1 = all.
     seed: pair of ints, or an int32 [2] tensor; the same seed gives the same
       captions.
+    rules: min_length, bad_ending_ids, no_repeat_ngram_size,
+      repetition_penalty (module doc).
   """
-  if temperature <= 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
+  asserts = (_in_range(temperature, 1e-6, None, "temperature must be > 0, "
+                       "got {}") +
+             _in_range(top_p, 1e-6, 1.0, "top_p must be in (0, 1], got {}") +
+             _in_range(top_k, 0, None, "top_k must be >= 0, got {}"))
+  temperature, top_p, top_k = _after(asserts, (temperature, top_p, top_k))
   seed = tf.cast(seed, tf.int32)
 
   def choose(logits, t):
     logits = logits / temperature
-    if top_k:
-      kth = tf.math.top_k(logits, top_k).values[:, -1:]
-      logits = tf.where(logits < kth, NEG_INF, logits)
+    if not _is_off(top_k, 0):
+      kth = tf.math.top_k(logits, tf.maximum(top_k, 1)).values[:, -1:]
+      logits = tf.where((logits < kth) & (top_k > 0), NEG_INF, logits)
+    if not _is_off(top_p, 1.0):
+      # Sorted probabilities; a word stays if the words likelier than it
+      # sum to less than p (so the likeliest always stays).
+      order = tf.argsort(logits, -1, direction="DESCENDING")
+      sorted_logits = tf.gather(logits, order, batch_dims=1)
+      before = tf.math.cumsum(tf.nn.softmax(sorted_logits), -1,
+                              exclusive=True)
+      cut = tf.where(before < top_p, sorted_logits, NEG_INF)
+      logits = tf.gather(cut, tf.argsort(order, -1), batch_dims=1)
     return tf.cast(tf.random.stateless_categorical(
         logits, 1, seed + tf.stack([t, 0]))[:, 0], tf.int32)
   return _decode(decoder, features, max_length, choose, start_id, end_id,
-                 pad_id, banned_ids)
+                 pad_id, banned_ids, **rules)
 
 
 def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
-            banned_ids):
+            banned_ids, min_length=0, bad_ending_ids=(),
+            no_repeat_ngram_size=0, repetition_penalty=1.0):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
-  _, max_length, _ = _checked(1, max_length)
+  rules = Rules(end_id, tuple(banned_ids), min_length, bad_ending_ids,
+                no_repeat_ngram_size, repetition_penalty)
+  (max_length,) = _after(_check(1, max_length) + _check_rules(rules),
+                         (max_length,))
   batch_size = tf.shape(features)[0]
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
   init = dict(
@@ -271,10 +512,13 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
       lengths=tf.zeros([batch_size], tf.int32),
       ids=tf.fill([batch_size, max_length], pad_id),
       attention=tf.zeros([batch_size, max_length, num_locations]))
+  if not _is_off(no_repeat_ngram_size, 0):
+    init["runs"] = tf.zeros([batch_size, max_length], tf.int32)
 
   def body(v):
     out = decoder.step(v["words"], v["state"])
-    logits = _ban(out.logits, banned_ids)
+    logits = _apply_rules(out.logits, rules, v["t"], v["words"], v["ids"],
+                          v.get("runs"))
     alive = tf.logical_not(v["finished"])
     word = tf.where(alive, choose(logits, v["t"]), pad_id)
     word_log_prob = tf.gather(logits, word, batch_dims=1) - \
@@ -285,29 +529,23 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
       attention += out.attention[:, None, :] * tf.cast(
           column, tf.float32)[:, None] * tf.cast(alive, tf.float32)[
               :, None, None]
-    return (dict(
+    new = dict(
         t=v["t"] + 1, words=word, state=out.state,
         log_probs=v["log_probs"] + tf.where(alive, word_log_prob, 0.0),
         finished=tf.logical_or(v["finished"], tf.equal(word, end_id)),
         lengths=v["lengths"] + tf.cast(alive, tf.int32),
-        ids=v["ids"] * (1 - column) + word[:, None] * column,
-        attention=attention),)
+        ids=_write(v["ids"], v["t"], word),
+        attention=attention)
+    if "runs" in v:
+      new["runs"] = _ngram_runs(new["ids"], v["runs"], word)
+    return (new,)
 
-  v = tf.while_loop(_not_done(max_length), body, (init,),
-                    shape_invariants=(_invariants(init),),
-                    maximum_iterations=max_length)[0]
+  v = tf.while_loop(
+      lambda v: tf.logical_and(v["t"] < max_length,
+                               tf.logical_not(tf.reduce_all(v["finished"]))),
+      body, (init,), shape_invariants=(_invariants(init),),
+      maximum_iterations=max_length)[0]
   lengths = tf.maximum(v["lengths"], 1)
   attention = v["attention"][:, None] if decoder.has_attention else None
   return SearchResult(v["ids"][:, None], v["log_probs"][:, None],
                       v["log_probs"][:, None], lengths[:, None], attention)
-
-
-def _not_done(max_length, first=None):
-  """Loop condition: steps left and some caption still going; with
-  ``first``, some caption among the first ``first`` of each image (the
-  best beams, as beam search keeps them sorted)."""
-  def cond(v):
-    finished = v["finished"] if first is None else v["finished"][:, :first]
-    return tf.logical_and(v["t"] < max_length,
-                          tf.logical_not(tf.reduce_all(finished)))
-  return cond

@@ -96,11 +96,14 @@ def best_and_all(decoder, features, beam_size, max_length):
 
 def test_beam_search_stops_once_the_returned_captions_have_ended():
   # With beam 2, "b <end>" (0.36) has ended at step 2 and leads the live
-  # "a a" (0.216), which can only fall: top_k=1 is settled after two steps,
-  # while top_k=2 runs on to max_length for the second caption.
+  # "a a" (0.216), which can only fall: top_k=1 is settled after two steps.
+  # top_k=2 needs a third: "a b <end>" (0.1836) then beats "a <end>" (0.18)
+  # for the second place, and the best live "a a a" (0.078) is below it.
   (best, best_steps), (full, full_steps) = best_and_all(
       TableDecoder(TABLE), tf.zeros([3, 3]), 2, 6).values()
-  assert (best_steps, full_steps) == (2, 6)
+  assert (best_steps, full_steps) == (2, 3)
+  np.testing.assert_allclose(full.log_probs[0].numpy(),
+                             np.log([0.36, 0.6 * 0.34 * 0.9]), rtol=1e-5)
   np.testing.assert_array_equal(best.ids.numpy(), full.ids[:, :1].numpy())
   np.testing.assert_array_equal(best.log_probs.numpy(),
                                 full.log_probs[:, :1].numpy())
@@ -141,16 +144,18 @@ def test_early_stop_keeps_the_best_captions_of_random_tables():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_beam_one_equals_greedy_on_a_real_decoder(cell):
+def test_beam_one_is_never_worse_than_greedy_on_a_real_decoder(cell):
+  # Beam 1 follows the likeliest word other than <end> and keeps the best
+  # finished caption apart, so greedy's caption (which ends where <end> is
+  # the likeliest word) is among those it sees.
   tf.keras.utils.set_random_seed(3)
   decoder = ShowAndTell(30, embedding_size=8, hidden_size=16, dropout=0.0,
                         cell=cell)
   features = tf.random.normal([5, 4])
   greedy = tf.function(lambda f: search.greedy(decoder, f, 12))(features)
   beam = tf.function(lambda f: search.beam_search(decoder, f, 1, 12))(features)
-  np.testing.assert_array_equal(greedy.ids.numpy(), beam.ids.numpy())
-  np.testing.assert_allclose(greedy.log_probs.numpy(), beam.log_probs.numpy(),
-                             rtol=1e-5)
+  gain = beam.log_probs.numpy() - greedy.log_probs.numpy()
+  assert (gain >= -1e-4).all() and (gain > 1).any()
 
 
 def test_beam_search_batched_equals_one_by_one():
@@ -206,3 +211,178 @@ def test_bad_search_arguments():
     search.beam_search(decoder, tf.zeros([1, 3]), max_length=100000)
   with pytest.raises(ValueError, match="temperature must be > 0"):
     search.sample(decoder, tf.zeros([1, 3]), temperature=0)
+
+
+def test_a_finished_caption_is_not_evicted_by_live_beams():
+  # The issue's case: "<end>" alone (0.15) finishes at the first step; the
+  # live "a" (0.8) and its extensions lead it for a while but all end below
+  # it (best: "a b <end>", 0.8 * 0.5 * 0.25 = 0.1). A search whose
+  # finished beams compete for the K slots loses "<end>" at the second step.
+  table = [[1, 0, 0, 0, 0],
+           [0, 0, 0.15, 0.8, 0.05],   # start
+           [1, 0, 0, 0, 0],           # end
+           [0, 0, 0.1, 0.4, 0.5],     # a
+           [0, 0, 0.25, 0.4, 0.35]]   # b
+  result = search.beam_search(TableDecoder(table), tf.zeros([1, 3]),
+                              beam_size=2, max_length=4, top_k=2)
+  assert result.ids[0].numpy().tolist() == [[END, 0, 0, 0],
+                                            [A, B, END, 0]]
+  np.testing.assert_allclose(result.log_probs[0].numpy(),
+                             np.log([0.15, 0.1]), rtol=1e-5)
+  assert result.lengths[0].numpy().tolist() == [1, 3]
+
+
+def _log_softmax(logits, banned):
+  logits = np.where(np.isin(np.arange(logits.shape[-1]), banned), -np.inf,
+                    logits)
+  return logits - np.logaddexp.reduce(logits, -1, keepdims=True)
+
+
+def exhaustive(log_table, max_length, banned, score):
+  """Every caption of a Markov table (log p(next | previous) [V, V]) in
+  at most ``max_length`` words: those that end with <end>, and those that
+  reach max_length without it. [(score, log_prob, ids)], best first."""
+  log_p = _log_softmax(log_table, banned)
+  out, prefixes = [], [((), 0.0, START)]
+  for t in range(max_length):
+    grown = []
+    for words, lp, last in prefixes:
+      for w in range(log_p.shape[0]):
+        if w in banned or not np.isfinite(log_p[last, w]):
+          continue
+        caption = (words + (w,), lp + log_p[last, w], w)
+        if w == END:
+          out.append(caption)
+        elif t + 1 == max_length:
+          out.append(caption)
+        else:
+          grown.append(caption)
+    prefixes = grown
+  return sorted(((score(lp, len(words)), lp, words)
+                 for words, lp, _ in out), key=lambda c: -c[0])
+
+
+def random_tables(seed, images, vocab):
+  rng = np.random.default_rng(seed)
+  tables = rng.dirichlet(np.full(vocab, 0.7), size=(images, vocab))
+  tables[:, :, [PAD, START]] = 0
+  return np.log(tables + 1e-30).astype(np.float32)
+
+
+class RecordingDecoder:
+  """A Markov table per image that records, when run eagerly, the words
+  of each beam it is fed (its state carries them: the search reorders it
+  with the beams)."""
+
+  has_attention = False
+
+  def __init__(self, log_tables, max_length):
+    self.log_tables = tf.constant(log_tables)
+    self.vocab_size = log_tables.shape[-1]
+    self.max_length = max_length
+    self.fed = set()  # (image, words so far)
+
+  def initial_state(self, features):
+    n = tf.shape(features)[0]
+    return {"image": tf.cast(features[:, 0], tf.int32),
+            "words": tf.fill([n, self.max_length + 1], -1)}
+
+  def step(self, word_ids, state, training=False):
+    count = tf.reduce_sum(tf.cast(state["words"] >= 0, tf.int32), -1)
+    words = tf.tensor_scatter_nd_update(
+        state["words"], tf.stack([tf.range(tf.shape(word_ids)[0]), count],
+                                 -1), word_ids)
+    for image, row in zip(state["image"].numpy(), words.numpy()):
+      self.fed.add((int(image), tuple(int(w) for w in row[1:] if w >= 0)))
+    logits = tf.gather_nd(self.log_tables,
+                          tf.stack([state["image"], word_ids], -1))
+    return StepOutput(logits, {"image": state["image"], "words": words},
+                      None)
+
+
+SCORES = {
+    "log-prob": dict(),
+    "plain 0.7": dict(length_penalty=0.7),
+    "gnmt 1.0": dict(length_penalty=1.0, length_normalization="gnmt"),
+}
+
+
+def _score_fn(length_penalty=0.0, length_normalization="plain"):
+  def score(log_prob, length):
+    norm = (5 + length) / 6 if length_normalization == "gnmt" else length
+    return log_prob / norm ** length_penalty
+  return score
+
+
+@pytest.mark.parametrize("scoring", sorted(SCORES))
+def test_wide_beam_returns_the_exhaustive_top_k(scoring):
+  # V = 6, 4 words: 3 words other than <end> give at most 27 live
+  # prefixes, so 27 beams keep them all and the search is exhaustive.
+  options = SCORES[scoring]
+  tables = random_tables(0, 6, 6)
+  features = tf.constant(np.arange(6)[:, None] * [1.0, 0.0], tf.float32)
+  banned = (PAD, START)
+  result = search.beam_search(RecordingDecoder(tables, 4), features, 27, 4,
+                              top_k=5, banned_ids=banned, **options)
+  for image in range(6):
+    every = exhaustive(tables[image], 4, banned, _score_fn(**options))
+    np.testing.assert_allclose(result.scores[image].numpy(),
+                               [c[0] for c in every[:5]], rtol=1e-4)
+    # The captions are those scores' (a Markov table has ties: the same
+    # transitions in another order).
+    log_probs = {c[2]: c[1] for c in every}
+    got = [tuple(w for w in row if w != PAD)
+           for row in result.ids[image].numpy().tolist()]
+    np.testing.assert_allclose(result.log_probs[image].numpy(),
+                               [log_probs[words] for words in got],
+                               rtol=1e-4)
+    assert len(set(got)) == 5
+
+
+@pytest.mark.parametrize("scoring", sorted(SCORES))
+@pytest.mark.parametrize("beam_size", [1, 2, 3])
+def test_any_beam_returns_the_best_finished_caption_it_saw(beam_size,
+                                                           scoring):
+  options = SCORES[scoring]
+  tables = random_tables(1, 8, 6)
+  features = tf.constant(np.arange(8)[:, None] * [1.0, 0.0], tf.float32)
+  banned = (PAD, START)
+  decoder = RecordingDecoder(tables, 4)
+  result = search.beam_search(decoder, features, beam_size, 4,
+                              banned_ids=banned, **options)
+  score = _score_fn(**options)
+  for image in range(8):
+    every = {c[2]: c[0] for c in exhaustive(tables[image], 4, banned,
+                                            score)}
+    seen = [every[words + (END,)] for i, words in decoder.fed
+            if i == image and words + (END,) in every]
+    seen += [every[words] for i, words in decoder.fed
+             if i == image and len(words) == 4 and words in every]
+    got = tuple(w for w in result.ids[image, 0].numpy() if w != PAD)
+    assert got in every
+    np.testing.assert_allclose(float(result.scores[image, 0]), every[got],
+                               rtol=1e-4)
+    assert every[got] >= max(seen) - 1e-4
+
+
+@pytest.mark.parametrize("scoring", sorted(SCORES))
+def test_early_stop_gives_the_full_search_result(scoring, monkeypatch):
+  options = SCORES[scoring]
+  tables = np.exp(random_tables(2, 16, 8))
+  tables[:, 3:, END] += 1.0  # Captions end soon enough to stop early.
+  tables /= tables.sum(-1, keepdims=True)
+  features = tf.constant(np.arange(16)[:, None] * [1.0, 0.0], tf.float32)
+
+  def run():
+    counter = search.StepCounter(ImageTablesDecoder(tables))
+    result = search.beam_search(counter, features, 3, 12, top_k=2,
+                                banned_ids=(PAD, START), **options)
+    return result, int(counter.steps.numpy())
+  early, early_steps = run()
+  monkeypatch.setattr(search, "_settled", lambda best, pool: tf.zeros_like(
+      best, tf.bool))
+  full, full_steps = run()
+  assert early_steps < full_steps == 12
+  for a, b in zip(early, full):
+    if a is not None:
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
