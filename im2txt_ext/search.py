@@ -382,6 +382,9 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
 
     # Beams that end now leave for the pool.
     ended = live["log_probs"] + logits[..., end_id] - log_norm[..., 0]
+    if groups > 1:  # Groups may share a caption: it ends once.
+      ended = tf.where(_repeats(live["ids"], live["log_probs"]), NEG_INF,
+                       ended)
     pool = into_pool(pool, dict(
         ids=_write(live["ids"], t, tf.fill([batch_size, k], end_id)),
         log_probs=ended, scores=score(ended, t + 1),
@@ -400,7 +403,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     if runs is not None:
       new["runs"] = tf.reshape(_ngram_runs(
           flat(ids), tf.gather(flat(runs), rows), new["words"]),
-          [batch_size, k, -1])
+          tf.shape(runs))
     return t + 1, new, pool
 
   def unsettled(t, live, pool):
@@ -411,8 +414,9 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
 
   t, live, pool = tf.while_loop(
       unsettled, body, (tf.constant(0), live, pool),
-      shape_invariants=(tf.TensorShape([]), _invariants(live),
-                        _invariants(pool)),
+      shape_invariants=(tf.TensorShape([]), {
+          key: _invariants(x, 1 if key in ("words", "state") else 2)
+          for key, x in live.items()}, _invariants(pool, 2)),
       maximum_iterations=max_length)
   # At max_length the live beams count as finished (after an early stop
   # none of them can enter the pool).
@@ -425,6 +429,16 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
                       if decoder.has_attention else None)
 
 
+def _repeats(ids, log_probs):
+  """bool [B, K]: whether a live beam before each (ids [B, K, T],
+  log_probs [B, K]) holds the same words."""
+  same = tf.reduce_all(ids[:, :, None] == ids[:, None], -1)  # [B, K, K]
+  beams = tf.range(tf.shape(ids)[1])
+  before = beams[None, :] < beams[:, None]  # [K, K]: j before i.
+  alive = log_probs > NEG_INF / 2
+  return tf.reduce_any(same & before & alive[:, None], -1)
+
+
 def _settled(best_possible, pool_scores):
   """bool [B]: whether each image's pool of finished captions is full and
   no live beam can beat its worst (best_possible [B]: the best score a live
@@ -433,12 +447,13 @@ def _settled(best_possible, pool_scores):
   return (worst > NEG_INF / 2) & (best_possible <= worst)
 
 
-def _invariants(structure):
-  """Shape invariants with the batch dimension left free."""
-  def free(x):
+def _invariants(structure, free=1):
+  """Shape invariants with the first ``free`` dimensions (batch, beams)
+  left free."""
+  def free_dims(x):
     shape = x.shape.as_list()
-    return tf.TensorShape([None] + shape[1:]) if shape else x.shape
-  return tf.nest.map_structure(free, structure)
+    return tf.TensorShape([None] * free + shape[free:]) if shape else x.shape
+  return tf.nest.map_structure(free_dims, structure)
 
 
 def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0,

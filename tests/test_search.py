@@ -386,3 +386,178 @@ def test_early_stop_gives_the_full_search_result(scoring, monkeypatch):
   for a, b in zip(early, full):
     if a is not None:
       np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _searches(decoder, features, **rules):
+  """Beam (2 beams), greedy and sampling results under the same rules."""
+  return {"beam": search.beam_search(decoder, features, 2, 6, **rules),
+          "greedy": search.greedy(decoder, features, 6, **rules),
+          "sample": search.sample(decoder, features, 6, seed=(1, 1),
+                                  **rules)}
+
+
+def test_min_length_bans_end_until_that_many_words():
+  # Every word ends the caption, so without the rule all have one word.
+  table = [[1, 0, 0, 0, 0], [0, 0, 0.2, 0.5, 0.3], [1, 0, 0, 0, 0],
+           [0, 0, 0.9, 0.05, 0.05], [0, 0, 0.8, 0.1, 0.1]]
+  features = tf.zeros([40, 3])
+  for name, result in _searches(TableDecoder(table), features,
+                                min_length=2).items():
+    lengths = result.lengths[:, 0].numpy()
+    assert (lengths >= 3).all(), name  # Two words, then <end>.
+  beam = search.beam_search(TableDecoder(table), features[:1], 2, 6,
+                            min_length=2)
+  # "a a <end>": a and then a again, renormalised without <end>, then
+  # <end> (0.5 / 0.8 * 0.05 / 0.1 * 0.9, above "a b <end>"'s ... * 0.8).
+  assert beam.ids[0, 0, :3].numpy().tolist() == [A, A, END]
+  np.testing.assert_allclose(float(beam.log_probs[0, 0]),
+                             np.log(0.5 / 0.8 * 0.5 * 0.9), rtol=1e-5)
+
+
+def test_bad_endings_keep_end_from_following_those_words():
+  # "b <end>" (0.36) is the best caption; with "b" a bad ending the best is
+  # "a <end>" (0.18).
+  features = tf.zeros([40, 3])
+  for name, result in _searches(TableDecoder(TABLE), features,
+                                bad_ending_ids=(B,)).items():
+    ids = result.ids[:, 0].numpy()
+    assert not ((ids[:, :-1] == B) & (ids[:, 1:] == END)).any(), name
+  beam = search.beam_search(TableDecoder(TABLE), features[:1], 2, 6,
+                            bad_ending_ids=[B])
+  assert beam.ids[0, 0, :2].numpy().tolist() == [A, END]
+  np.testing.assert_allclose(float(beam.log_probs[0, 0]), np.log(0.18),
+                             rtol=1e-5)
+
+
+def _ngrams(words, n):
+  return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngram_size_blocks_repeated_ngrams(n):
+  tf.keras.utils.set_random_seed(5)
+  decoder = ShowAndTell(12, embedding_size=8, hidden_size=16, dropout=0.0)
+  features = tf.random.normal([8, 4])
+  repeats = lambda result: [  # noqa: E731
+      len(set(g)) < len(g) for g in (
+          _ngrams([w for w in row if w not in (PAD, END)], n)
+          for row in result.ids.numpy().reshape(-1, 10))]
+  plain = search.beam_search(decoder, features, 3, 10, min_length=10)
+  assert any(repeats(plain))  # An untrained model repeats itself.
+  for rules in (dict(no_repeat_ngram_size=n),
+                dict(no_repeat_ngram_size=tf.constant(n))):
+    results = [search.beam_search(decoder, features, 3, 10, **rules),
+               search.greedy(decoder, features, 10, **rules),
+               search.sample(decoder, features, 10, **rules)]
+    assert not any(any(repeats(r)) for r in results)
+
+
+def test_repetition_penalty_golden():
+  # Greedy says "a a a ...". With theta = 2 the seen "a" has its logit
+  # (log 0.36 < 0) doubled: 0.36^2 = 0.1296 against b's 0.34, so "b" comes
+  # next, and then <end> against the seen a and b at 0.05^2 each.
+  result = search.greedy(TableDecoder(TABLE), tf.zeros([1, 3]), 6,
+                         repetition_penalty=2.0)
+  assert result.ids[0, 0, :3].numpy().tolist() == [A, B, END]
+  expected = np.log(0.6) + np.log(0.34 / (0.3 + 0.1296 + 0.34)) + \
+      np.log(0.9 / (0.9 + 2 * 0.05 ** 2))
+  np.testing.assert_allclose(float(result.log_probs[0, 0]), expected,
+                             rtol=1e-4)
+
+
+def _table_log_prob(table, words):
+  log_p, previous = 0.0, START
+  for w in words:
+    log_p += np.log(table[previous][w])
+    previous = w
+    if w == END:
+      break
+  return log_p
+
+
+def test_diverse_beam_search_groups_choose_different_words():
+  # Plain beam 2 keeps "a ..." and "b ..."; two groups of one beam, with a
+  # strong penalty, do too, but with weak penalty both groups take "a".
+  table = [[1, 0, 0, 0, 0], [0, 0, 0, 0.7, 0.3], [1, 0, 0, 0, 0],
+           [0, 0, 0.5, 0.3, 0.2], [0, 0, 0.5, 0.2, 0.3]]
+  first_words = lambda r: r.ids[0, :, 0].numpy().tolist()  # noqa: E731
+  run = lambda **o: search.beam_search(  # noqa: E731
+      TableDecoder(table), tf.zeros([1, 3]), 2, 6, top_k=2, **o)
+  assert first_words(run(diversity_groups=2, diversity_strength=0.1)) == \
+      [A, A]
+  diverse = run(diversity_groups=2, diversity_strength=2.0)
+  assert sorted(first_words(diverse)) == [A, B]
+  # The log-probabilities reported are the model's, without the penalty.
+  for row, log_prob in zip(diverse.ids[0].numpy(),
+                           diverse.log_probs[0].numpy()):
+    np.testing.assert_allclose(log_prob, _table_log_prob(table, row),
+                               rtol=1e-5)
+  one_group = run(diversity_groups=1, diversity_strength=2.0)
+  np.testing.assert_array_equal(one_group.ids.numpy(), run().ids.numpy())
+
+
+def test_diverse_beam_search_gives_more_varied_n_best_lists():
+  # Captions of at least five words; the plain beams of an untrained model
+  # differ by the order of two or three words, the groups' use more.
+  tf.keras.utils.set_random_seed(6)
+  decoder = ShowAndTell(20, embedding_size=8, hidden_size=16, dropout=0.0)
+  features = tf.random.normal([16, 4])
+  words = lambda r: np.mean([  # noqa: E731
+      len(set(image.ravel()) - {PAD, END}) for image in r.ids.numpy()])
+  plain = search.beam_search(decoder, features, 4, 8, min_length=5)
+  diverse = search.beam_search(decoder, features, 4, 8, min_length=5,
+                               diversity_groups=4, diversity_strength=1.0)
+  assert words(diverse) > words(plain) + 2
+  for result in (plain, diverse):  # Four different captions per image.
+    assert all(len({tuple(c) for c in image}) == 4
+               for image in result.ids.numpy())
+
+
+def test_nucleus_sampling_keeps_the_fewest_likeliest_words():
+  # From <start>: a 0.6, b 0.4. With p = 0.5 only "a" is in the nucleus;
+  # with p = 0.9 both are.
+  features = tf.zeros([300, 3])
+  first = lambda p: search.sample(  # noqa: E731
+      TableDecoder(TABLE), features, 2, top_p=p, seed=(2, 3)).ids[:, 0, 0]
+  assert (first(0.5).numpy() == A).all()
+  assert 0.5 < (first(0.9).numpy() == A).mean() < 0.7
+  with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    first(0.0)
+
+
+def test_rules_as_tensors_give_the_same_captions():
+  # An exported signature passes every option as a tensor.
+  tf.keras.utils.set_random_seed(7)
+  decoder = ShowAndTell(16, embedding_size=8, hidden_size=16, dropout=0.0)
+  features = tf.random.normal([6, 4])
+  options = dict(length_penalty=0.6, min_length=2, bad_ending_ids=[3, 4],
+                 no_repeat_ngram_size=2, repetition_penalty=1.3,
+                 diversity_strength=0.5)
+  python = search.beam_search(decoder, features, 4, 9, top_k=2,
+                              length_normalization="gnmt",
+                              diversity_groups=2, **options)
+  as_tensors = tf.function(lambda f, o: search.beam_search(
+      decoder, f, tf.constant(4), tf.constant(9), top_k=tf.constant(2),
+      length_normalization="gnmt", diversity_groups=2, **o))(
+          features, {k: tf.constant(v) for k, v in options.items()})
+  for a, b in zip(python, as_tensors):
+    if a is not None:
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+
+
+def test_bad_decoding_options():
+  decoder, features = TableDecoder(TABLE), tf.zeros([1, 3])
+  for options, message in [
+      (dict(length_penalty=-1.0), "length penalty must be >= 0"),
+      (dict(min_length=-1), "min length must be >= 0"),
+      (dict(repetition_penalty=0.0), "repetition penalty must be > 0"),
+      (dict(length_normalization="log"), "length normalization must be"),
+      (dict(diversity_groups=2, beam_size=3),
+       r"multiple of the diversity groups \(2\)"),
+      (dict(diversity_strength=-1.0), "diversity strength must be >= 0")]:
+    with pytest.raises(ValueError, match=message):
+      search.beam_search(decoder, features, **options)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="min length must be >= 0"):
+    tf.function(lambda m: search.beam_search(decoder, features, 2, 4,
+                                             min_length=m))(tf.constant(-2))
