@@ -21,6 +21,8 @@ PORT ?= 8000
 # Extra flags of bench-serve, e.g. "--run_dir=RUN --images='DIR/*.jpg'"
 SERVE_BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# A git revision whose beam search bench-search also times, e.g. HEAD~3.
+SEARCH_BASELINE ?=
 
 .PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
         bench-word2vec bench-serve bench-input bench-scst scst serve clean
@@ -93,7 +95,8 @@ bench-train: install
 	$(PYTHON) -m benchmarks.bench_train
 
 bench-search: install
-	$(PYTHON) -m benchmarks.bench_search
+	$(PYTHON) -m benchmarks.bench_search \
+	  $(if $(SEARCH_BASELINE),--baseline=$(SEARCH_BASELINE))
 
 bench-word2vec: install
 	$(PYTHON) -m benchmarks.bench_word2vec

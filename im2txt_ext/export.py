@@ -17,13 +17,20 @@ are baked in at export time and a second signature takes them as inputs):
   serving_default(images string [N]) -> captions string [N, K],
     log_probs float32 [N, K] and, for attention decoders, attention
     float32 [N, K, T, L]; beam size, T and K are the export's defaults;
-  caption_with_options(images, beam_size, max_length, k: int32 scalars),
-    the same outputs with the search chosen per call;
+  caption_with_options(images, beam_size, max_length, k, min_length,
+    no_repeat_ngram_size: int32 scalars, length_penalty,
+    repetition_penalty: float32 scalars, no_bad_endings: bool scalar), the
+    same outputs with the search and its rules (``im2txt_ext.search``)
+    chosen per call;
   caption_features(features float32 [N, D] or [N, L, D]): the same outputs
     for features already extracted by the model's encoder (defaults).
 Images may be JPEG, PNG, GIF or BMP; bytes that are not an image, or an
 image over ``max_pixels``, fail with InvalidArgumentError naming the image's
 index, before anything is decoded. An empty batch gives empty outputs.
+The defaults (beam size, T, K) are kept as the variable ``search_defaults``;
+the length normalisation (plain or GNMT) is chosen at export time.
+Diverse beam search, whose number of groups shapes the graph, is not
+exported.
 
 Decoders that feed their RNN the word alone (Show and Tell, the RNN
 baseline) are exported with their precomputed word inputs
@@ -45,7 +52,7 @@ import tempfile
 import tensorflow as tf
 
 from im2txt_ext import runs, search
-from im2txt_ext.data import pipeline
+from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.errors import InputError
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
@@ -119,12 +126,16 @@ class CaptionModule(tf.Module):
     start_id, end_id, pad_id: int. The special tokens' ids.
     banned_ids: sequence of int. Words the search never emits.
     xla: bool. Compile the search of the fixed-size signatures with XLA.
+    length_normalization: "plain" or "gnmt" (``search.beam_search``).
+    bad_ending_ids: sequence of int. The words <end> may not follow when
+      caption_with_options is asked for no bad endings.
   """
 
   def __init__(self, decoder, words, image_size, feature_shape, beam_size=3,
                max_length=20,
                top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
-               pad_id=0, banned_ids=(), xla=False):
+               pad_id=0, banned_ids=(), xla=False,
+               length_normalization="plain", bad_ending_ids=()):
     super().__init__(name="captioner")
     search._check(beam_size, max_length, top_k,
                   search.emitted_words(decoder, banned_ids))
@@ -140,12 +151,17 @@ class CaptionModule(tf.Module):
     self.image_size = image_size
     self.feature_shape = tuple(feature_shape)
     self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k)
+    self.search_defaults = tf.Variable([beam_size, max_length, top_k],
+                                       trainable=False,
+                                       name="search_defaults")
+    self.length_normalization = length_normalization
+    self.bad_ending_ids = tf.constant(list(bad_ending_ids), tf.int32)
     self.max_pixels = max_pixels
     self.ids = dict(start_id=start_id, end_id=end_id, pad_id=pad_id)
     self.banned_ids = tuple(banned_ids)
     self.xla = xla
 
-  def caption_images(self, images, beam_size, max_length, k):
+  def caption_images(self, images, beam_size, max_length, k, **rules):
     """Encoded images string [N] -> the outputs of ``caption``.
 
     An empty batch skips the CNN (some layers fail on zero images).
@@ -155,23 +171,40 @@ class CaptionModule(tf.Module):
           images, self.image_size, self.max_pixels)})
     features = tf.cond(tf.size(images) > 0, encode,
                        lambda: tf.zeros((0,) + self.feature_shape))
-    return self.caption(features, beam_size, max_length, k)
+    return self.caption(features, beam_size, max_length, k, **rules)
 
-  def caption(self, features, beam_size, max_length, k):
+  def caption_with_options(self, images, beam_size, max_length, k,
+                           length_penalty, min_length, no_bad_endings,
+                           no_repeat_ngram_size, repetition_penalty):
+    """``caption_images`` with the search's rules as tensors."""
+    bad_endings = tf.boolean_mask(self.bad_ending_ids, tf.fill(
+        tf.shape(self.bad_ending_ids), no_bad_endings))
+    return self.caption_images(
+        images, beam_size, max_length, k, length_penalty=length_penalty,
+        min_length=min_length, bad_ending_ids=bad_endings,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        repetition_penalty=repetition_penalty)
+
+  def caption(self, features, beam_size, max_length, k, **rules):
     """Features -> {"captions", "log_probs"[, "attention"]}, best first."""
-    result = self._search(beam_size, max_length, k)(features)
+    # No more beams than the words the search may emit (as the Captioner).
+    beam_size, max_length, k = search._after(search._check(
+        beam_size, max_length, k, search.emitted_words(
+            self.decoder, self.banned_ids)), (beam_size, max_length, k))
+    result = self._search(beam_size, max_length, k, rules)(features)
     out = {"captions": self.to_text(result.ids),
            "log_probs": result.log_probs}
     if result.attention is not None:
       out["attention"] = result.attention
     return out
 
-  def _search(self, beam_size, max_length, k):
+  def _search(self, beam_size, max_length, k, rules):
     """features -> SearchResult; an XLA-compiled tf.function where asked and
     the sizes are Python ints (XLA needs them at compile time)."""
     run = lambda features: search.beam_search(  # noqa: E731
         self.decoder, features, beam_size, max_length, top_k=k,
-        banned_ids=self.banned_ids, **self.ids)
+        banned_ids=self.banned_ids,
+        length_normalization=self.length_normalization, **self.ids, **rules)
     fixed = all(isinstance(x, int) for x in (beam_size, max_length, k))
     return tf.function(run, jit_compile=True) if self.xla and fixed else run
 
@@ -192,18 +225,23 @@ class CaptionModule(tf.Module):
   def signatures(self):
     """The three concrete functions above, by signature name."""
     images = tf.TensorSpec([None], tf.string, name="images")
-    scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
+    scalar = lambda name, dtype=tf.int32: tf.TensorSpec(  # noqa: E731
+        [], dtype, name=name)
     features = tf.TensorSpec((None,) + self.feature_shape, tf.float32,
                              name="features")
     serving = tf.function(
         lambda images: self.caption_images(images, **self.defaults))
-    with_options = tf.function(self.caption_images)
+    with_options = tf.function(self.caption_with_options)
     from_features = tf.function(
         lambda features: self.caption(features, **self.defaults))
     return {
         "serving_default": serving.get_concrete_function(images),
         "caption_with_options": with_options.get_concrete_function(
-            images, scalar("beam_size"), scalar("max_length"), scalar("k")),
+            images, scalar("beam_size"), scalar("max_length"), scalar("k"),
+            scalar("length_penalty", tf.float32), scalar("min_length"),
+            scalar("no_bad_endings", tf.bool),
+            scalar("no_repeat_ngram_size"),
+            scalar("repetition_penalty", tf.float32)),
         "caption_features": from_features.get_concrete_function(features),
     }
 
@@ -253,11 +291,12 @@ def write_atomically(target, write):
 
 
 def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
-           top_k=1, max_pixels=MAX_PIXELS, allow_unk=False, xla=False):
+           top_k=1, max_pixels=MAX_PIXELS, allow_unk=False, xla=False,
+           length_normalization="plain"):
   """Writes the SavedModel of a run directory's model to ``output_dir``.
 
   Its search never emits ``<unk>`` unless ``allow_unk``; ``xla``: see the
-  module doc.
+  module doc; ``length_normalization``: see ``search.beam_search``.
 
   Returns {signature name: (input names, output names)}.
   """
@@ -273,7 +312,9 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
                          runs.image_size(model.config),
                          runs.feature_shape(model.config), beam_size,
                          max_length, top_k, max_pixels, vocab.start_id,
-                         vocab.end_id, vocab.pad_id, banned_ids, xla)
+                         vocab.end_id, vocab.pad_id, banned_ids, xla,
+                         length_normalization,
+                         vocab.ids_of(vocabulary.BAD_ENDINGS))
   signatures = module.signatures()
   write_atomically(output_dir, lambda folder: tf.saved_model.save(
       module, folder, signatures=signatures))

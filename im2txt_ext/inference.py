@@ -3,6 +3,8 @@
     captioner = Captioner("runs/demo")
     for caption in captioner.caption_files(["a.png"], beam_size=3):
       print(caption["caption"], caption["log_prob"])
+    captioner.caption_files(["a.png"], beam_size=4, diversity_groups=2,
+                            diversity_strength=0.5, no_repeat_ngram_size=3)
 """
 
 import os
@@ -11,11 +13,23 @@ import numpy as np
 import tensorflow as tf
 
 from im2txt_ext import runs, search
-from im2txt_ext.data import pipeline
+from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.data.tfrecords import read_image_bytes
 from im2txt_ext.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Options of Captioner.search beside the sizes: for every method, and for
+# beam search only.
+_RULES = ("min_length", "no_bad_endings", "no_repeat_ngram_size",
+          "repetition_penalty")
+_BEAM_OPTIONS = ("length_penalty", "length_normalization",
+                 "diversity_groups", "diversity_strength")
+
+
+def options_of(method):
+  """The names of the options (beside the sizes) of a search method."""
+  return _RULES + (_BEAM_OPTIONS if method == "beam" else
+                   ("top_p",) if method == "sample" else ())
 
 
 def list_images(paths):
@@ -54,41 +68,62 @@ class Captioner:
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
     self.banned_ids = () if allow_unk else (self.vocab.unk_id,)
+    self.bad_ending_ids = self.vocab.ids_of(vocabulary.BAD_ENDINGS)
     self._searches = {}
 
-  def _search_fn(self, method, beam_size, max_length, temperature, top_k):
-    key = (method, beam_size, max_length, temperature, top_k)
+  def _search_fn(self, method, beam_size, max_length, temperature, top_k,
+                 options):
+    key = (method, beam_size, max_length, temperature, top_k,
+           tuple(sorted(options.items())))
     if key not in self._searches:
+      options = dict(options)
+      if options.pop("no_bad_endings", False):
+        options["bad_ending_ids"] = self.bad_ending_ids
       ids = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id,
                  pad_id=self.vocab.pad_id, banned_ids=self.banned_ids)
       if method == "beam":
         run = lambda f: search.beam_search(  # noqa: E731
-            self.decoder, f, beam_size, max_length, top_k=top_k, **ids)
+            self.decoder, f, beam_size, max_length, top_k=top_k, **ids,
+            **options)
       elif method == "greedy":
         run = lambda f: search.greedy(  # noqa: E731
-            self.decoder, f, max_length, **ids)
-      elif method == "sample":
-        run = lambda f: search.sample(  # noqa: E731
-            self.decoder, f, max_length, temperature, top_k=top_k or 0, **ids)
+            self.decoder, f, max_length, **ids, **options)
       else:
-        raise InputError(f"unknown search method {method!r}: use beam, "
-                         "greedy or sample")
+        run = lambda f: search.sample(  # noqa: E731
+            self.decoder, f, max_length, temperature, top_k=top_k or 0,
+            **ids, **options)
       self._searches[key] = tf.function(run, reduce_retracing=True)
     return self._searches[key]
 
   def search(self, features, method="beam", beam_size=3, max_length=20,
-             temperature=1.0, top_k=None):
-    """SearchResult for float32 features [B, D] or [B, L, D]."""
+             temperature=1.0, top_k=None, **options):
+    """SearchResult for float32 features [B, D] or [B, L, D].
+
+    ``options``: for every method min_length, no_bad_endings (bool: the
+    vocabulary's ``BAD_ENDINGS``), no_repeat_ngram_size and
+    repetition_penalty; for beam search length_penalty,
+    length_normalization, diversity_groups and diversity_strength; for
+    sampling top_p (see ``im2txt_ext.search``).
+    """
+    if method not in ("beam", "greedy", "sample"):
+      raise InputError(f"unknown search method {method!r}: use beam, "
+                       "greedy or sample")
+    allowed = options_of(method)
+    wrong = sorted(set(options) - set(allowed))
+    if wrong:
+      raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
+                       f"search (it takes {', '.join(allowed)})")
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":
         search._check(beam_size, max_length, top_k, search.emitted_words(
             self.decoder, self.banned_ids))
       else:
         search._check(1, max_length)
+      fn = self._search_fn(method, beam_size, max_length, temperature, top_k,
+                           options)
+      return fn(tf.convert_to_tensor(features, tf.float32))
     except ValueError as e:
       raise InputError(str(e)) from None
-    fn = self._search_fn(method, beam_size, max_length, temperature, top_k)
-    return fn(tf.convert_to_tensor(features, tf.float32))
 
   def encode_images(self, images):
     """float32 images [B, S, S, 3] in 0..255 -> features."""

@@ -10,6 +10,13 @@ word shows where the model looked (drawn client-side from the maps).
   curl -F image=@photo.jpg http://127.0.0.1:8000/api/caption
   curl --data-binary @photo.jpg \
       'http://127.0.0.1:8000/api/caption?beam_size=5&k=3'
+  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/api/caption?\
+no_repeat_ngram_size=3&no_bad_endings=1&length_penalty=0.7'
+
+Search options (query or form fields, each optional: the export's default
+sizes and no rules otherwise): beam_size, max_length, k (captions
+returned), length_penalty, min_length, no_bad_endings (0/1),
+no_repeat_ngram_size, repetition_penalty; see ``im2txt_ext.search``.
 
 The API answers {"captions": [{"caption", "log_prob", "words"[,
 "attention": one [L] map per word]}], "grid": [h, w] or null}, or
@@ -33,7 +40,12 @@ FLAGS = flags.FLAGS
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-_OPTIONS = ("beam_size", "max_length", "k")
+# The search options of caption_with_options: their types and the values
+# that turn each rule off.
+_SIZES = ("beam_size", "max_length", "k")
+_RULES = {"length_penalty": 0.0, "min_length": 0, "no_bad_endings": False,
+          "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class BadImage(Exception):
@@ -77,18 +89,29 @@ class Model:
     self._saved = export.load(path)
     self._default = self._saved.signatures["serving_default"]
     self._options = self._saved.signatures["caption_with_options"]
+    # The export's default sizes, where it says them (exports before the
+    # search rules did not).
+    defaults = getattr(self._saved, "search_defaults", None)
+    self.default_sizes = {} if defaults is None else dict(
+        zip(_SIZES, defaults.numpy().tolist()))
 
   def caption(self, data, options=None):
     """Image bytes -> list of {caption, log_prob, words[, attention]}, and
     the attention grid [h, w] or None. ``options``: {} for the export's
-    defaults, or beam_size, max_length and k as ints."""
+    defaults, or some of the options of ``_options``."""
     tf = self._tf
     images = tf.constant([data])
     try:
       if options:
+        sizes = {**self.default_sizes, **options}
+        missing = [name for name in _SIZES if name not in sizes]
+        if missing:
+          raise BadImage(f"give {', '.join(missing)} (this export does not "
+                         "say its defaults)")
         out = self._options(images=images, **{
-            name: tf.constant(value, tf.int32)
-            for name, value in options.items()})
+            name: tf.constant(sizes[name], tf.int32) for name in _SIZES},
+            **{name: tf.constant(options.get(name, off))
+               for name, off in _RULES.items()})
       else:
         out = self._default(images=images)
     except tf.errors.InvalidArgumentError as e:
@@ -123,17 +146,27 @@ def _assertion(message):
 
 
 def _options(args):
-  """Search options from the query or form: {} (the export's defaults)
-  or all of beam_size, max_length and k as ints."""
-  given = [name for name in _OPTIONS if args.get(name)]
-  if not given:
-    return {}
-  if len(given) < len(_OPTIONS):
-    raise BadImage("give all of beam_size, max_length and k, or none")
-  try:
-    return {name: int(args[name]) for name in _OPTIONS}
-  except ValueError:
-    raise BadImage("beam_size, max_length and k must be integers") from None
+  """Search options from the query or form: those given, typed (the sizes,
+  min_length and no_repeat_ngram_size integers, length_penalty and
+  repetition_penalty numbers, no_bad_endings 0/1)."""
+  options = {}
+  for name in _SIZES + tuple(_RULES):
+    text = args.get(name)
+    if text is None or text == "":
+      continue
+    kind = type(_RULES.get(name, 0))
+    if kind is bool:
+      if text.lower() not in _TRUE + _FALSE:
+        raise BadImage(f"{name} must be 0 or 1, got {text!r}")
+      options[name] = text.lower() in _TRUE
+      continue
+    try:
+      options[name] = kind(text)
+    except ValueError:
+      raise BadImage(f"{name} must be "
+                     f"{'an integer' if kind is int else 'a number'}, got "
+                     f"{text!r}") from None
+  return options
 
 
 def create_app(model, max_upload_bytes=MAX_UPLOAD_BYTES,

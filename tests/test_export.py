@@ -78,8 +78,9 @@ def exported(scene_data, tmp_path_factory):
                       f"--output={folder / 'model'}", f"--beam_size={BEAM}",
                       f"--max_length={LENGTH}", f"--top_k={TOP_K}")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "caption_with_options(images, beam_size, max_length, k)" in \
-      result.stdout
+  assert "caption_with_options(images, beam_size, max_length, k, " \
+      "length_penalty, min_length, no_bad_endings, no_repeat_ngram_size, " \
+      "repetition_penalty)" in result.stdout
   return run_dir, folder / "model"
 
 
@@ -93,7 +94,10 @@ images = tf.constant([open(p, "rb").read() for p in sys.argv[2:]])
 default = model.signatures["serving_default"](images=images)
 options = model.signatures["caption_with_options"](
     images=images, beam_size=tf.constant(4), max_length=tf.constant(5),
-    k=tf.constant(4))
+    k=tf.constant(4), length_penalty=tf.constant(0.5),
+    min_length=tf.constant(2), no_bad_endings=tf.constant(True),
+    no_repeat_ngram_size=tf.constant(2),
+    repetition_penalty=tf.constant(1.2))
 print(json.dumps({
     "captions": default["captions"].numpy().astype(str).tolist(),
     "log_probs": default["log_probs"].numpy().tolist(),
@@ -124,8 +128,10 @@ def test_export_captions_like_the_library_in_a_fresh_python(
   np.testing.assert_allclose(
       served["log_probs"],
       [[o["log_prob"] for o in e["captions"]] for e in expected], rtol=1e-4)
-  with_options = captioner.caption_files(paths, beam_size=4, max_length=5,
-                                         top_k=4)
+  with_options = captioner.caption_files(
+      paths, beam_size=4, max_length=5, top_k=4, length_penalty=0.5,
+      min_length=2, no_bad_endings=True, no_repeat_ngram_size=2,
+      repetition_penalty=1.2)
   assert served["options_captions"] == [
       [o["caption"] for o in e["captions"]] for e in with_options]
 
@@ -233,7 +239,11 @@ def test_empty_batch_and_bad_options(loaded):
       ((2, 501, 1), "max length must be in 1..500, got 501")]:
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       options(images=empty, beam_size=tf.constant(beam),
-              max_length=tf.constant(length), k=tf.constant(k))
+              max_length=tf.constant(length), k=tf.constant(k),
+              length_penalty=tf.constant(0.0), min_length=tf.constant(0),
+              no_bad_endings=tf.constant(False),
+              no_repeat_ngram_size=tf.constant(0),
+              repetition_penalty=tf.constant(1.0))
 
 
 def test_interrupted_export_keeps_the_old_one(exported, tmp_path,

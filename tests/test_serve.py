@@ -69,6 +69,15 @@ def test_api_multipart_and_raw_bytes(client, scene_data):
   options = client.post("/api/caption?beam_size=3&max_length=5&k=3",
                         data=data)
   assert options.status_code == 200 and len(options.json["captions"]) == 3
+  # One option alone: the export's default sizes for the others.
+  defaults = client.post("/api/caption?beam_size=2", data=data)
+  assert defaults.json == answer
+  rules = client.post("/api/caption?no_repeat_ngram_size=1&min_length=3"
+                      "&no_bad_endings=1&length_penalty=0.5", data=data)
+  assert rules.status_code == 200, rules.json
+  for option in rules.json["captions"]:
+    assert len(option["words"]) >= 3
+    assert len(set(option["words"])) == len(option["words"])
 
 
 def test_api_refuses_bad_uploads(client, scene_data):
@@ -87,11 +96,14 @@ def test_api_refuses_bad_uploads(client, scene_data):
     response = client.post("/api/caption", data=body)
     assert response.status_code == status, (message, response.json)
     assert message in response.json["error"]
-  for query, message in [("?beam_size=2", "give all of"),
-                         ("?beam_size=2&max_length=5&k=3",
-                          "top_k must be in 1..2, got 3"),
+  for query, message in [("?beam_size=2&k=3", "top_k must be in 1..2, got 3"),
                          ("?beam_size=x&max_length=5&k=1",
-                          "must be integers"),
+                          "beam_size must be an integer, got 'x'"),
+                         ("?repetition_penalty=high",
+                          "repetition_penalty must be a number"),
+                         ("?no_bad_endings=maybe",
+                          "no_bad_endings must be 0 or 1"),
+                         ("?min_length=-1", "min length must be >= 0"),
                          ("?beam_size=5000&max_length=5&k=1",
                           "up to 22, the words the search may emit")]:
     response = client.post("/api/caption" + query, data=data)

@@ -1,6 +1,8 @@
 """Captions image files with a trained model.
 
   im2txt-caption --run_dir=runs/demo --images=photo.jpg,more_photos/
+  im2txt-caption --run_dir=runs/demo --images=photo.jpg --beam_size=4 \
+      --top_k=4 --diversity_groups=4 --diversity_strength=0.5
 """
 
 import json
@@ -8,7 +10,7 @@ import os
 
 from absl import flags
 
-from im2txt_ext.cli import run
+from im2txt_ext.cli import decoding, run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -48,7 +50,8 @@ def main(argv):
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
                         allow_unk=FLAGS.allow_unk)
   search_args = dict(method=FLAGS.method, beam_size=FLAGS.beam_size,
-                     max_length=FLAGS.max_length)
+                     max_length=FLAGS.max_length,
+                     **decoding.search_options(FLAGS.method))
   if FLAGS.method == "beam":
     search_args["top_k"] = FLAGS.top_k
   elif FLAGS.method == "sample":

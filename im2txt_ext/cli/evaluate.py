@@ -16,7 +16,7 @@ import time
 
 from absl import flags
 
-from im2txt_ext.cli import run
+from im2txt_ext.cli import decoding, run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,8 @@ flags.DEFINE_string("split", "", "Use only records of this split (e.g. test) "
                     "when the file holds several.")
 flags.DEFINE_string("features", "", "Cached features of these images (when "
                     "the model was trained on cached features).")
-flags.DEFINE_enum("method", "beam", ["beam", "greedy"], "Search method.")
+flags.DEFINE_enum("method", "beam", ["beam", "greedy"], "Search method "
+                  "(decoding options: see their flags).")
 flags.DEFINE_integer("beam_size", 3, "Beams per image.")
 flags.DEFINE_multi_string("set", [], "Change a field of the run's saved "
                           "config for this evaluation (what only inference "
@@ -87,7 +88,7 @@ def caption_with_checkpoint(records, run_config):
     features = load_features(captioner.model.config)
   candidates = captioner.caption_records(
       records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
-      max_length=FLAGS.max_length)
+      max_length=FLAGS.max_length, **decoding.search_options(FLAGS.method))
   extra = {"checkpoint_step": captioner.model.step}
   if FLAGS.set:
     extra["overrides"] = FLAGS.set
@@ -105,6 +106,14 @@ def caption_with_export(records):
   if FLAGS.method != "beam":
     raise InputError("an export captions with beam search only; drop "
                      "--method", FLAGS.export)
+  options = decoding.search_options("beam")
+  fixed = {name: options.pop(name) for name in (
+      "length_normalization", "diversity_groups", "diversity_strength")}
+  if fixed != dict(length_normalization="plain", diversity_groups=1,
+                   diversity_strength=0.0):
+    raise InputError("an export's length normalisation is chosen at export "
+                     "time and it has no diverse beam search: drop "
+                     "--length_normalization and --diversity_*", FLAGS.export)
   caption = export.load(FLAGS.export).signatures["caption_with_options"]
   candidates = {}
   for i in range(0, len(records), 32):
@@ -113,7 +122,8 @@ def caption_with_export(records):
                                       for r in chunk]),
                   beam_size=tf.constant(FLAGS.beam_size),
                   max_length=tf.constant(FLAGS.max_length),
-                  k=tf.constant(1))
+                  k=tf.constant(1), **{name: tf.constant(value)
+                                       for name, value in options.items()})
     for record, text in zip(chunk, out["captions"][:, 0].numpy()):
       candidates[record.image_id] = text.decode()
   return candidates, {"export": FLAGS.export}
@@ -150,7 +160,8 @@ def main(argv):
   references = {r.image_id: r.captions for r in records}
   metrics = caption_metrics(candidates, references, meteor=FLAGS.meteor)
   metrics.update(extra, images=len(records), seconds=round(seconds, 2),
-                 method=FLAGS.method, beam_size=FLAGS.beam_size)
+                 method=FLAGS.method, beam_size=FLAGS.beam_size,
+                 decoding=decoding.search_options(FLAGS.method))
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir or FLAGS.export,
                                                 "eval")
   save_evaluation(output_dir, records, candidates, metrics, FLAGS.show)

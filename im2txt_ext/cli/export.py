@@ -25,6 +25,10 @@ flags.DEFINE_integer("max_pixels", 40_000_000, "Largest accepted image, "
                      "width x height; larger ones are refused undecoded.")
 flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
                      "(by default the search never emits it).")
+flags.DEFINE_enum("length_normalization", "plain", ["plain", "gnmt"],
+                  "Length normalisation of the search's scores: n^alpha or "
+                  "((5 + n) / 6)^alpha (alpha: caption_with_options' "
+                  "length_penalty).")
 flags.DEFINE_boolean("xla", False, "Compile the search of serving_default "
                      "and caption_features with XLA (faster on CPU; compiled "
                      "again for each new batch size).")
@@ -36,7 +40,8 @@ def main(argv):
   from im2txt_ext import export
   signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
-                             FLAGS.max_pixels, FLAGS.allow_unk, FLAGS.xla)
+                             FLAGS.max_pixels, FLAGS.allow_unk, FLAGS.xla,
+                             FLAGS.length_normalization)
   print(f"wrote {FLAGS.output}")
   for name, (inputs, outputs) in signatures.items():
     print(f"  {name}({', '.join(inputs)}) -> {', '.join(outputs)}")

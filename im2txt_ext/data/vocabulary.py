@@ -11,6 +11,13 @@ from im2txt_ext.errors import InputError
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
+# Words a caption should not end with: determiners, conjunctions and
+# prepositions (self-critical.pytorch's ``bad_endings``, with "and", "or",
+# "an", "its", "their", "into", "onto", "near", "under", "by"); the search's
+# ``bad_ending_ids`` rule.
+BAD_ENDINGS = ("a", "an", "the", "this", "that", "his", "her", "its",
+               "their", "and", "or", "with", "in", "on", "of", "at", "to",
+               "for", "into", "onto", "near", "under", "by")
 
 
 class Vocabulary:
@@ -48,6 +55,10 @@ class Vocabulary:
 
   def id_to_word(self, word_id):
     return self.words[word_id]
+
+  def ids_of(self, words):
+    """Ids of those of ``words`` that are in the vocabulary."""
+    return [self._ids[w] for w in words if w in self._ids]
 
   def encode(self, tokens, add_start_end=True):
     """Token list -> id list, unknown words mapped to ``<unk>``."""
