@@ -18,6 +18,7 @@ from im2txt_ext import runs
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
+from im2txt_ext.models.decoder import scheduled_sampling_seeds
 from im2txt_ext.training.trainer import Trainer
 
 
@@ -181,6 +182,45 @@ def test_two_phase_training_fine_tunes_the_cnn_from_its_step(scene_data,
   trainer.train()
   assert np.abs(kernel.numpy() - start).max() > 0  # Phase 2: fine-tuned.
   assert int(trainer.optimizer.iterations.numpy()) == 6
+
+
+def test_scheduled_sampling_draws_have_their_own_streams():
+  """Every draw of 8 word positions of 4 training steps (seed [0, step], as
+  the trainer passes it) has a seed of its own; with seed + [t, 0] for the
+  word and + 1 for the coin, the coin at (step, t) was the word at
+  (step + 1, t + 1)."""
+  seeds = [tuple(s.numpy()) for step in range(4) for t in range(8)
+           for s in scheduled_sampling_seeds(tf.constant([0, step]),
+                                             tf.constant(t))]
+  assert len(set(seeds)) == len(seeds) == 64
+
+
+def test_scheduled_sampling_feeds_the_drawn_words():
+  """sampled_forward with probability 0.5 gives the logits of teacher
+  forcing on the words its draws pick: at step t the sample from
+  scheduled_sampling_seeds' first seed where the coin from the second is
+  below 0.5, else the true word."""
+  config = ExperimentConfig()
+  config.model.embedding_size, config.model.hidden_size = 8, 16
+  config.model.dropout = 0.0
+  decoder = runs.build_decoder(config, 12, with_encoder=False)
+  features = tf.random.stateless_normal([6, 5], [0, 1])
+  ids = tf.random.stateless_uniform([6, 7], [0, 2], 3, 12, tf.int32)
+  runs.build_from_batch(decoder, {"features": features, "input_ids": ids})
+  seed = tf.constant([3, 9])
+  logits, _ = decoder.sampled_forward(features, ids, 0.5, False, seed)
+  fed = [ids[:, 0]]
+  for t in range(6):
+    sample_seed, coin_seed = scheduled_sampling_seeds(seed, tf.constant(t))
+    sampled = tf.cast(tf.random.stateless_categorical(
+        logits[:, t], 1, sample_seed)[:, 0], tf.int32)
+    coin = tf.random.stateless_uniform([6], coin_seed) < 0.5
+    fed.append(tf.where(coin, sampled, ids[:, t + 1]))
+  fed = tf.stack(fed, axis=1)
+  assert 0 < int(tf.reduce_sum(tf.cast(fed[:, 1:] != ids[:, 1:],
+                                       tf.int32))) < 36
+  want, _ = decoder.teacher_forced(features, fed, training=False)
+  np.testing.assert_allclose(logits, want, atol=1e-5)
 
 
 def test_bad_run_directories(scene_data, tmp_path):

@@ -38,6 +38,16 @@ def make_rnn(cell, units, name="rnn"):
                       name=name)
 
 
+def scheduled_sampling_seeds(seed, t):
+  """Seeds int32 [2] of step t's draws in ``sampled_forward``: (the sampled
+  word's, the coin's). t is folded into the training step's ``seed`` and
+  the result split in two, so that no two draws, at any word position of
+  any training step, share a stream."""
+  seeds = tf.random.experimental.stateless_split(
+      tf.random.experimental.stateless_fold_in(seed, t), 2)
+  return seeds[0], seeds[1]
+
+
 def zero_cell_state(rnn, batch_size):
   """Zero recurrent state: [h, c] for an LSTM, [h] otherwise, each [B, H]
   in the layer's compute dtype (float32, or 16 bits under mixed precision)."""
@@ -173,7 +183,8 @@ class CaptionDecoder(keras.Model):
     """Step-by-step forward pass with scheduled sampling (Bengio et al. 2015).
 
     With probability ``sampling_prob`` each input word after the first is the
-    model's own sample from the previous step instead of the true word.
+    model's own sample from the previous step instead of the true word. The
+    draws are stateless, from ``scheduled_sampling_seeds(seed, t)``.
     """
     batch_size = tf.shape(input_ids)[0]
     length = tf.shape(input_ids)[1]
@@ -190,11 +201,11 @@ class CaptionDecoder(keras.Model):
         attention_ta = attention_ta.write(t, out.attention)
       next_true = input_ids[:, tf.minimum(t + 1, length - 1)]
       if sampling_prob > 0:
-        step_seed = seed + tf.stack([t, 0])
+        sample_seed, coin_seed = scheduled_sampling_seeds(seed, t)
         sampled = tf.cast(tf.random.stateless_categorical(
-            out.logits, 1, step_seed)[:, 0], tf.int32)
+            out.logits, 1, sample_seed)[:, 0], tf.int32)
         use_sample = tf.random.stateless_uniform(
-            [batch_size], step_seed + 1) < sampling_prob
+            [batch_size], coin_seed) < sampling_prob
         word = tf.where(use_sample, sampled, next_true)
       else:
         word = next_true
