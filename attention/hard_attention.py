@@ -12,8 +12,10 @@ sec. 4.1 (eq. 10-12) with a surrogate loss whose gradient is that estimate:
   entropy   = -lambda_e * sum_b sum_t H[alpha_bt] / N
 
 where R_b = log p(y_b | s_b, a) = -sum_t token_nll_bt (held constant), b is
-a moving average of R (b <- decay * b + (1 - decay) * mean R, updated each
-time the losses are computed) and N is the number of real words in the batch,
+a moving average of R (b <- decay * b + (1 - decay) * mean R over the
+captions that fed on samples, after each training step: ``step_statistics``
+and ``update_statistics``, with sums over all replicas, so every replica
+holds the same b) and N is the number of real words in the (global) batch,
 the normaliser of the trainer's cross-entropy, so lambda_r keeps its meaning
 in eq. 12 relative to the log-likelihood term. With probability
 ``expectation_prob`` a caption (all its steps) uses the expected context
@@ -30,7 +32,7 @@ inside a tf.function every call draws new samples.
 
 import tensorflow as tf
 
-from attention.soft_attention import SoftAttentionDecoder
+from attention.soft_attention import SoftAttentionDecoder, word_divisor
 
 _TINY = 1e-12  # Floor on alpha before taking logs.
 
@@ -75,9 +77,10 @@ class HardAttentionDecoder(SoftAttentionDecoder):
     self.entropy_weight = entropy_weight
     self.baseline_decay = baseline_decay
     self.inference = inference
+    # b of eq. 10, float32 scalar; the same on every replica.
     self.reward_baseline = self.add_weight(
-        shape=(), initializer="zeros", trainable=False,
-        name="reward_baseline")  # b of eq. 10, float32 scalar.
+        shape=(), initializer="zeros", trainable=False, aggregation="mean",
+        name="reward_baseline")
 
   def initial_state(self, features, training=False):
     """The soft state plus "use_expectation" float32 [B]: 1 where a caption
@@ -115,19 +118,17 @@ class HardAttentionDecoder(SoftAttentionDecoder):
     return context, {"location_log_prob": (1.0 - use) * log_prob,
                      "sampled": 1.0 - use}
 
-  def auxiliary_losses(self, aux, batch, token_nll):
+  def auxiliary_losses(self, aux, batch, token_nll, num_words=None):
     """The soft losses plus "reinforce" and "entropy" (see the module doc).
 
-    Updates the reward baseline as a side effect. The "reinforce" value is a
-    surrogate: its gradient is the estimate, its value means little.
+    The "reinforce" value is a surrogate: its gradient is the estimate, its
+    value means little.
     """
-    losses = super().auxiliary_losses(aux, batch, token_nll)
+    losses = super().auxiliary_losses(aux, batch, token_nll, num_words)
     mask = batch["mask"]  # [B, T]
-    words = tf.maximum(tf.reduce_sum(mask), 1.0)
-    reward = -tf.reduce_sum(token_nll, axis=1)  # log p(y | s, a): [B]
-    sampled = aux["sampled"][:, 0]  # [B]
-    baseline = tf.convert_to_tensor(self.reward_baseline)
-    advantage = tf.stop_gradient(reward - baseline) * sampled
+    words = word_divisor(mask, num_words)
+    advantage = tf.stop_gradient(_reward(token_nll) - self.reward_baseline) \
+        * aux["sampled"][:, 0]  # [B]
     log_p_locations = tf.reduce_sum(aux["location_log_prob"] * mask, axis=1)
     losses["reinforce"] = -self.reinforce_weight * tf.reduce_sum(
         advantage * log_p_locations) / words
@@ -136,10 +137,26 @@ class HardAttentionDecoder(SoftAttentionDecoder):
         attention * tf.math.log(tf.maximum(attention, _TINY)), axis=-1)
     losses["entropy"] = -self.entropy_weight * tf.reduce_sum(
         entropy * mask) / words
-    count = tf.reduce_sum(sampled)
-    mean_reward = tf.reduce_sum(tf.stop_gradient(reward) * sampled) / \
-        tf.maximum(count, 1.0)
-    decay = self.baseline_decay
-    self.reward_baseline.assign(tf.where(
-        count > 0, decay * baseline + (1.0 - decay) * mean_reward, baseline))
     return losses
+
+  def step_statistics(self, aux, batch, token_nll):
+    """{"reward": sum of R over the captions that fed on samples,
+    "sampled": their number}."""
+    del batch
+    sampled = aux["sampled"][:, 0]  # [B]
+    return {"reward": tf.reduce_sum(_reward(token_nll) * sampled),
+            "sampled": tf.reduce_sum(sampled)}
+
+  def update_statistics(self, totals):
+    """b <- decay * b + (1 - decay) * mean R; unchanged if none sampled."""
+    count = totals["sampled"]
+    decay = self.baseline_decay
+    baseline = tf.convert_to_tensor(self.reward_baseline)
+    self.reward_baseline.assign(tf.where(
+        count > 0, decay * baseline + (1.0 - decay) * totals["reward"] /
+        tf.maximum(count, 1.0), baseline))
+
+
+def _reward(token_nll):
+  """R = log p(y | s, a) of each caption: float32 [B] from [B, T]."""
+  return -tf.reduce_sum(token_nll, axis=1)

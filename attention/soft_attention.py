@@ -15,7 +15,13 @@ vectors of the image:
     softmax(L_o [h_t; z_t]).
 L_o is the base class's shared output layer. h_0, c_0 are f_init(mean_i a_i)
 with ``init_from_mean`` (sec. 3.1.2), else zeros. Training may add the
-doubly stochastic penalty lambda * sum_i (1 - sum_t alpha_ti)^2 (eq. 14).
+doubly stochastic penalty of eq. 14, per caption as there:
+
+  L_d = -log p(y | a) + lambda * sum_i (1 - sum_t alpha_ti)^2      (eq. 14)
+
+summed over the batch and divided by N, its real words, the trainer's
+per-word cross-entropy's divisor; so lambda weighs the penalty against the
+caption's log-likelihood as in the paper and the authors' code.
 """
 
 import keras
@@ -44,10 +50,11 @@ class SoftAttentionDecoder(CaptionDecoder):
       (sec. 4.2.1). Defaults to True.
     deep_output: bool. Output layer of eq. 7; False: logits from [h_t; z_t].
       Defaults to True.
-    doubly_stochastic: float. lambda of the penalty of eq. 14; 0 = off.
-      Defaults to 1.0 (the paper's value). Since sum_i sum_t alpha_ti = T,
-      the penalty is at least L (1 - T/L)^2 when T < L (about 47 for 64
-      locations and 9 words): the logged loss has that floor.
+    doubly_stochastic: float. lambda of eq. 14 (on its scale, see the
+      module doc); 0 = off. Defaults to 1.0 (the paper's value). Since
+      sum_i sum_t alpha_ti = T, a caption's penalty is at least
+      L (1 - T/L)^2 when T < L (about 47 for 64 locations and T = 9, 5.3
+      a word): the logged loss has that floor.
 
   Reference: Xu et al., "Show, Attend and Tell: Neural Image Caption
   Generation with Visual Attention", ICML 2015.
@@ -138,14 +145,15 @@ class SoftAttentionDecoder(CaptionDecoder):
                           stacked.pop("context"), training)
     return logits, {k: tf.cast(v, tf.float32) for k, v in stacked.items()}
 
-  def auxiliary_losses(self, aux, batch, token_nll):
-    """{"doubly_stochastic": lambda * sum_i (1 - sum_t alpha_ti)^2} (eq. 14),
-    the sum over real (unmasked) steps, averaged over the batch."""
+  def auxiliary_losses(self, aux, batch, token_nll, num_words=None):
+    """{"doubly_stochastic": lambda * sum_b sum_i (1 - sum_t alpha_bti)^2 / N}
+    (eq. 14 over the batch), t over real (unmasked) steps, N = num_words."""
     del token_nll
     if not self.doubly_stochastic:
       return {}
-    return {"doubly_stochastic": self.doubly_stochastic *
-            doubly_stochastic_penalty(aux["attention"], batch["mask"])}
+    penalty = doubly_stochastic_penalty(aux["attention"], batch["mask"])
+    return {"doubly_stochastic": self.doubly_stochastic * tf.reduce_sum(
+        penalty) / word_divisor(batch["mask"], num_words)}
 
   # -- One step, in parts ----------------------------------------------------
 
@@ -188,14 +196,21 @@ class SoftAttentionDecoder(CaptionDecoder):
 
 
 def doubly_stochastic_penalty(attention, mask):
-  """Mean over the batch of sum_i (1 - sum_t alpha_ti)^2 (eq. 14).
+  """Each caption's sum_i (1 - sum_t alpha_ti)^2 (eq. 14): float32 [B].
 
   Args:
     attention: float32 [B, T, L], alpha.
     mask: float32 [B, T], 1 on real steps; padded steps do not count.
   """
   coverage = tf.einsum("btl,bt->bl", attention, mask)  # sum_t alpha_ti
-  return tf.reduce_mean(tf.reduce_sum(tf.square(1.0 - coverage), axis=-1))
+  return tf.reduce_sum(tf.square(1.0 - coverage), axis=-1)
+
+
+def word_divisor(mask, num_words=None):
+  """N of the per-word losses: ``num_words``, else the real words of
+  ``mask`` [B, T]; at least 1."""
+  return tf.maximum(tf.reduce_sum(mask) if num_words is None else num_words,
+                    1.0)
 
 
 def _batch_major(stacked):

@@ -76,13 +76,16 @@ class TrainConfig:
   #                                the image's other samples).
   scst_temperature: float = 1.0  # Softmax temperature of the SCST samples.
   scst_xent_weight: float = 0.0  # Weight of the cross-entropy added to the
-  #                                SCST loss; 0 = policy gradient alone.
+  #                                SCST loss; 0 = policy gradient alone (no
+  #                                teacher-forced pass over the references).
   train_encoder_after: int = -1  # Step from which the CNN is fine-tuned end to
   #                                end (im2txt's second phase); -1 = never,
   #                                0 = from the start.
   checkpoint_every: int = 200  # Steps between checkpoints.
   keep_checkpoints: int = 3  # Most recent checkpoints kept (plus the best).
-  validate_every: int = 500  # Steps between validations (BLEU-4, greedy).
+  validate_every: int = 500  # Steps between validations (greedy captions;
+  #                            the best checkpoint by BLEU-4, by CIDEr-D
+  #                            with scst).
   validation_images: int = 200  # Validation images captioned each time.
   log_every: int = 50  # Steps between TensorBoard scalars.
   seed: int = 0  # Seed of initialisation, shuffling and sampling.

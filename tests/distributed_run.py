@@ -7,7 +7,8 @@ be set up before TensorFlow starts, which a test process cannot redo.
 
 Each strategy S trains in D/S (to --num_steps, if given, else the config's)
 and the output holds ``S/history`` (the loss of every step of this call),
-``S/replicas`` and ``S/weights/I`` (every weight after training).
+``S/replicas``, ``S/weights/I`` (every weight after training) and
+``S/local/I`` (its copies on this process's replicas, stacked).
 """
 
 import os
@@ -50,6 +51,9 @@ def main(argv):
                if "seed_generator" not in v.path]
     for i, v in enumerate(weights):
       out[f"{name}/weights/{i}"] = v.numpy()
+      out[f"{name}/local/{i}"] = np.stack([
+          x.numpy() for x in trainer.strategy.experimental_local_results(
+              v.value)])
   np.savez(FLAGS.output, **out)
   print(f"wrote {FLAGS.output}", flush=True)
 

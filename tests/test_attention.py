@@ -129,22 +129,76 @@ def test_doubly_stochastic_penalty():
   # padding and attends location 0 again, which must not count.
   alphas = np.concatenate([np.eye(4), [[1.0, 0, 0, 0]]])[None]  # [1, 5, 4]
   mask = tf.constant([[1.0, 1, 1, 1, 0]])
-  assert float(doubly_stochastic_penalty(tf.constant(alphas, tf.float32),
-                                         mask)) == 0.0
+  np.testing.assert_array_equal(doubly_stochastic_penalty(
+      tf.constant(alphas, tf.float32), mask), [0.0])
   # Uniform attention over 2 real steps: each location gets 2 / 4.
   uniform = tf.fill([1, 5, 4], 0.25)
   mask = tf.constant([[1.0, 1, 0, 0, 0]])
-  assert float(doubly_stochastic_penalty(uniform, mask)) == \
-      pytest.approx(4 * 0.5 ** 2)
-  decoder = _decoder(doubly_stochastic=0.5)
-  losses = decoder.auxiliary_losses({"attention": uniform}, {"mask": mask},
-                                    None)
-  assert float(losses["doubly_stochastic"]) == pytest.approx(0.5)
+  np.testing.assert_allclose(doubly_stochastic_penalty(uniform, mask),
+                             [4 * 0.5 ** 2])
   assert _decoder(doubly_stochastic=0.0).auxiliary_losses(
       {"attention": uniform}, {"mask": mask}, None) == {}
 
 
+def test_doubly_stochastic_term_is_per_caption_as_eq_14():
+  """L = 2 locations. Caption 0 (3 words) covers them 1.5 and 1.5: penalty
+  2 * 0.5^2 = 0.5; caption 1 (2 words, one padded step) covers them 2 and
+  0: 1 + 1 = 2. lambda = 0.5 over the batch's 5 words, the per-word
+  cross-entropy's divisor: 0.5 * 2.5 / 5; under distribution N counts the
+  words of the global batch (here 10)."""
+  attention = tf.constant([[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]],
+                           [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+  batch = {"mask": tf.constant([[1.0, 1, 1], [1, 1, 0]])}
+  np.testing.assert_allclose(doubly_stochastic_penalty(attention,
+                                                       batch["mask"]),
+                             [0.5, 2.0])
+  decoder = _decoder(doubly_stochastic=0.5)
+  aux = {"attention": attention}
+  assert float(decoder.auxiliary_losses(aux, batch, None)[
+      "doubly_stochastic"]) == pytest.approx(0.25)
+  assert float(decoder.auxiliary_losses(aux, batch, None, tf.constant(
+      10.0))["doubly_stochastic"]) == pytest.approx(0.125)
+
+
 # -- Hard attention -----------------------------------------------------------
+
+
+def test_hard_losses_and_reward_baseline_by_hand():
+  """Two captions of 2 and 3 words, uniform attention over 2 locations;
+  caption 0 fed on samples (log p(s_t) = log 0.5), caption 1 on the
+  expectation. R = -sum_t token_nll = (-2, -6)."""
+  decoder = _decoder(HardAttentionDecoder)
+  half = float(np.log(0.5))
+  aux = {"attention": tf.fill([2, 3, 2], 0.5),
+         "location_log_prob": tf.constant([[half] * 3, [0.0] * 3]),
+         "sampled": tf.constant([[1.0] * 3, [0.0] * 3])}
+  batch = {"mask": tf.constant([[1.0, 1, 0], [1, 1, 1]])}
+  token_nll = tf.constant([[1.0, 1, 0], [2, 2, 2]])
+  losses = decoder.auxiliary_losses(aux, batch, token_nll)
+  # Baseline 0: -lambda_r (R_0 - 0) * 2 log 0.5 / 5 words.
+  assert float(losses["reinforce"]) == pytest.approx(-(-2.0) * 2 * half / 5)
+  # Entropy log 2 at each of the 5 real steps, lambda_e 0.01.
+  assert float(losses["entropy"]) == pytest.approx(-0.01 * np.log(2.0))
+  halved = decoder.auxiliary_losses(aux, batch, token_nll, tf.constant(10.0))
+  assert float(halved["reinforce"]) == pytest.approx(
+      float(losses["reinforce"]) / 2)
+  assert float(decoder.reward_baseline) == 0.0  # The losses leave it.
+
+  # b <- 0.9 b + 0.1 mean R over the sampled captions, from the sums.
+  statistics = decoder.step_statistics(aux, batch, token_nll)
+  assert {k: float(v) for k, v in statistics.items()} == \
+      {"reward": -2.0, "sampled": 1.0}
+  decoder.update_statistics(statistics)
+  assert float(decoder.reward_baseline) == pytest.approx(-0.2)
+  decoder.update_statistics({"reward": tf.constant(-8.0),
+                             "sampled": tf.constant(2.0)})  # Mean -4.
+  assert float(decoder.reward_baseline) == pytest.approx(0.9 * -0.2 - 0.4)
+  decoder.update_statistics({"reward": tf.constant(0.0),
+                             "sampled": tf.constant(0.0)})  # None: kept.
+  assert float(decoder.reward_baseline) == pytest.approx(-0.58)
+  # Against the new baseline, -lambda_r (R_0 - b) * 2 log 0.5 / 5.
+  assert float(decoder.auxiliary_losses(aux, batch, token_nll)[
+      "reinforce"]) == pytest.approx(-(-2.0 + 0.58) * 2 * half / 5)
 
 
 def test_hard_samples_follow_the_distribution():
@@ -242,7 +296,6 @@ def test_gradients_reach_attention(cls, options):
   assert all(_nonzero(g) for g in grads), [w.path for w in kernels]
   if cls is HardAttentionDecoder:
     assert set(extra) == {"reinforce", "entropy"}
-    assert float(decoder.reward_baseline) != 0.0  # Updated by the loss.
 
 
 @pytest.mark.parametrize("cls", [SoftAttentionDecoder, HardAttentionDecoder])

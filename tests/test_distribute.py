@@ -1,7 +1,9 @@
 """Distributed training, mixed precision and XLA, on CPU.
 
 MirroredStrategy over two logical CPU devices follows the one-device loss
-trajectory with the same global batch; a real two-worker
+trajectory with the same global batch (soft attention: its penalty too) and
+keeps one value of every variable (hard attention: its reward baseline
+too); a real two-worker
 MultiWorkerMirroredStrategy run (two processes on 127.0.0.1) survives the
 kill of one worker (the other ends by itself) and, restarted, resumes from
 the chief's checkpoint with the same weights on both workers and the
@@ -48,21 +50,38 @@ def _env(**extra):
               **extra)
 
 
-def _weights(result, name):
-  count = sum(1 for k in result.files if k.startswith(f"{name}/weights/"))
-  return [result[f"{name}/weights/{i}"] for i in range(count)]
+def _weights(result, name, kind="weights"):
+  """Every weight (kind "weights"), or its copies on the replicas, [R, ...]
+  (kind "local")."""
+  count = sum(1 for k in result.files if k.startswith(f"{name}/{kind}/"))
+  return [result[f"{name}/{kind}/{i}"] for i in range(count)]
 
 
-def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path):
+def _train_in_subprocess(config, tmp_path, strategies):
   config_path = str(tmp_path / "config.json")
-  _config(scene_data).save(config_path)
+  config.save(config_path)
   done = subprocess.run(
       [sys.executable, RUNNER, f"--config={config_path}",
-       f"--run_dir={tmp_path}", "--strategies=default,mirrored", "--cpus=2",
+       f"--run_dir={tmp_path}", f"--strategies={strategies}", "--cpus=2",
        f"--output={tmp_path / 'out.npz'}"],
       env=_env(), capture_output=True, text=True, timeout=240)
   assert done.returncode == 0, done.stderr[-3000:]
-  result = np.load(tmp_path / "out.npz")
+  return np.load(tmp_path / "out.npz")
+
+
+def _replicas_agree(result, name):
+  for copies in _weights(result, name, "local"):
+    assert len(copies) == 2
+    np.testing.assert_array_equal(copies[1], copies[0])
+
+
+def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path):
+  """Soft attention: the doubly stochastic penalty, divided by the words of
+  the global batch as the cross-entropy, adds up over the replicas to the
+  one-device term."""
+  config = _config(scene_data)
+  config.model.decoder = "soft_attention"
+  result = _train_in_subprocess(config, tmp_path, "default,mirrored")
   assert int(result["default/replicas"]) == 1
   assert int(result["mirrored/replicas"]) == 2  # 8 captions per replica.
   one, two = result["default/history"], result["mirrored/history"]
@@ -70,8 +89,26 @@ def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path):
   np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
   for a, b in zip(_weights(result, "default"), _weights(result, "mirrored")):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+  _replicas_agree(result, "mirrored")
   assert tf.train.latest_checkpoint(str(tmp_path / "mirrored" /
                                         "checkpoints")).endswith(f"-{STEPS}")
+
+
+def test_mirrored_hard_attention_keeps_one_reward_baseline(scene_data,
+                                                           tmp_path):
+  """Each replica samples its own locations, but the moving-average reward
+  baseline is updated from the rewards of both: one value on both replicas
+  (each kept its own before), which the checkpoint saves."""
+  config = _config(scene_data, num_steps=2, checkpoint_every=2,
+                   validate_every=2)
+  config.model.decoder = "hard_attention"
+  result = _train_in_subprocess(config, tmp_path, "mirrored")
+  _replicas_agree(result, "mirrored")
+  checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+      str(tmp_path / "mirrored" / "checkpoints")))
+  saved = [checkpoint.get_tensor(k) for k in
+           checkpoint.get_variable_to_shape_map() if "reward_baseline" in k]
+  assert len(saved) == 1 and saved[0] < 0.0  # 0.1 * a mean log-likelihood.
 
 
 def _free_ports(count):

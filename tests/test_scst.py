@@ -153,6 +153,35 @@ def test_samples_are_scored_under_the_policy_that_drew_them(name):
                              rtol=1e-4)
 
 
+def test_samples_and_greedy_baseline_never_hold_unk():
+  """A decoder that all but always says <unk> and never <end>: the
+  captions SCST rewards, the samples and the greedy baseline, hold no
+  <unk> in any position, as search bans it everywhere else."""
+  references = {"1": ["a red ball"], "2": ["a blue box"]}
+  vocab = Vocabulary.build(tokenize(c) for v in references.values()
+                           for c in v)
+  config = ExperimentConfig()
+  config.model.embedding_size = config.model.hidden_size = 8
+  decoder = runs.build_decoder(config, len(vocab), with_encoder=False)
+  features = tf.random.stateless_normal([2, 6], [1, 2])
+  runs.build_from_batch(decoder, {"features": features,
+                                  "input_ids": tf.zeros([2, 2], tf.int32)})
+  decoder.logits_layer.bias.assign(50.0 * (
+      tf.one_hot(vocab.unk_id, len(vocab)) -
+      tf.one_hot(vocab.end_id, len(vocab))))
+  loss = SelfCritical(decoder, vocab, references, samples=3, max_length=6)
+  scored = []
+  rewards = loss.rewards
+  loss.rewards = lambda image_ids, ids: (scored.append(ids), rewards(
+      image_ids, ids))[1]
+  with tf.GradientTape() as tape:
+    loss.loss(features, {"image_id": tf.constant(list(references))},
+              tf.constant([0, 0]), tape, {})
+  assert [ids.shape for ids in scored] == [(6, 6), (2, 6)]  # Samples, greedy.
+  for ids in scored:
+    assert not (ids == vocab.unk_id).any()
+
+
 def test_bad_settings_are_one_line_errors():
   vocab = Vocabulary(["a"])
   references = {"1": ["a"]}
@@ -173,6 +202,7 @@ def test_scst_step_of_hard_attention_with_mean_baseline_and_xent(
   trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
   logged = trainer._step_fn(True, False)(
       next(trainer.iterator), tf.constant(0.0), tf.constant([0, 0]))
+  assert float(trainer.decoder.reward_baseline) != 0.0  # Its statistics.
   logged = {k: float(v) for k, v in logged.items()}
   assert {"loss", "cross_entropy", "reinforce", "policy_loss", "reward",
           "baseline", "word_entropy", "sample_length"} <= set(logged)
@@ -182,6 +212,41 @@ def test_scst_step_of_hard_attention_with_mean_baseline_and_xent(
       logged["policy_loss"] + 0.5 * (logged["cross_entropy"] + sum(
           logged[k] for k in ("reinforce", "entropy", "doubly_stochastic")
           if k in logged)), rel=1e-4)
+
+
+def test_scst_alone_skips_cross_entropy_and_keeps_the_best_cider_d(
+    scene_data, tmp_path, monkeypatch):
+  """With scst_xent_weight 0 the step runs no teacher-forced pass in
+  training mode (the only one is over the samples, in inference mode) and
+  logs no cross-entropy; validation scores CIDEr-D as pycocoevalcap does,
+  and that picks the best checkpoint."""
+  config = tiny_config(scene_data, num_steps=2, validate_every=2,
+                       checkpoint_every=2, scst=True, scst_samples=2)
+  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
+  passes = []
+  teacher_forced = trainer.decoder.teacher_forced
+
+  def recorded(features, input_ids, training=False):
+    passes.append(training)
+    return teacher_forced(features, input_ids, training=training)
+  monkeypatch.setattr(trainer.decoder, "teacher_forced", recorded)
+  summary = trainer.train()  # Validates once, after the last step.
+  assert passes and not any(passes)
+  scores, captions = trainer.validate()
+  references = {r.image_id: r.captions for r in
+                trainer.val_records[:config.train.validation_images]}
+  want = caption_metrics(captions, references, meteor=False)
+  assert scores["val_cider_d"] == pytest.approx(want["CIDEr-D"], abs=1e-6)
+  assert scores["val_bleu4"] == pytest.approx(want["BLEU-4"], abs=1e-9)
+  assert trainer.selection == "val_cider_d"
+  assert summary["best_val_cider_d"] == pytest.approx(
+      scores["val_cider_d"], abs=1e-6)
+  assert "best_val_bleu4" not in summary
+  assert tf.train.latest_checkpoint(str(tmp_path / "run" / "best"))
+  logged = trainer._step_fn(True, False)(
+      next(trainer.iterator), tf.constant(0.0), tf.constant([0, 2]))
+  assert "cross_entropy" not in logged
+  assert float(logged["loss"]) == float(logged["policy_loss"])
 
 
 @pytest.fixture(scope="module")

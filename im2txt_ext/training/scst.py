@@ -21,10 +21,12 @@ cross-entropy divides by the words of its captions, so that
 
 log p(w^s) comes from a teacher-forced pass over the samples (each decoder's
 fast path) in inference mode, as search samples: the same policy, no
-dropout (hard attention attends at its argmax). Sampling and the greedy
-baseline are not recorded on the gradient tape. The reward runs on the host
-through ``tf.numpy_function`` (a few milliseconds a step), so it works per
-replica under the CPU/GPU tf.distribute strategies, not on TPUs.
+dropout (hard attention attends at its argmax). The samples and the greedy
+caption never hold <unk>, as no caption the library emits does. Sampling
+and the greedy baseline are not recorded on the gradient tape. The reward
+runs on the host through ``tf.numpy_function`` (a few milliseconds a step),
+so it works per replica under the CPU/GPU tf.distribute strategies, not on
+TPUs.
 """
 
 import numpy as np
@@ -108,7 +110,7 @@ class SelfCritical:
                           for image_id, captions in references.items()})
     self._word_ids = self.scorer.word_table(vocab.words)  # Vocab -> scorer.
     self._ids = dict(start_id=vocab.start_id, end_id=vocab.end_id,
-                     pad_id=vocab.pad_id)
+                     pad_id=vocab.pad_id, banned_ids=(vocab.unk_id,))
 
   def rewards(self, image_ids, word_ids):
     """CIDEr-D of captions given as vocabulary ids (NumPy, on the host).
@@ -142,13 +144,14 @@ class SelfCritical:
       tape: the step's GradientTape.
       cross_entropy: dict of the trainer's cross-entropy step: "loss" (with
         the decoder's auxiliary terms), "cross_entropy", ... Added to the
-        loss with weight xent_weight; always logged.
+        loss with weight xent_weight, and logged; {} when xent_weight is 0
+        (the trainer then skips that teacher-forced pass).
     Returns:
-      (loss, logged): this replica's share of the global loss (the shares
-      add up to it, as the trainer's), and a dict of shares of the logged
-      scalars: ``cross_entropy``'s entries, "policy_loss", "reward" (mean
-      over samples), "baseline", "word_entropy" and "sample_length" (words,
-      <end> included).
+      dict of this replica's shares of the logged scalars (the shares add
+      up to the global values, as the trainer's): "loss", the loss to
+      minimise, ``cross_entropy``'s other entries, "policy_loss", "reward"
+      (mean over samples), "baseline", "word_entropy" and "sample_length"
+      (words, <end> included).
     """
     k = self.samples
     tiled = tf.repeat(features, k, axis=0)  # [B*K, ...], image-major
@@ -180,11 +183,11 @@ class SelfCritical:
         num_words)
     loss = policy + self.xent_weight * cross_entropy["loss"] \
         if self.xent_weight else policy
-    return loss, {**cross_entropy, "loss": loss, "policy_loss": policy,
-                  "reward": tf.reduce_sum(reward) / num_samples,
-                  "baseline": tf.reduce_sum(baseline) / num_samples,
-                  "word_entropy": entropy,
-                  "sample_length": tf.reduce_sum(words_each) / num_samples}
+    return {**cross_entropy, "loss": loss, "policy_loss": policy,
+            "reward": tf.reduce_sum(reward) / num_samples,
+            "baseline": tf.reduce_sum(baseline) / num_samples,
+            "word_entropy": entropy,
+            "sample_length": tf.reduce_sum(words_each) / num_samples}
 
 
 def from_config(config, decoder, vocab, records):

@@ -5,19 +5,23 @@ losses), Adam or SGD with a schedule, global-norm clipping, optional label
 smoothing and scheduled sampling, TensorBoard scalars, a progress bar, and
 periodic validation (greedy captions, BLEU-4) that prints sample captions.
 ``train.scst`` adds self-critical training on CIDEr-D (``scst``) to the same
-step, and ``train.init_from`` starts a run from another run's weights.
+step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0) and
+validates on CIDEr-D too; ``train.init_from`` starts a run from another
+run's weights.
 
 Checkpoints hold the model, the optimiser, the step and the position of the
 input iterator, so a run killed at any moment resumes from its last
 checkpoint with the same optimiser state and data order, losing at most the
-steps since that checkpoint. The checkpoint with the best validation BLEU-4
-is kept apart in ``best/``.
+steps since that checkpoint. The checkpoint with the best validation score,
+BLEU-4 (CIDEr-D for SCST, the reward it optimises), is kept apart in
+``best/``.
 
 The same loop runs under any tf.distribute strategy (``train.strategy``; see
 ``distribute``): the global batch is split over the replicas, the
-cross-entropy is normalised by the words of the global batch, and only the
-chief writes the run directory. ``train.precision`` and ``train.jit_compile``
-turn on mixed precision and XLA.
+cross-entropy and the auxiliary losses are normalised by the words of the
+global batch, the decoders' step statistics are summed over the replicas,
+and only the chief writes the run directory. ``train.precision`` and
+``train.jit_compile`` turn on mixed precision and XLA.
 """
 
 import math
@@ -37,7 +41,12 @@ from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import bleu4
 from im2txt_ext.training import distribute, scst
+from im2txt_ext.training.cider_d import CiderD
 from im2txt_ext.training.losses import masked_cross_entropy
+
+
+# Validation scores, as messages name them.
+_SCORE_NAMES = {"val_bleu4": "BLEU-4", "val_cider_d": "CIDEr-D"}
 
 
 def load_split_records(config, which):
@@ -209,9 +218,11 @@ class Trainer:
       self.optimizer.build(self._all_trainable_variables())
       self.optimizer.built = True  # As Keras' own apply() marks it.
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-      self.best_bleu = tf.Variable(-1.0, trainable=False, name="best_bleu")
+      self.best_score = tf.Variable(-1.0, trainable=False, name="best_score")
+    # "best_bleu": its name from when BLEU-4 alone chose, kept so that
+    # existing runs resume.
     state = dict(model=self.decoder, optimizer=self.optimizer, step=self.step,
-                 best_bleu=self.best_bleu)
+                 best_bleu=self.best_score)
     if self.iterator is not None:
       state["iterator"] = self.iterator
     self.checkpoint = tf.train.Checkpoint(**state)
@@ -246,6 +257,13 @@ class Trainer:
     self.scst = scst.from_config(config, self.decoder, self.vocab,
                                  self.train_records) if config.train.scst \
         else None
+    validated = self.val_records[:config.train.validation_images]
+    # The score that picks the best checkpoint: for SCST the CIDEr-D it
+    # optimises, the validation images' references its corpus.
+    self.selection = "val_cider_d" if self.scst else "val_bleu4"
+    self._val_cider_d = CiderD({
+        r.image_id: [tokenize(c) for c in r.captions] for r in validated
+    }) if self.scst else None
     max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
         lambda f: search.greedy(self.decoder, f, max_length,
@@ -308,30 +326,40 @@ class Trainer:
     loss_scaling = isinstance(self.optimizer,
                               keras.optimizers.LossScaleOptimizer)
 
+    def cross_entropy(batch, features, sampling_prob, seed, words):
+      """This replica's shares of the reference captions' loss terms
+      ("loss", their sum, "cross_entropy" and the decoder's auxiliary
+      terms), and its step statistics."""
+      if scheduled_sampling:
+        logits, aux = self.decoder.sampled_forward(
+            features, batch["input_ids"], sampling_prob, True, seed)
+      else:
+        logits, aux = self.decoder.teacher_forced(
+            features, batch["input_ids"], training=True)
+      xent, token_nll = masked_cross_entropy(
+          logits, batch["target_ids"], batch["mask"], smoothing, words)
+      extra = self.decoder.auxiliary_losses(aux, batch, token_nll, words)
+      loss = xent + tf.add_n(list(extra.values())) if extra else xent
+      return ({"loss": loss, "cross_entropy": xent, **extra},
+              self.decoder.step_statistics(aux, batch, token_nll))
+
     def forward_backward(batch, sampling_prob, seed, words):
-      """Loss terms and gradients of one replica's batch: the compute."""
+      """Logged loss terms, gradients and step statistics of one replica's
+      batch: the compute."""
+      logged, statistics = {}, {}
       with tf.GradientTape() as tape:
         features = self.decoder.encode(batch, training=True)
-        if scheduled_sampling:
-          logits, aux = self.decoder.sampled_forward(
-              features, batch["input_ids"], sampling_prob, True, seed)
-        else:
-          logits, aux = self.decoder.teacher_forced(
-              features, batch["input_ids"], training=True)
-        xent, token_nll = masked_cross_entropy(
-            logits, batch["target_ids"], batch["mask"], smoothing, words)
-        # Auxiliary terms are per-replica means: each adds 1/R of its own.
-        extra = {k: v / replicas for k, v in self.decoder.auxiliary_losses(
-            aux, batch, token_nll).items()}
-        loss = xent + tf.add_n(list(extra.values())) if extra else xent
-        logged = {"loss": loss, "cross_entropy": xent, **extra}
+        if self.scst is None or self.scst.xent_weight:
+          logged, statistics = cross_entropy(batch, features, sampling_prob,
+                                             seed, words)
         if self.scst is not None:  # CIDEr-D policy gradient (scst.py).
-          loss, logged = self.scst.loss(features, batch, seed, tape, logged)
+          logged = self.scst.loss(features, batch, seed, tape, logged)
+        loss = logged["loss"]
         scaled = self.optimizer.scale_loss(loss) if loss_scaling else loss
       grads = tape.gradient(scaled, variables)
       grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
                else g for g in grads]
-      return logged, grads
+      return logged, grads, statistics
 
     if self.config.train.jit_compile:
       # XLA compiles the forward and backward pass; the all-reduce and the
@@ -346,7 +374,11 @@ class Trainer:
       # adds its share, and the summed gradients are the global gradient.
       words = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                              tf.reduce_sum(batch["mask"]))
-      logged, grads = forward_backward(batch, sampling_prob, seed, words)
+      logged, grads, statistics = forward_backward(batch, sampling_prob,
+                                                   seed, words)
+      if statistics:  # Summed first, so that every replica updates alike.
+        self.decoder.update_statistics(
+            ctx.all_reduce(tf.distribute.ReduceOp.SUM, statistics))
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       # With loss scaling the gradients are ``scale`` times too large (the
       # optimizer divides them back, and skips the step if any is inf or
@@ -378,12 +410,20 @@ class Trainer:
   # -- Validation -------------------------------------------------------------
 
   def validate(self):
+    """Greedy captions {image id: str} of the first train.validation_images
+    validation images, and their scores: {"val_bleu4": corpus BLEU-4, and
+    for SCST "val_cider_d": CIDEr-D}; ``selection`` names the one that
+    picks the best checkpoint."""
     records = self.val_records[:self.config.train.validation_images]
     captions = inference.caption_records(
         self.decoder, self.vocab, records, self.pipeline_config.image_size,
         self._greedy, self.features)
-    refs = {r.image_id: r.captions for r in records}
-    return bleu4(captions, refs), captions
+    scores = {"val_bleu4": bleu4(captions,
+                                 {r.image_id: r.captions for r in records})}
+    if self._val_cider_d is not None:
+      scores["val_cider_d"] = float(np.mean(self._val_cider_d.score(
+          list(captions), [tokenize(c) for c in captions.values()])))
+    return scores, captions
 
   # -- The loop ---------------------------------------------------------------
 
@@ -414,14 +454,16 @@ class Trainer:
                                  f"last good checkpoint is in {self.run_dir}")
       history.append(loss)
       bar.update(1)
-      perplexity = math.exp(min(float(logged["cross_entropy"]), 50))
-      bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{perplexity:.1f}")
+      postfix = {"loss": f"{loss:.3f}"}
+      if "cross_entropy" in logged:  # SCST alone does not compute it.
+        logged["perplexity"] = math.exp(min(float(logged["cross_entropy"]),
+                                            50))
+        postfix["ppl"] = f"{logged['perplexity']:.1f}"
+      bar.set_postfix(postfix)
       if done % t.log_every == 0 or done == t.num_steps:
         with writer.as_default(step=done):
           for name, value in logged.items():
             tf.summary.scalar(name, value)
-          tf.summary.scalar("perplexity",
-                            math.exp(min(float(logged["cross_entropy"]), 50)))
           tf.summary.scalar("learning_rate",
                             float(tf.convert_to_tensor(
                                 self.optimizer.learning_rate)))
@@ -433,21 +475,25 @@ class Trainer:
     return {"steps": int(self.step.numpy()),
             "first_loss": history[0] if history else None,
             "final_loss": float(np.mean(history[-20:])) if history else None,
-            "best_val_bleu4": float(self.best_bleu.numpy()),
+            f"best_{self.selection}": float(self.best_score.numpy()),
             "seconds": time.time() - started,
             "device": devices.describe()}
 
   def _validate_and_keep_best(self, step, writer):
-    score, captions = self.validate()
+    scores, captions = self.validate()
     # The same on every worker: the saves below are collective operations.
-    score = distribute.agree(self.strategy, score)
+    scores = {name: distribute.agree(self.strategy, score)
+              for name, score in scores.items()}
     with writer.as_default(step=step):
-      tf.summary.scalar("val_bleu4", score)
+      for name, score in scores.items():
+        tf.summary.scalar(name, score)
     if not self.quiet:
-      tqdm.write(f"step {step}: validation BLEU-4 {score:.4f}")
+      tqdm.write(f"step {step}: validation " + ", ".join(
+          f"{_SCORE_NAMES[name]} {score:.4f}"
+          for name, score in scores.items()))
       for record in self.val_records[:3]:
         tqdm.write(f"  {record.image_id}: {captions[record.image_id]!r} "
                    f"(ref: {record.captions[0]!r})")
-    if score > float(self.best_bleu.numpy()):
-      self.best_bleu.assign(score)
+    if scores[self.selection] > float(self.best_score.numpy()):
+      self.best_score.assign(scores[self.selection])
       self._save(self.best_manager, step)
