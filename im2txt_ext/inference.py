@@ -53,7 +53,8 @@ class Captioner:
 
   Args:
     run_dir: str. A training run directory.
-    which: "best" (best validation BLEU-4) or "latest" checkpoint.
+    which: "best" (best validation BLEU-4; CIDEr-D for SCST runs) or
+      "latest" checkpoint.
     with_encoder: bool. Build the image encoder (needed for image input).
     allow_unk: bool. Let captions contain ``<unk>`` (banned by default).
     overrides: "a.b=value" changes of the run's config (see
@@ -92,7 +93,10 @@ class Captioner:
         run = lambda f: search.sample(  # noqa: E731
             self.decoder, f, max_length, temperature, top_k=top_k or 0,
             **ids, **options)
-      self._searches[key] = tf.function(run, reduce_retracing=True)
+      # Without AutoGraph (the search is written in graph ops) a bad option
+      # raises its own one-line ValueError while tracing.
+      self._searches[key] = tf.function(run, reduce_retracing=True,
+                                        autograph=False)
     return self._searches[key]
 
   def search(self, features, method="beam", beam_size=3, max_length=20,
@@ -116,7 +120,8 @@ class Captioner:
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":
         search._check(beam_size, max_length, top_k, search.emitted_words(
-            self.decoder, self.banned_ids))
+            self.decoder, self.banned_ids, self.vocab.start_id,
+            self.vocab.pad_id))
       else:
         search._check(1, max_length)
       fn = self._search_fn(method, beam_size, max_length, temperature, top_k,

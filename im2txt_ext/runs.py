@@ -5,7 +5,8 @@ Layout of a run directory:
   vocab.txt           the Vocabulary;
   checkpoints/        the last N training checkpoints (model, optimiser,
                       step, data-iterator position);
-  best/               the checkpoint with the best validation BLEU-4;
+  best/               the checkpoint with the best validation BLEU-4
+                      (CIDEr-D for SCST runs);
   train/, val/        TensorBoard event files.
 """
 

@@ -20,7 +20,8 @@ Results are ``SearchResult`` tuples (k captions per image):
 Every search applies the same rules to the logits of each step, before
 they are normalised (so the log-probabilities are those of the distribution
 the search draws from, as the banned words' renormalisation always was):
-  banned_ids: words it never emits (the library's captioners ban <unk>);
+  banned_ids: words it never emits (the library's captioners ban <unk>;
+    <start> and <pad> are never emitted);
   min_length: <end> is banned until the caption has this many words;
   bad_ending_ids: <end> is banned right after these words ("a", "with",
     ...; self-critical.pytorch's ``remove_bad_endings``);
@@ -59,11 +60,18 @@ class StepCounter:
     return self.decoder.step(word_ids, state, training)
 
 
-def emitted_words(decoder, banned_ids=()):
+def emitted_words(decoder, banned_ids=(), start_id=1, pad_id=0):
   """How many words a search over ``decoder`` may emit: its vocabulary less
-  the banned words (None where the decoder does not say its vocabulary)."""
+  the banned words, <start> and <pad> (None where the decoder does not say
+  its vocabulary)."""
   vocab_size = getattr(decoder, "vocab_size", None)
-  return None if vocab_size is None else vocab_size - len(set(banned_ids))
+  return None if vocab_size is None else \
+      vocab_size - len(_banned(banned_ids, start_id, pad_id))
+
+
+def _banned(banned_ids, start_id, pad_id):
+  """The words a search never emits: ``banned_ids``, <start> and <pad>."""
+  return tuple(sorted(set(banned_ids) | {start_id, pad_id}))
 
 
 def _tile(structure, times):
@@ -279,8 +287,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   if not isinstance(diversity_groups, int) or diversity_groups < 1:
     raise ValueError("diversity groups must be a positive integer, got "
                      f"{diversity_groups!r}")
-  rules = Rules(end_id, tuple(banned_ids), min_length, bad_ending_ids,
-                no_repeat_ngram_size, repetition_penalty)
+  rules = Rules(end_id, _banned(banned_ids, start_id, pad_id), min_length,
+                bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
   asserts = (_check(beam_size, max_length, top_k) +
              _check_rules(rules) +
              _in_range(length_penalty, 0.0, None,
@@ -512,8 +520,8 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
             banned_ids, min_length=0, bad_ending_ids=(),
             no_repeat_ngram_size=0, repetition_penalty=1.0):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
-  rules = Rules(end_id, tuple(banned_ids), min_length, bad_ending_ids,
-                no_repeat_ngram_size, repetition_penalty)
+  rules = Rules(end_id, _banned(banned_ids, start_id, pad_id), min_length,
+                bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
   (max_length,) = _after(_check(1, max_length) + _check_rules(rules),
                          (max_length,))
   batch_size = tf.shape(features)[0]

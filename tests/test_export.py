@@ -233,9 +233,9 @@ def test_empty_batch_and_bad_options(loaded):
   options = loaded.signatures["caption_with_options"]
   for (beam, length, k), message in [
       ((2, 5, 3), "top_k must be in 1..2, got 3"),
-      ((0, 5, 1), "beam size must be a positive integer up to 22, the "
+      ((0, 5, 1), "beam size must be a positive integer up to 20, the "
        "words the search may emit, got 0"),
-      ((23, 5, 1), "up to 22, the words the search may emit, got 23"),
+      ((21, 5, 1), "up to 20, the words the search may emit, got 21"),
       ((2, 501, 1), "max length must be in 1..500, got 501")]:
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       options(images=empty, beam_size=tf.constant(beam),
@@ -311,3 +311,34 @@ def test_evaluate_an_export_like_its_checkpoint(exported, scene_data,
   assert captions["--run"] == captions["--exp"]
   metrics = json.loads((tmp_path / "run_dir" / "metrics.json").read_text())
   assert metrics["perplexity"] > 1.0
+
+
+def test_caption_command_takes_the_decoding_options(exported, scene_data):
+  from im2txt_ext.inference import Captioner
+  run_dir, _ = exported
+  paths = image_paths(scene_data, 2)
+  result = run_module("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+                      f"--images={','.join(paths)}", "--beam_size=4",
+                      "--top_k=4", "--diversity_groups=2",
+                      "--diversity_strength=1.0", "--min_length=2",
+                      "--no_repeat_ngram_size=2", "--no_bad_endings")
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+  assert len(lines) == 8
+  expected = Captioner(str(run_dir)).caption_files(
+      paths, beam_size=4, top_k=4, diversity_groups=2, diversity_strength=1.0,
+      min_length=2, no_repeat_ngram_size=2, no_bad_endings=True)
+  assert [line[1] for line in lines] == [
+      o["caption"] for e in expected for o in e["captions"]]
+  for image in range(2):
+    captions = [line[1] for line in lines[4 * image:4 * image + 4]]
+    assert len(set(captions)) == 4
+    assert all(len(c.split()) >= 2 for c in captions)
+  with pytest.raises(InputError, match="top_p: not an option of the beam"):
+    Captioner(str(run_dir)).caption_files(paths, top_p=0.9)
+  bad = run_module("im2txt_ext.cli.caption", f"--run_dir={run_dir}",
+                   f"--images={paths[0]}", "--beam_size=3",
+                   "--diversity_groups=2")
+  assert bad.returncode == 2
+  assert "error: beam size must be a multiple of the diversity groups (2)" \
+      in bad.stderr

@@ -105,7 +105,7 @@ def test_api_refuses_bad_uploads(client, scene_data):
                           "no_bad_endings must be 0 or 1"),
                          ("?min_length=-1", "min length must be >= 0"),
                          ("?beam_size=5000&max_length=5&k=1",
-                          "up to 22, the words the search may emit")]:
+                          "up to 20, the words the search may emit")]:
     response = client.post("/api/caption" + query, data=data)
     assert response.status_code == 400 and message in response.json["error"]
 

@@ -31,7 +31,8 @@ flags.DEFINE_float("temperature", 1.0, "Softmax temperature (method=sample); "
 flags.register_validator("temperature", lambda t: t > 0,
                          "--temperature must be above 0")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
-                  "checkpoint: best validation BLEU-4 or the latest.")
+                  "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
+                  "runs) or the latest.")
 flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
                     "per image).")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.", lower_bound=1)

@@ -14,7 +14,8 @@ flags.DEFINE_string("run_dir", None, "Training run directory (holds "
 flags.DEFINE_string("output", None, "SavedModel folder to write; an existing "
                     "export there is replaced atomically.")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
-                  "checkpoint: best validation BLEU-4 or the latest.")
+                  "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
+                  "runs) or the latest.")
 flags.DEFINE_integer("beam_size", 3, "Default beams per image "
                      "(serving_default, caption_features).")
 flags.DEFINE_integer("max_length", 20, "Default most words per caption, "
