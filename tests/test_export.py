@@ -342,3 +342,27 @@ def test_caption_command_takes_the_decoding_options(exported, scene_data):
   assert bad.returncode == 2
   assert "error: beam size must be a multiple of the diversity groups (2)" \
       in bad.stderr
+
+
+def test_decoding_table_scores_each_setting(exported, scene_data, tmp_path):
+  run_dir, _ = exported
+  root, paths = scene_data
+  settings = tmp_path / "settings.json"
+  settings.write_text(json.dumps([
+      {"label": "greedy", "options": {"method": "greedy"}},
+      {"label": "beam 2, min length 4",
+       "options": {"beam_size": 2, "min_length": 4}}]))
+  result = run_module("experiments.decoding", f"--run_dir={run_dir}",
+                      f"--captions={paths['val']}", "--split=",
+                      f"--settings={settings}", f"--output={tmp_path / 'out'}",
+                      "--limit=12", "--meteor=false")
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = json.loads((tmp_path / "out" / "table.json").read_text())
+  assert table["images"] == 12
+  greedy, longer = table["rows"]
+  assert longer["mean length"] >= 4  # Every caption, so the mean too.
+  assert greedy["METEOR"] is None  # Not asked for.
+  assert 0 <= greedy["BLEU-4"] <= 1 and 0 < greedy["distinct"] <= 1
+  markdown = (tmp_path / "out" / "table.md").read_text().splitlines()
+  assert markdown[0].startswith("| setting | BLEU-4 | METEOR | CIDEr-D")
+  assert markdown[3].startswith("| beam 2, min length 4 | ")
