@@ -340,8 +340,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     """Parents (beam index in the image) [B, K], words [B, K] and new
     log-probabilities [B, K] of the K best live extensions, per group.
 
-    logits [B, K, V] (<end>'s at NEG_INF) and log_norm [B, K, 1]: the
-    words' log-probabilities are logits - log_norm."""
+    logits [B, K, V] and log_norm [B, K, 1]: the words' log-probabilities
+    are logits - log_norm; <end> is no live extension."""
     parents, words, new_log_probs = [], [], []
     chosen = None  # float32 [B, V]: times each word was chosen this step.
     for g in range(groups):
@@ -352,13 +352,16 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
         group_logits -= tf.cast(diversity_strength, tf.float32) * \
             chosen[:, None]
       # The Kg best extensions of the group are among the Kg best of each
-      # of its beams: take those first (top-k over V per beam), then the
-      # best over Kg * Kg per image, instead of sorting Kg * V candidates.
+      # of its beams other than <end>: take the Kg + 1 best first (top-k
+      # over V per beam), drop <end>, then take the best over the group's
+      # Kg * (Kg + 1) per image, instead of sorting Kg * V candidates.
       best_logits, best_words = tf.math.top_k(group_logits, tf.minimum(
-          group_size, tf.shape(logits)[-1]))
+          group_size + 1, tf.shape(logits)[-1]))
+      best_logits = tf.where(best_words == end_id, NEG_INF, best_logits)
       ranking = log_probs[:, beams, None] + best_logits - log_norm[:, beams]
       if chosen is not None:  # The log-probabilities, less the penalty.
-        best_logits = tf.gather(logits[:, beams], best_words, batch_dims=2)
+        best_logits = tf.where(best_words == end_id, NEG_INF, tf.gather(
+            logits[:, beams], best_words, batch_dims=2))
       candidates = log_probs[:, beams, None] + best_logits - \
           log_norm[:, beams]
       _, flat = tf.math.top_k(tf.reshape(ranking, [batch_size, -1]),
@@ -399,10 +402,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
         lengths=tf.fill([batch_size, k], t + 1), attention=attention))
 
     # The others compete for the K live slots.
-    is_end = tf.one_hot(end_id, tf.shape(logits)[-1], on_value=True,
-                        off_value=False)
-    parents, words, log_probs = select(
-        tf.where(is_end, NEG_INF, logits), log_norm, live["log_probs"])
+    parents, words, log_probs = select(logits, log_norm, live["log_probs"])
     rows = tf.reshape(beam_offsets + parents, [-1])
     ids = _write(tf.gather(live["ids"], parents, batch_dims=1), t, words)
     new = dict(words=tf.reshape(words, [-1]),
