@@ -18,10 +18,10 @@ are baked in at export time and a second signature takes them as inputs):
     log_probs float32 [N, K] and, for attention decoders, attention
     float32 [N, K, T, L]; beam size, T and K are the export's defaults;
   caption_with_options(images, beam_size, max_length, k, min_length,
-    no_repeat_ngram_size: int32 scalars, length_penalty,
-    repetition_penalty: float32 scalars, no_bad_endings: bool scalar), the
-    same outputs with the search and its rules (``im2txt_ext.search``)
-    chosen per call;
+    no_repeat_ngram_size, diversity_groups: int32 scalars, length_penalty,
+    repetition_penalty, diversity_strength: float32 scalars,
+    no_bad_endings: bool scalar), the same outputs with the search and its
+    rules (``im2txt_ext.search``) chosen per call;
   caption_features(features float32 [N, D] or [N, L, D]): the same outputs
     for features already extracted by the model's encoder (defaults).
 Images may be JPEG, PNG, GIF or BMP; bytes that are not an image, or an
@@ -29,8 +29,6 @@ image over ``max_pixels``, fail with InvalidArgumentError naming the image's
 index, before anything is decoded. An empty batch gives empty outputs.
 The defaults (beam size, T, K) are kept as the variable ``search_defaults``;
 the length normalisation (plain or GNMT) is chosen at export time.
-Diverse beam search, whose number of groups shapes the graph, is not
-exported.
 
 Decoders that feed their RNN the word alone (Show and Tell, the RNN
 baseline) are exported with their precomputed word inputs
@@ -175,15 +173,18 @@ class CaptionModule(tf.Module):
 
   def caption_with_options(self, images, beam_size, max_length, k,
                            length_penalty, min_length, no_bad_endings,
-                           no_repeat_ngram_size, repetition_penalty):
-    """``caption_images`` with the search's rules as tensors."""
+                           no_repeat_ngram_size, repetition_penalty,
+                           diversity_groups, diversity_strength):
+    """``caption_images`` with the search's options as tensors."""
     bad_endings = tf.boolean_mask(self.bad_ending_ids, tf.fill(
         tf.shape(self.bad_ending_ids), no_bad_endings))
     return self.caption_images(
         images, beam_size, max_length, k, length_penalty=length_penalty,
         min_length=min_length, bad_ending_ids=bad_endings,
         no_repeat_ngram_size=no_repeat_ngram_size,
-        repetition_penalty=repetition_penalty)
+        repetition_penalty=repetition_penalty,
+        diversity_groups=diversity_groups,
+        diversity_strength=diversity_strength)
 
   def caption(self, features, beam_size, max_length, k, **rules):
     """Features -> {"captions", "log_probs"[, "attention"]}, best first."""
@@ -242,7 +243,9 @@ class CaptionModule(tf.Module):
             scalar("length_penalty", tf.float32), scalar("min_length"),
             scalar("no_bad_endings", tf.bool),
             scalar("no_repeat_ngram_size"),
-            scalar("repetition_penalty", tf.float32)),
+            scalar("repetition_penalty", tf.float32),
+            scalar("diversity_groups"),
+            scalar("diversity_strength", tf.float32)),
         "caption_features": from_features.get_concrete_function(features),
     }
 

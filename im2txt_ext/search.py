@@ -277,15 +277,16 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
       repetition_penalty: the rules of the module doc.
     length_normalization: "plain" (|Y|^alpha) or "gnmt" (((5 + |Y|) /
       6)^alpha).
-    diversity_groups: int G >= 1 dividing K (a Python int).
+    diversity_groups: int or int32 scalar tensor, G >= 1 dividing K.
     diversity_strength: float or float32 scalar tensor, lambda >= 0.
   """
   if length_normalization not in LENGTH_NORMALIZATIONS:
     raise ValueError(f"length normalization must be one of "
                      f"{', '.join(LENGTH_NORMALIZATIONS)}, got "
                      f"{length_normalization!r}")
-  if not isinstance(diversity_groups, int) or diversity_groups < 1:
-    raise ValueError("diversity groups must be a positive integer, got "
+  if not tf.is_tensor(diversity_groups) and \
+     not isinstance(diversity_groups, int):
+    raise ValueError("diversity groups must be an integer, got "
                      f"{diversity_groups!r}")
   rules = Rules(end_id, _banned(banned_ids, start_id, pad_id), min_length,
                 bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
@@ -295,6 +296,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
                        "length penalty must be >= 0, got {}") +
              _in_range(diversity_strength, 0.0, None,
                        "diversity strength must be >= 0, got {}") +
+             _in_range(diversity_groups, 1, None, "diversity groups must "
+                       "be a positive integer, got {}") +
              _in_range(beam_size % diversity_groups, 0, 0,
                        "beam size must be a multiple of the diversity "
                        "groups ({}); the remainder is {}",
@@ -302,6 +305,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   k, max_length, top_k = _after(asserts, (beam_size, max_length, top_k))
   top_k = k if top_k is None else top_k
   groups = diversity_groups
+  one_group = _is_off(groups, 1)
   group_size = k // groups
   batch_size = tf.shape(features)[0]
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
@@ -336,47 +340,65 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     return {key: tf.gather(x, best, batch_dims=1)
             for key, x in merged.items()}
 
-  def select(logits, log_norm, log_probs):
-    """Parents (beam index in the image) [B, K], words [B, K] and new
-    log-probabilities [B, K] of the K best live extensions, per group.
+  def select_group(g, logits, log_norm, log_probs, chosen):
+    """Parents (beam index in the image), words and new log-probabilities,
+    each [B, Kg], of the Kg best live extensions of group g; ``chosen``
+    float32 [B, V] (None: zeros): how often the groups before it chose
+    each word at this step.
 
     logits [B, K, V] and log_norm [B, K, 1]: the words' log-probabilities
     are logits - log_norm; <end> is no live extension."""
-    parents, words, new_log_probs = [], [], []
-    chosen = None  # float32 [B, V]: times each word was chosen this step.
-    for g in range(groups):
-      beams = slice(None) if groups == 1 else \
-          slice(g * group_size, (g + 1) * group_size)
-      group_logits = logits[:, beams]  # [B, Kg, V]
-      if chosen is not None:
-        group_logits -= tf.cast(diversity_strength, tf.float32) * \
-            chosen[:, None]
-      # The Kg best extensions of the group are among the Kg best of each
-      # of its beams other than <end>: take the Kg + 1 best first (top-k
-      # over V per beam), drop <end>, then take the best over the group's
-      # Kg * (Kg + 1) per image, instead of sorting Kg * V candidates.
-      best_logits, best_words = tf.math.top_k(group_logits, tf.minimum(
-          group_size + 1, tf.shape(logits)[-1]))
-      best_logits = tf.where(best_words == end_id, NEG_INF, best_logits)
-      ranking = log_probs[:, beams, None] + best_logits - log_norm[:, beams]
-      if chosen is not None:  # The log-probabilities, less the penalty.
-        best_logits = tf.where(best_words == end_id, NEG_INF, tf.gather(
-            logits[:, beams], best_words, batch_dims=2))
-      candidates = log_probs[:, beams, None] + best_logits - \
-          log_norm[:, beams]
-      _, flat = tf.math.top_k(tf.reshape(ranking, [batch_size, -1]),
-                              group_size)
-      parents.append(flat // tf.shape(best_words)[-1] + g * group_size)
-      words.append(tf.gather(tf.reshape(best_words, [batch_size, -1]), flat,
-                             batch_dims=1))
-      new_log_probs.append(tf.gather(tf.reshape(
-          candidates, [batch_size, -1]), flat, batch_dims=1))
-      if g + 1 < groups:
-        picked = tf.reduce_sum(tf.one_hot(words[-1], tf.shape(logits)[-1]),
-                               axis=1)
-        chosen = picked if chosen is None else chosen + picked
-    return tuple(x[0] if groups == 1 else tf.concat(x, 1)
-                 for x in (parents, words, new_log_probs))
+    if not one_group:
+      beams = g * group_size + tf.range(group_size)
+      logits, log_norm, log_probs = (tf.gather(x, beams, axis=1) for x in
+                                     (logits, log_norm, log_probs))
+    penalised = logits if chosen is None else \
+        logits - tf.cast(diversity_strength, tf.float32) * chosen[:, None]
+    # The Kg best extensions of the group are among the Kg best of each of
+    # its beams other than <end>: take the Kg + 1 best first (top-k over V
+    # per beam), drop <end>, then take the best over the group's
+    # Kg * (Kg + 1) per image, instead of sorting Kg * V candidates.
+    best_logits, best_words = tf.math.top_k(penalised, tf.minimum(
+        group_size + 1, tf.shape(logits)[-1]))
+    is_end = best_words == end_id
+    ranking = tf.where(is_end, NEG_INF, best_logits - log_norm)
+    if chosen is not None:  # The log-probabilities, less the penalty.
+      best_logits = tf.gather(logits, best_words, batch_dims=2)
+    candidates = tf.where(is_end, NEG_INF, best_logits - log_norm)
+    _, flat = tf.math.top_k(tf.reshape(log_probs[..., None] + ranking,
+                                       [batch_size, -1]), group_size)
+    pick = lambda x: tf.gather(  # noqa: E731
+        tf.reshape(x, [batch_size, -1]), flat, batch_dims=1)
+    return (flat // tf.shape(best_words)[-1] + g * group_size,
+            pick(best_words), pick(log_probs[..., None] + candidates))
+
+  def select(logits, log_norm, log_probs):
+    """``select_group`` of every group in turn, each penalised for the
+    words of those before it: parents, words, log-probabilities [B, K]."""
+    if one_group:
+      return select_group(0, logits, log_norm, log_probs, None)
+    picked = lambda words: tf.reduce_sum(  # noqa: E731
+        tf.one_hot(words, tf.shape(logits)[-1]), axis=1)
+    if isinstance(groups, int):
+      chosen, out = None, []
+      for g in range(groups):
+        out.append(select_group(g, logits, log_norm, log_probs, chosen))
+        chosen = picked(out[-1][1]) + (0.0 if chosen is None else chosen)
+      return tuple(tf.concat(x, 1) for x in zip(*out))
+
+    def group_body(g, chosen, arrays):
+      out = select_group(g, logits, log_norm, log_probs, chosen)
+      return (g + 1, chosen + picked(out[1]),
+              tuple(a.write(g, x) for a, x in zip(arrays, out)))
+    arrays = tuple(tf.TensorArray(dtype, groups) for dtype in
+                   (tf.int32, tf.int32, tf.float32))
+    _, _, arrays = tf.while_loop(
+        lambda g, *_: g < groups, group_body, (
+            tf.constant(0), tf.zeros([batch_size, tf.shape(logits)[-1]]),
+            arrays))
+    # [G, B, Kg] -> [B, K], group-major as the beams.
+    return tuple(tf.reshape(tf.transpose(a.stack(), [1, 0, 2]),
+                            [batch_size, k]) for a in arrays)
 
   def body(t, live, pool):
     out = decoder.step(live["words"], live["state"])
@@ -393,7 +415,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
 
     # Beams that end now leave for the pool.
     ended = live["log_probs"] + logits[..., end_id] - log_norm[..., 0]
-    if groups > 1:  # Groups may share a caption: it ends once.
+    if not one_group:  # Groups may share a caption: it ends once.
       ended = tf.where(_repeats(live["ids"], live["log_probs"]), NEG_INF,
                        ended)
     pool = into_pool(pool, dict(

@@ -16,7 +16,8 @@ no_repeat_ngram_size=3&no_bad_endings=1&length_penalty=0.7'
 Search options (query or form fields, each optional: the export's default
 sizes and no rules otherwise): beam_size, max_length, k (captions
 returned), length_penalty, min_length, no_bad_endings (0/1),
-no_repeat_ngram_size, repetition_penalty; see ``im2txt_ext.search``.
+no_repeat_ngram_size, repetition_penalty, diversity_groups,
+diversity_strength; see ``im2txt_ext.search``.
 
 The API answers {"captions": [{"caption", "log_prob", "words"[,
 "attention": one [L] map per word]}], "grid": [h, w] or null}, or
@@ -44,7 +45,8 @@ _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 # that turn each rule off.
 _SIZES = ("beam_size", "max_length", "k")
 _RULES = {"length_penalty": 0.0, "min_length": 0, "no_bad_endings": False,
-          "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
+          "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
+          "diversity_groups": 1, "diversity_strength": 0.0}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -147,8 +149,9 @@ def _assertion(message):
 
 def _options(args):
   """Search options from the query or form: those given, typed (the sizes,
-  min_length and no_repeat_ngram_size integers, length_penalty and
-  repetition_penalty numbers, no_bad_endings 0/1)."""
+  min_length, no_repeat_ngram_size and diversity_groups integers,
+  length_penalty, repetition_penalty and diversity_strength numbers,
+  no_bad_endings 0/1)."""
   options = {}
   for name in _SIZES + tuple(_RULES):
     text = args.get(name)

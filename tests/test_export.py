@@ -80,7 +80,8 @@ def exported(scene_data, tmp_path_factory):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "caption_with_options(images, beam_size, max_length, k, " \
       "length_penalty, min_length, no_bad_endings, no_repeat_ngram_size, " \
-      "repetition_penalty)" in result.stdout
+      "repetition_penalty, diversity_groups, diversity_strength)" in \
+      result.stdout
   return run_dir, folder / "model"
 
 
@@ -97,7 +98,8 @@ options = model.signatures["caption_with_options"](
     k=tf.constant(4), length_penalty=tf.constant(0.5),
     min_length=tf.constant(2), no_bad_endings=tf.constant(True),
     no_repeat_ngram_size=tf.constant(2),
-    repetition_penalty=tf.constant(1.2))
+    repetition_penalty=tf.constant(1.2), diversity_groups=tf.constant(2),
+    diversity_strength=tf.constant(0.5))
 print(json.dumps({
     "captions": default["captions"].numpy().astype(str).tolist(),
     "log_probs": default["log_probs"].numpy().tolist(),
@@ -131,7 +133,7 @@ def test_export_captions_like_the_library_in_a_fresh_python(
   with_options = captioner.caption_files(
       paths, beam_size=4, max_length=5, top_k=4, length_penalty=0.5,
       min_length=2, no_bad_endings=True, no_repeat_ngram_size=2,
-      repetition_penalty=1.2)
+      repetition_penalty=1.2, diversity_groups=2, diversity_strength=0.5)
   assert served["options_captions"] == [
       [o["caption"] for o in e["captions"]] for e in with_options]
 
@@ -243,7 +245,9 @@ def test_empty_batch_and_bad_options(loaded):
               length_penalty=tf.constant(0.0), min_length=tf.constant(0),
               no_bad_endings=tf.constant(False),
               no_repeat_ngram_size=tf.constant(0),
-              repetition_penalty=tf.constant(1.0))
+              repetition_penalty=tf.constant(1.0),
+              diversity_groups=tf.constant(1),
+              diversity_strength=tf.constant(0.0))
 
 
 def test_interrupted_export_keeps_the_old_one(exported, tmp_path,

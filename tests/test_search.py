@@ -530,19 +530,19 @@ def test_rules_as_tensors_give_the_same_captions():
   tf.keras.utils.set_random_seed(7)
   decoder = ShowAndTell(16, embedding_size=8, hidden_size=16, dropout=0.0)
   features = tf.random.normal([6, 4])
-  options = dict(length_penalty=0.6, min_length=2, bad_ending_ids=[3, 4],
-                 no_repeat_ngram_size=2, repetition_penalty=1.3,
-                 diversity_strength=0.5)
-  python = search.beam_search(decoder, features, 4, 9, top_k=2,
-                              length_normalization="gnmt",
-                              diversity_groups=2, **options)
-  as_tensors = tf.function(lambda f, o: search.beam_search(
-      decoder, f, tf.constant(4), tf.constant(9), top_k=tf.constant(2),
-      length_normalization="gnmt", diversity_groups=2, **o))(
-          features, {k: tf.constant(v) for k, v in options.items()})
-  for a, b in zip(python, as_tensors):
-    if a is not None:
-      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+  for groups in (1, 2):
+    options = dict(length_penalty=0.6, min_length=2, bad_ending_ids=[3, 4],
+                   no_repeat_ngram_size=2, repetition_penalty=1.3,
+                   diversity_groups=groups, diversity_strength=0.5)
+    python = search.beam_search(decoder, features, 4, 9, top_k=2,
+                                length_normalization="gnmt", **options)
+    as_tensors = tf.function(lambda f, o: search.beam_search(
+        decoder, f, tf.constant(4), tf.constant(9), top_k=tf.constant(2),
+        length_normalization="gnmt", **o))(
+            features, {k: tf.constant(v) for k, v in options.items()})
+    for a, b in zip(python, as_tensors):
+      if a is not None:
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
 
 
 def test_bad_decoding_options():

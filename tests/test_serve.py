@@ -73,11 +73,13 @@ def test_api_multipart_and_raw_bytes(client, scene_data):
   defaults = client.post("/api/caption?beam_size=2", data=data)
   assert defaults.json == answer
   rules = client.post("/api/caption?no_repeat_ngram_size=1&min_length=3"
-                      "&no_bad_endings=1&length_penalty=0.5", data=data)
+                      "&no_bad_endings=1&length_penalty=0.5"
+                      "&diversity_groups=2&diversity_strength=1", data=data)
   assert rules.status_code == 200, rules.json
   for option in rules.json["captions"]:
     assert len(option["words"]) >= 3
     assert len(set(option["words"])) == len(option["words"])
+  assert rules.json["captions"][0] != rules.json["captions"][1]
 
 
 def test_api_refuses_bad_uploads(client, scene_data):
@@ -104,6 +106,8 @@ def test_api_refuses_bad_uploads(client, scene_data):
                          ("?no_bad_endings=maybe",
                           "no_bad_endings must be 0 or 1"),
                          ("?min_length=-1", "min length must be >= 0"),
+                         ("?diversity_groups=3",
+                          "multiple of the diversity groups (3)"),
                          ("?beam_size=5000&max_length=5&k=1",
                           "up to 20, the words the search may emit")]:
     response = client.post("/api/caption" + query, data=data)

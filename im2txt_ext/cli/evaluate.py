@@ -107,13 +107,10 @@ def caption_with_export(records):
     raise InputError("an export captions with beam search only; drop "
                      "--method", FLAGS.export)
   options = decoding.search_options("beam")
-  fixed = {name: options.pop(name) for name in (
-      "length_normalization", "diversity_groups", "diversity_strength")}
-  if fixed != dict(length_normalization="plain", diversity_groups=1,
-                   diversity_strength=0.0):
+  if options.pop("length_normalization") != "plain":
     raise InputError("an export's length normalisation is chosen at export "
-                     "time and it has no diverse beam search: drop "
-                     "--length_normalization and --diversity_*", FLAGS.export)
+                     "time (im2txt-export --length_normalization): drop "
+                     "--length_normalization", FLAGS.export)
   caption = export.load(FLAGS.export).signatures["caption_with_options"]
   candidates = {}
   for i in range(0, len(records), 32):
