@@ -34,6 +34,7 @@ input); a Python value that turns a rule off builds none of its ops.
 """
 
 import collections
+import functools
 
 import tensorflow as tf
 
@@ -184,22 +185,27 @@ def _apply_rules(logits, rules, t, words, ids, runs):
                       vocab_size)
     logits = tf.where(seen, tf.where(logits > 0, logits / theta,
                                      logits * theta), logits)
-  banned = tf.zeros_like(logits, tf.bool)
+  banned = []  # bool [V] or [N, V]: one tf.where over the logits for all.
   if rules.banned_ids:
-    banned |= tf.reduce_any(vocab[:, None] == tf.constant(
-        list(rules.banned_ids), tf.int32)[None], axis=1)[None]
+    banned.append(tf.reduce_any(vocab[:, None] == tf.constant(
+        list(rules.banned_ids), tf.int32)[None], axis=1))
   if runs is not None:
     n = rules.no_repeat_ngram_size
-    banned |= _word_mask(ids, written & (runs >= n - 1) & (n > 0),
-                         vocab_size)
-  no_end = tf.zeros_like(words, tf.bool)
+    banned.append(_word_mask(ids, written & (runs >= n - 1) & (n > 0),
+                             vocab_size))
+  no_end = []  # bool [N]: captions that may not end now.
   if not _is_off(rules.min_length, 0):
-    no_end |= t < rules.min_length
+    no_end.append(tf.fill(tf.shape(words), t < rules.min_length))
   if tf.is_tensor(rules.bad_ending_ids) or len(rules.bad_ending_ids):
     bad = tf.reshape(tf.cast(rules.bad_ending_ids, tf.int32), [-1])
-    no_end |= tf.reduce_any(words[:, None] == bad[None], axis=1) & (t > 0)
-  banned |= no_end[:, None] & (vocab == rules.end_id)[None]
-  return tf.where(banned, NEG_INF, logits)
+    no_end.append(tf.reduce_any(words[:, None] == bad[None], axis=1) &
+                  (t > 0))
+  if no_end:
+    banned.append(functools.reduce(tf.logical_or, no_end)[:, None] &
+                  (vocab == rules.end_id)[None])
+  if not banned:
+    return logits
+  return tf.where(functools.reduce(tf.logical_or, banned), NEG_INF, logits)
 
 
 def _ngram_runs(ids, runs, words):
