@@ -67,10 +67,10 @@ def emitted_words(decoder, banned_ids=(), start_id=1, pad_id=0):
   its vocabulary)."""
   vocab_size = getattr(decoder, "vocab_size", None)
   return None if vocab_size is None else \
-      vocab_size - len(_banned(banned_ids, start_id, pad_id))
+      vocab_size - len(banned_words(banned_ids, start_id, pad_id))
 
 
-def _banned(banned_ids, start_id, pad_id):
+def banned_words(banned_ids, start_id, pad_id):
   """The words a search never emits: ``banned_ids``, <start> and <pad>."""
   return tuple(sorted(set(banned_ids) | {start_id, pad_id}))
 
@@ -294,7 +294,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
      not isinstance(diversity_groups, int):
     raise ValueError("diversity groups must be an integer, got "
                      f"{diversity_groups!r}")
-  rules = Rules(end_id, _banned(banned_ids, start_id, pad_id), min_length,
+  rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
                 bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
   asserts = (_check(beam_size, max_length, top_k) +
              _check_rules(rules) +
@@ -548,7 +548,7 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
             banned_ids, min_length=0, bad_ending_ids=(),
             no_repeat_ngram_size=0, repetition_penalty=1.0):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
-  rules = Rules(end_id, _banned(banned_ids, start_id, pad_id), min_length,
+  rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
                 bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
   (max_length,) = _after(_check(1, max_length) + _check_rules(rules),
                          (max_length,))

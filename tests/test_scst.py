@@ -130,9 +130,9 @@ def test_policy_gradient_raises_samples_above_the_baseline():
                                   "soft_attention", "hard_attention"])
 def test_samples_are_scored_under_the_policy_that_drew_them(name):
   """The teacher-forced pass gives each sample the log-probability that
-  search.sample computed while drawing it (both at temperature 1; the
-  samples were drawn at 1.5 from the same logits): the estimate is on-policy
-  for every decoder."""
+  search.sample computed while drawing it (both at temperature 1, over the
+  words the search may emit; the samples were drawn at 1.5 from the same
+  logits): the estimate is on-policy for every decoder."""
   config = ExperimentConfig()
   config.model.decoder = name
   config.model.embedding_size = config.model.hidden_size = 8
@@ -146,11 +146,13 @@ def test_samples_are_scored_under_the_policy_that_drew_them(name):
   words, lengths = sampled.ids[:, 0], sampled.lengths[:, 0]
   inputs = tf.concat([tf.ones([4, 1], tf.int32), words[:, :-1]], axis=1)
   logits, _ = decoder.teacher_forced(features, inputs, training=False)
-  mask = tf.sequence_mask(lengths, 7, tf.float32)
-  log_probs = tf.reduce_sum(tf.gather(tf.nn.log_softmax(logits), words,
-                                      batch_dims=2) * mask, axis=1)
-  np.testing.assert_allclose(log_probs.numpy(), sampled.log_probs[:, 0],
-                             rtol=1e-4)
+  advantage = tf.one_hot(tf.range(4), 4)  # Loss k: -log p(sample k).
+  for k in range(4):
+    loss, _ = policy_gradient_loss(
+        logits, words, lengths, advantage[k], num_words=1.0,
+        banned_ids=search.banned_words((), start_id=1, pad_id=0))
+    np.testing.assert_allclose(-float(loss), sampled.log_probs[k, 0],
+                               rtol=1e-4)
 
 
 def test_samples_and_greedy_baseline_never_hold_unk():

@@ -40,7 +40,8 @@ from im2txt_ext.training.cider_d import CiderD
 BASELINES = ("greedy", "mean")
 
 
-def policy_gradient_loss(logits, words, lengths, advantage, num_words=None):
+def policy_gradient_loss(logits, words, lengths, advantage, num_words=None,
+                         banned_ids=()):
   """The REINFORCE surrogate of sampled captions, and the policy's entropy.
 
   Args:
@@ -52,6 +53,8 @@ def policy_gradient_loss(logits, words, lengths, advantage, num_words=None):
     num_words: optional float32 scalar, the divisor of the sums (under
       distribution: the sampled words of all replicas); default: the words
       of these captions.
+    banned_ids: sequence of int. Words the sampler never draws: the policy
+      is the softmax over the others, as the distribution drawn from.
 
   Returns:
     (loss, entropy): -sum_n A_n sum_t log p(w_nt) / num_words, and the
@@ -59,6 +62,10 @@ def policy_gradient_loss(logits, words, lengths, advantage, num_words=None):
     divided likewise.
   """
   mask = tf.sequence_mask(lengths, tf.shape(words)[1], tf.float32)  # [N, T]
+  if banned_ids:
+    banned = tf.reduce_any(tf.range(tf.shape(logits)[-1])[:, None] ==
+                           tf.constant(list(banned_ids))[None], axis=1)
+    logits = tf.where(banned, search.NEG_INF, logits)
   log_probs = tf.nn.log_softmax(logits)  # [N, T, V]
   word_log_probs = tf.gather(log_probs, words, batch_dims=2)  # [N, T]
   if num_words is None:
@@ -109,8 +116,9 @@ class SelfCritical:
     self.scorer = CiderD({image_id: [tokenize(c) for c in captions]
                           for image_id, captions in references.items()})
     self._word_ids = self.scorer.word_table(vocab.words)  # Vocab -> scorer.
-    self._ids = dict(start_id=vocab.start_id, end_id=vocab.end_id,
-                     pad_id=vocab.pad_id, banned_ids=(vocab.unk_id,))
+    self._banned = dict(banned_ids=(vocab.unk_id,), start_id=vocab.start_id,
+                        pad_id=vocab.pad_id)
+    self._ids = dict(end_id=vocab.end_id, **self._banned)
 
   def rewards(self, image_ids, word_ids):
     """CIDEr-D of captions given as vocabulary ids (NumPy, on the host).
@@ -180,7 +188,7 @@ class SelfCritical:
         [tf.reduce_sum(words_each), tf.cast(tf.size(words_each), tf.float32)])
     policy, entropy = policy_gradient_loss(
         logits / self.temperature, words, lengths, reward - baseline,
-        num_words)
+        num_words, search.banned_words(**self._banned))
     loss = policy + self.xent_weight * cross_entropy["loss"] \
         if self.xent_weight else policy
     return {**cross_entropy, "loss": loss, "policy_loss": policy,
