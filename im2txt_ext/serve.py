@@ -29,7 +29,7 @@ TensorFlow and the export: it never builds a model itself.
 import io
 import math
 
-from absl import app, flags
+from absl import flags
 import flask
 from PIL import Image
 from werkzeug import exceptions, serving

@@ -32,7 +32,6 @@ flags.DEFINE_float("top_p", 1.0, "Sampling: nucleus sampling, among the "
                    "(1 = all).", lower_bound=1e-6, upper_bound=1.0)
 
 
-
 def search_options(method):
   """The flags' options that ``method`` takes, as keyword arguments of
   ``Captioner.search``."""
