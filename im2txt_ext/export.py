@@ -27,8 +27,10 @@ are baked in at export time and a second signature takes them as inputs):
 Images may be JPEG, PNG, GIF or BMP; bytes that are not an image, or an
 image over ``max_pixels``, fail with InvalidArgumentError naming the image's
 index, before anything is decoded. An empty batch gives empty outputs.
-The defaults (beam size, T, K) are kept as the variable ``search_defaults``;
-the length normalisation (plain or GNMT) is chosen at export time.
+The default sizes (beam size, T, K) are kept as the variable
+``search_defaults``; the fixed-size signatures use the library's decoding
+defaults (``im2txt_ext.decoding``); the length normalisation (plain or
+GNMT) is chosen at export time.
 
 Decoders that feed their RNN the word alone (Show and Tell, the RNN
 baseline) are exported with their precomputed word inputs
@@ -49,11 +51,17 @@ import tempfile
 
 import tensorflow as tf
 
-from im2txt_ext import runs, search
+from im2txt_ext import decoding, runs, search
 from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.errors import InputError
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
+
+# The decoding options that caption_with_options takes as inputs (besides
+# no_bad_endings); the length normalisation is fixed at export time.
+_TENSOR_OPTIONS = ("length_penalty", "min_length", "no_repeat_ngram_size",
+                   "repetition_penalty", "diversity_groups",
+                   "diversity_strength")
 
 # Magic bytes of the accepted formats, in tf.switch_case branch order, and
 # the bytes each needs for its width and height.
@@ -133,7 +141,8 @@ class CaptionModule(tf.Module):
                max_length=20,
                top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
                pad_id=0, banned_ids=(), xla=False,
-               length_normalization="plain", bad_ending_ids=()):
+               length_normalization=decoding.DEFAULTS["length_normalization"],
+               bad_ending_ids=()):
     super().__init__(name="captioner")
     search._check(beam_size, max_length, top_k,
                   search.emitted_words(decoder, banned_ids, start_id, pad_id))
@@ -148,7 +157,12 @@ class CaptionModule(tf.Module):
     self.words = tf.constant(words)
     self.image_size = image_size
     self.feature_shape = tuple(feature_shape)
-    self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k)
+    # The fixed-size signatures search with the library's decoding defaults.
+    rules = decoding.defaults_of("beam")
+    self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k,
+                         **{name: rules[name] for name in _TENSOR_OPTIONS},
+                         bad_ending_ids=list(bad_ending_ids)
+                         if rules["no_bad_endings"] else ())
     self.search_defaults = tf.Variable([beam_size, max_length, top_k],
                                        trainable=False,
                                        name="search_defaults")
@@ -296,7 +310,7 @@ def write_atomically(target, write):
 
 def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
            top_k=1, max_pixels=MAX_PIXELS, allow_unk=False, xla=False,
-           length_normalization="plain"):
+           length_normalization=decoding.DEFAULTS["length_normalization"]):
   """Writes the SavedModel of a run directory's model to ``output_dir``.
 
   Its search never emits ``<unk>`` unless ``allow_unk``; ``xla``: see the

@@ -12,24 +12,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from im2txt_ext import runs, search
+from im2txt_ext import decoding, runs, search
 from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.data.tfrecords import read_image_bytes
 from im2txt_ext.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-# Options of Captioner.search beside the sizes: for every method, and for
-# beam search only.
-_RULES = ("min_length", "no_bad_endings", "no_repeat_ngram_size",
-          "repetition_penalty")
-_BEAM_OPTIONS = ("length_penalty", "length_normalization",
-                 "diversity_groups", "diversity_strength")
-
-
-def options_of(method):
-  """The names of the options (beside the sizes) of a search method."""
-  return _RULES + (_BEAM_OPTIONS if method == "beam" else
-                   ("top_p",) if method == "sample" else ())
 
 
 def list_images(paths):
@@ -107,16 +95,18 @@ class Captioner:
     vocabulary's ``BAD_ENDINGS``), no_repeat_ngram_size and
     repetition_penalty; for beam search length_penalty,
     length_normalization, diversity_groups and diversity_strength; for
-    sampling top_p (see ``im2txt_ext.search``).
+    sampling top_p (see ``im2txt_ext.search``). Those not given take
+    ``decoding.DEFAULTS``.
     """
     if method not in ("beam", "greedy", "sample"):
       raise InputError(f"unknown search method {method!r}: use beam, "
                        "greedy or sample")
-    allowed = options_of(method)
+    allowed = decoding.options_of(method)
     wrong = sorted(set(options) - set(allowed))
     if wrong:
       raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
                        f"search (it takes {', '.join(allowed)})")
+    options = {**decoding.defaults_of(method), **options}
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":
         search._check(beam_size, max_length, top_k, search.emitted_words(

@@ -14,7 +14,7 @@ word shows where the model looked (drawn client-side from the maps).
 no_repeat_ngram_size=3&no_bad_endings=1&length_penalty=0.7'
 
 Search options (query or form fields, each optional: the export's default
-sizes and no rules otherwise): beam_size, max_length, k (captions
+sizes and the library's decoding defaults otherwise): beam_size, max_length, k (captions
 returned), length_penalty, min_length, no_bad_endings (0/1),
 no_repeat_ngram_size, repetition_penalty, diversity_groups,
 diversity_strength; see ``im2txt_ext.search``.
@@ -34,6 +34,7 @@ import flask
 from PIL import Image
 from werkzeug import exceptions, serving
 
+from im2txt_ext import decoding
 from im2txt_ext.cli import run
 
 FLAGS = flags.FLAGS
@@ -41,12 +42,12 @@ FLAGS = flags.FLAGS
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-# The search options of caption_with_options: their types and the values
-# that turn each rule off.
+# The search options of caption_with_options, with the library's defaults
+# (their types too).
 _SIZES = ("beam_size", "max_length", "k")
-_RULES = {"length_penalty": 0.0, "min_length": 0, "no_bad_endings": False,
-          "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
-          "diversity_groups": 1, "diversity_strength": 0.0}
+_RULES = {name: decoding.DEFAULTS[name] for name in (
+    "length_penalty", "min_length", "no_bad_endings", "no_repeat_ngram_size",
+    "repetition_penalty", "diversity_groups", "diversity_strength")}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 

@@ -1,0 +1,35 @@
+"""The captioners' decoding options: their names, by search method, and
+their defaults (no TensorFlow here: the command-line flags read them).
+
+The defaults are those of ``Captioner``, ``im2txt-caption``,
+``im2txt-evaluate``, the export's fixed-size signatures and the page's API;
+``search.beam_search`` itself defaults to the plain search. They were
+chosen on the Flickr8k dev split with the soft-attention model
+(``experiments/decoding.py``; the table is in the README): without a
+length normalisation the beam search, which no longer loses a finished
+caption, prefers captions of two words ("a man"), likelier under the model
+than any long one.
+"""
+
+# For every method, for beam search only, for sampling only.
+RULES = ("min_length", "no_bad_endings", "no_repeat_ngram_size",
+         "repetition_penalty")
+BEAM_OPTIONS = ("length_penalty", "length_normalization",
+                "diversity_groups", "diversity_strength")
+SAMPLE_OPTIONS = ("top_p",)
+
+DEFAULTS = dict(length_penalty=0.0, length_normalization="plain",
+                min_length=0, no_bad_endings=False, no_repeat_ngram_size=0,
+                repetition_penalty=1.0, diversity_groups=1,
+                diversity_strength=0.0, top_p=1.0)
+
+
+def options_of(method):
+  """The names of the options (beside the sizes) of a search method."""
+  return RULES + (BEAM_OPTIONS if method == "beam" else
+                  SAMPLE_OPTIONS if method == "sample" else ())
+
+
+def defaults_of(method):
+  """{name: default} of the options of a search method."""
+  return {name: DEFAULTS[name] for name in options_of(method)}
