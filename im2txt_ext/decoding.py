@@ -4,11 +4,12 @@ their defaults (no TensorFlow here: the command-line flags read them).
 The defaults are those of ``Captioner``, ``im2txt-caption``,
 ``im2txt-evaluate``, the export's fixed-size signatures and the page's API;
 ``search.beam_search`` itself defaults to the plain search. They were
-chosen on the Flickr8k dev split with the soft-attention model
-(``experiments/decoding.py``; the table is in the README): without a
-length normalisation the beam search, which no longer loses a finished
-caption, prefers captions of two words ("a man"), likelier under the model
-than any long one.
+chosen on the Flickr8k dev split with the soft-attention model, by
+CIDEr-D (``experiments/decoding.py``; the tables are in the README):
+length normalisation n^1.0 and trigram blocking, 0.512 against 0.351 for
+the plain beam search. Without a length normalisation the beam search,
+which no longer loses a finished caption, prefers captions of two words
+("a man"), likelier under the model than any long one.
 """
 
 # For every method, for beam search only, for sampling only.
@@ -18,8 +19,8 @@ BEAM_OPTIONS = ("length_penalty", "length_normalization",
                 "diversity_groups", "diversity_strength")
 SAMPLE_OPTIONS = ("top_p",)
 
-DEFAULTS = dict(length_penalty=0.0, length_normalization="plain",
-                min_length=0, no_bad_endings=False, no_repeat_ngram_size=0,
+DEFAULTS = dict(length_penalty=1.0, length_normalization="plain",
+                min_length=0, no_bad_endings=False, no_repeat_ngram_size=3,
                 repetition_penalty=1.0, diversity_groups=1,
                 diversity_strength=0.0, top_p=1.0)
 
