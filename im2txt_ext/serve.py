@@ -14,10 +14,10 @@ word shows where the model looked (drawn client-side from the maps).
 no_repeat_ngram_size=3&no_bad_endings=1&length_penalty=0.7'
 
 Search options (query or form fields, each optional: the export's default
-sizes and the library's decoding defaults otherwise): beam_size, max_length, k (captions
-returned), length_penalty, min_length, no_bad_endings (0/1),
-no_repeat_ngram_size, repetition_penalty, diversity_groups,
-diversity_strength; see ``im2txt_ext.search``.
+sizes and the library's decoding defaults otherwise): beam_size,
+max_length, k (captions returned), length_penalty, min_length,
+no_bad_endings (0/1), no_repeat_ngram_size, repetition_penalty,
+diversity_groups, diversity_strength; see ``im2txt_ext.search``.
 
 The API answers {"captions": [{"caption", "log_prob", "words"[,
 "attention": one [L] map per word]}], "grid": [h, w] or null}, or
