@@ -145,7 +145,8 @@ class CaptionModule(tf.Module):
                bad_ending_ids=()):
     super().__init__(name="captioner")
     search._check(beam_size, max_length, top_k,
-                  search.emitted_words(decoder, banned_ids, start_id, pad_id))
+                  search.emitted_words(decoder, banned_ids, start_id, pad_id),
+                  search.longest_caption(decoder))
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
     # export does), so that TF1 loaders such as saved_model_cli find them;
@@ -206,7 +207,8 @@ class CaptionModule(tf.Module):
     beam_size, max_length, k = search._after(search._check(
         beam_size, max_length, k, search.emitted_words(
             self.decoder, self.banned_ids, self.ids["start_id"],
-            self.ids["pad_id"])), (beam_size, max_length, k))
+            self.ids["pad_id"]), search.longest_caption(self.decoder)),
+        (beam_size, max_length, k))
     result = self._search(beam_size, max_length, k, rules)(features)
     out = {"captions": self.to_text(result.ids),
            "log_probs": result.log_probs}
@@ -324,7 +326,8 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
   try:
     search._check(beam_size, max_length, top_k,
                   search.emitted_words(model.decoder, banned_ids,
-                                       vocab.start_id, vocab.pad_id))
+                                       vocab.start_id, vocab.pad_id),
+                  search.longest_caption(model.decoder))
   except ValueError as e:
     raise InputError(str(e)) from None
   module = CaptionModule(model.decoder, vocab.words,

@@ -111,9 +111,10 @@ class Captioner:
       if method == "beam":
         search._check(beam_size, max_length, top_k, search.emitted_words(
             self.decoder, self.banned_ids, self.vocab.start_id,
-            self.vocab.pad_id))
+            self.vocab.pad_id), search.longest_caption(self.decoder))
       else:
-        search._check(1, max_length)
+        search._check(1, max_length,
+                      longest=search.longest_caption(self.decoder))
       fn = self._search_fn(method, beam_size, max_length, temperature, top_k,
                            options)
       return fn(tf.convert_to_tensor(features, tf.float32))

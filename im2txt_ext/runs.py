@@ -15,6 +15,7 @@ import os
 
 import tensorflow as tf
 
+from im2txt_ext import search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
@@ -51,17 +52,25 @@ def build_decoder(config, vocab_size, with_encoder):
   except (ValueError, ImportError) as e:
     raise InputError(str(e)) from None
   try:
-    return cls(vocab_size,
-               embedding_size=config.model.embedding_size,
-               hidden_size=config.model.hidden_size,
-               dropout=config.model.dropout,
-               cell=config.model.cell,
-               encoder=encoder,
-               freeze_embeddings=config.model.freeze_embeddings,
-               **config.model.decoder_options)
+    decoder = cls(vocab_size,
+                  embedding_size=config.model.embedding_size,
+                  hidden_size=config.model.hidden_size,
+                  dropout=config.model.dropout,
+                  cell=config.model.cell,
+                  encoder=encoder,
+                  freeze_embeddings=config.model.freeze_embeddings,
+                  **config.model.decoder_options)
   except (ValueError, TypeError) as e:  # A bad option of the decoder.
     first = (str(e).splitlines() or ["bad option"])[0][:300]
     raise InputError(f"model {config.model.decoder!r}: {first}") from None
+  # Training feeds <start> and up to max_caption_length words.
+  longest = search.longest_caption(decoder)
+  if config.data.max_caption_length + 1 > longest:
+    raise InputError(
+        f"model {config.model.decoder!r} steps at most {longest} words "
+        f"(max_positions), fewer than data.max_caption_length + 1 = "
+        f"{config.data.max_caption_length + 1}")
+  return decoder
 
 
 def build_encoder_of(config):

@@ -43,6 +43,7 @@ SearchResult = collections.namedtuple(
 
 NEG_INF = -1e9
 LENGTH_NORMALIZATIONS = ("plain", "gnmt")
+MAX_LENGTH = 500  # The longest search; a decoder may allow fewer steps.
 
 
 class StepCounter:
@@ -53,12 +54,19 @@ class StepCounter:
   def __init__(self, decoder):
     self.decoder, self.has_attention = decoder, decoder.has_attention
     self.vocab_size = decoder.vocab_size
+    self.max_steps = longest_caption(decoder)
     self.initial_state = decoder.initial_state
     self.steps = tf.Variable(0)
 
   def step(self, word_ids, state, training=False):
     self.steps.assign_add(1)
     return self.decoder.step(word_ids, state, training)
+
+
+def longest_caption(decoder):
+  """The most steps a search may run ``decoder``: its ``max_steps`` where it
+  has a bound (a Transformer's cache length), else MAX_LENGTH."""
+  return getattr(decoder, "max_steps", MAX_LENGTH)
 
 
 def emitted_words(decoder, banned_ids=(), start_id=1, pad_id=0):
@@ -110,11 +118,13 @@ def _in_range(value, low, high, message, shown=()):
   return []
 
 
-def _check(beam_size, max_length, top_k=None, words=None):
+def _check(beam_size, max_length, top_k=None, words=None,
+           longest=MAX_LENGTH):
   """Checks the search sizes; returns the assertions to run in the graph.
 
   ``words``: how many words the search may emit (the vocabulary less the
   banned words), the most beams it can keep; None: not checked.
+  ``longest``: the largest max_length (``longest_caption(decoder)``).
   """
   top_k = beam_size if top_k is None else top_k
   for value, name in ((beam_size, "beam size"), (max_length, "max length"),
@@ -126,8 +136,8 @@ def _check(beam_size, max_length, top_k=None, words=None):
       (1, words, "beam size must be a positive integer up to {}, the words "
        "the search may emit, got {}", (words,))
   return (_in_range(beam_size, *beam_rule) +
-          _in_range(max_length, 1, 500, "max length must be in 1..500, "
-                    "got {}") +
+          _in_range(max_length, 1, longest, "max length must be in 1..{}, "
+                    "got {}", (longest,)) +
           _in_range(top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
                     (beam_size,)))
 
@@ -296,7 +306,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
                      f"{diversity_groups!r}")
   rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
                 bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
-  asserts = (_check(beam_size, max_length, top_k) +
+  asserts = (_check(beam_size, max_length, top_k,
+                    longest=longest_caption(decoder)) +
              _check_rules(rules) +
              _in_range(length_penalty, 0.0, None,
                        "length penalty must be >= 0, got {}") +
@@ -550,7 +561,8 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
   rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
                 bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
-  (max_length,) = _after(_check(1, max_length) + _check_rules(rules),
+  (max_length,) = _after(_check(1, max_length, longest=longest_caption(
+      decoder)) + _check_rules(rules),
                          (max_length,))
   batch_size = tf.shape(features)[0]
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1

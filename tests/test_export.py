@@ -168,16 +168,21 @@ def test_stock_saved_model_cli(exported, scene_data, tmp_path):
 
 
 @pytest.mark.parametrize("decoder", ["rnn_baseline", "soft_attention",
-                                     "hard_attention"])
+                                     "hard_attention", "transformer"])
 def test_every_decoder_exports(decoder, scene_data, tmp_path):
+  from im2txt_ext.inference import Captioner
   run_dir = train_tiny(scene_data, tmp_path / "run", decoder)
   export.export(str(run_dir), str(tmp_path / "model"), beam_size=2,
                 max_length=6, top_k=2, xla=decoder == "soft_attention")
   model = tf.saved_model.load(str(tmp_path / "model"))
-  images = tf.constant([open(p, "rb").read()
-                        for p in image_paths(scene_data, 3)])
+  paths = image_paths(scene_data, 3)
+  images = tf.constant([open(p, "rb").read() for p in paths])
   out = model.signatures["serving_default"](images=images)
   assert out["captions"].shape == out["log_probs"].shape == [3, 2]
+  expected = Captioner(str(run_dir)).caption_files(
+      paths, beam_size=2, max_length=6, top_k=2)
+  assert out["captions"].numpy().astype(str).tolist() == [
+      [o["caption"] for o in e["captions"]] for e in expected]
   if decoder == "rnn_baseline":
     assert "attention" not in out
   else:  # [N, K, T, L]: a 4x4 map at 32 px.

@@ -8,6 +8,7 @@ DECODERS = {
     "show_and_tell": "im2txt_ext.models.show_and_tell:ShowAndTell",
     "soft_attention": "attention.soft_attention:SoftAttentionDecoder",
     "hard_attention": "attention.hard_attention:HardAttentionDecoder",
+    "transformer": "attention.transformer:TransformerDecoder",
 }
 
 

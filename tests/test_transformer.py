@@ -1,0 +1,176 @@
+"""Tests of the Transformer decoder: its cached steps against its parallel
+pass, the causal mask, beams reordering the cache, learning, and the bounds.
+
+Shape letters: B batch, T caption length, L locations (4x4 maps), D feature
+channels, W model width (16), V vocabulary (20).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from attention.cached_attention import CachedMultiHeadAttention
+from attention.transformer import TransformerDecoder, sinusoids
+from im2txt_ext import runs, search
+from im2txt_ext.config import ExperimentConfig
+from im2txt_ext.errors import InputError
+from im2txt_ext.training.losses import masked_cross_entropy
+
+V, E, W, D, L = 20, 8, 16, 6, 16
+
+
+def _decoder(**options):
+  keras.utils.set_random_seed(0)
+  options = {"num_layers": 2, "num_heads": 4, "max_positions": 8, **options}
+  return TransformerDecoder(V, embedding_size=options.pop("embedding_size", E),
+                            hidden_size=W, dropout=0.0, **options)
+
+
+def _features(batch=3, seed=0):
+  return tf.random.stateless_normal([batch, L, D], [seed, 1])
+
+
+def _input_ids(batch=3, length=6, seed=0):
+  return tf.random.stateless_uniform([batch, length], [seed, 2], 3, V,
+                                     tf.int32)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"positions": "sinusoidal", "pooled_token": True,
+     "tied_embeddings": True},
+    {"location_embedding": False, "attention_block": 0, "attention_head": 1,
+     "embedding_size": W, "num_layers": 1},
+])
+def test_cached_steps_give_the_parallel_logits(options):
+  decoder = _decoder(**options)
+  features, ids = _features(), _input_ids()
+  logits, aux = decoder.teacher_forced(features, ids)
+  assert logits.shape == (3, 6, V) and aux["attention"].shape == (3, 6, L)
+  state = decoder.initial_state(features)
+  for t in range(ids.shape[1]):
+    out = decoder.step(ids[:, t], state)
+    state = out.state
+    np.testing.assert_allclose(out.logits, logits[:, t], atol=1e-5)
+    np.testing.assert_allclose(out.attention, aux["attention"][:, t],
+                               atol=1e-6)
+  np.testing.assert_array_equal(state["position"], [6, 6, 6])
+  if not options.get("pooled_token"):  # Weights over L locations sum to 1.
+    np.testing.assert_allclose(tf.reduce_sum(aux["attention"], -1),
+                               np.ones([3, 6]), rtol=1e-5)
+
+
+def test_the_step_loop_of_the_base_class_agrees():
+  """Scheduled sampling runs the base class's step loop: with probability
+  0 it is teacher forcing."""
+  decoder = _decoder()
+  features, ids = _features(), _input_ids()
+  fused, _ = decoder.teacher_forced(features, ids)
+  stepped, _ = decoder.sampled_forward(features, ids, 0.0, training=False)
+  np.testing.assert_allclose(stepped, fused, atol=1e-5)
+
+
+def test_later_words_leave_earlier_logits_unchanged():
+  decoder = _decoder()
+  features, ids = _features(), _input_ids()
+  logits, _ = decoder.teacher_forced(features, ids)
+  for t in range(ids.shape[1] - 1):
+    changed = tf.concat([ids[:, :t + 1], (ids[:, t + 1:] + 5) % V], axis=1)
+    again, _ = decoder.teacher_forced(features, changed)
+    np.testing.assert_allclose(again[:, :t + 1], logits[:, :t + 1],
+                               atol=1e-5)
+    assert np.abs(again[:, t + 1] - logits[:, t + 1]).max() > 1e-4
+
+
+def test_reordered_cache_rows_follow_their_beams():
+  """After two steps the rows are reordered as a beam search reorders
+  them (row 0 <- 2, 1 <- 0, 2 <- 0); the third step's logits are those of
+  the parallel pass over each row's new history."""
+  decoder = _decoder()
+  features, ids = _features(), _input_ids(length=3)
+  state = decoder.initial_state(features)
+  for t in range(2):
+    state = decoder.step(ids[:, t], state).state
+  parents = tf.constant([2, 0, 0])
+  state = tf.nest.map_structure(lambda x: tf.gather(x, parents), state)
+  last = tf.constant([5, 6, 7])
+  out = decoder.step(last, state)
+  history = tf.concat([tf.gather(ids[:, :2], parents), last[:, None]], 1)
+  logits, aux = decoder.teacher_forced(tf.gather(features, parents), history)
+  np.testing.assert_allclose(out.logits, logits[:, 2], atol=1e-5)
+  np.testing.assert_allclose(out.attention, aux["attention"][:, 2],
+                             atol=1e-6)
+
+
+def test_cached_attention_is_keras_attention():
+  layer = CachedMultiHeadAttention(2, 3)
+  query = tf.random.stateless_normal([2, 4, 5], [0, 1])
+  memory = tf.random.stateless_normal([2, 7, 5], [0, 2])
+  want, want_weights = layer(query, memory, return_attention_scores=True)
+  got, weights = layer.attend(query, *layer.project(memory),
+                              return_weights=True)
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(weights, want_weights, atol=1e-6)
+
+
+def test_sinusoids_golden():
+  table = sinusoids(3, 4)  # rates 1 and 1/100 for i = 0, 1.
+  np.testing.assert_allclose(table[2], [np.sin(2.0), np.cos(2.0),
+                                        np.sin(0.02), np.cos(0.02)],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(table[0], [0, 1, 0, 1])
+
+
+def test_a_tiny_model_learns_its_captions():
+  """Four images, one caption each: after training, greedy search returns
+  each image's caption."""
+  decoder = _decoder(num_layers=2, max_positions=8)
+  features = _features(batch=4, seed=3)
+  captions = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 0], [12, 6, 13, 14, 2],
+                       [15, 16, 2, 0, 0]], np.int32)
+  inputs = tf.constant(np.concatenate([np.ones([4, 1], np.int32),
+                                       captions[:, :-1]], 1))
+  targets = tf.constant(captions)
+  mask = tf.cast(targets > 0, tf.float32)
+  optimizer = keras.optimizers.Adam(3e-3)
+
+  @tf.function
+  def train_step():
+    with tf.GradientTape() as tape:
+      logits, _ = decoder.teacher_forced(features, inputs, training=True)
+      loss, _ = masked_cross_entropy(logits, targets, mask)
+    grads = tape.gradient(loss, decoder.trainable_variables)
+    optimizer.apply_gradients(zip(grads, decoder.trainable_variables))
+    return loss
+
+  losses = [float(train_step()) for _ in range(150)]
+  assert losses[-1] < 0.05 * losses[0]
+  result = search.greedy(decoder, features, max_length=6)
+  for row, caption in zip(result.ids.numpy().reshape([4, -1]), captions):
+    words = list(caption[:list(caption).index(2) + 1])
+    assert list(row[:len(words)]) == words
+
+
+def test_bounds_and_bad_options():
+  decoder = _decoder(max_positions=8)
+  assert search.longest_caption(decoder) == 8
+  with pytest.raises(ValueError, match=r"max length must be in 1\.\.8, "
+                     "got 9"):
+    search.beam_search(decoder, _features(), beam_size=2, max_length=9)
+  with pytest.raises(ValueError, match=r"max length must be in 1\.\.8"):
+    search.greedy(decoder, _features(), max_length=9)
+  search.greedy(decoder, _features(), max_length=8)  # The whole cache.
+  for options, message in [
+      ({"num_heads": 3}, "num_heads must divide the model width"),
+      ({"positions": "rotary"}, "positions must be one of"),
+      ({"attention_block": 2}, r"attention_block must be in -2\.\.1"),
+      ({"attention_head": 4}, r"attention_head must be in 0\.\.3"),
+      ({"num_layers": 0}, "num_layers must be >= 1")]:
+    with pytest.raises(ValueError, match=message):
+      _decoder(**options)
+  config = ExperimentConfig()
+  config.model.decoder = "transformer"
+  config.model.decoder_options = {"max_positions": 20}
+  with pytest.raises(InputError, match="steps at most 20 words"):
+    runs.build_decoder(config, V, with_encoder=False)
