@@ -3,10 +3,13 @@
   make bench-serve     (python -m benchmarks.bench_serve)
   python -m benchmarks.bench_serve --run_dir=RUN --images='DIR/*.jpg'
                        (a trained model on real photos)
+  python -m benchmarks.bench_serve --decoder=transformer
+                       (another decoder of the standard size)
 
 Exports a realistic model (EfficientNet-Lite0 at 224 px, random weights, and
 a Show and Tell decoder of the standard size, untrained: its captions run
-all 20 words, the slowest case), then times the SavedModel's
+all 20 words, the slowest case; ``--decoder`` another decoder, whose
+untrained captions may end sooner), then times the SavedModel's
 serving_default (beam 3, 20 words) on 640x480 JPEGs: one image's latency
 and images/s for a batch, for the plain export and the one whose search is
 XLA-compiled (``--xla``). The same images through decoding and the encoder
@@ -42,6 +45,9 @@ flags.DEFINE_string("run_dir", "", "Trained run to export and time instead "
                     "of the untrained standard-size model.")
 flags.DEFINE_string("images", "", "Glob of image files to caption instead "
                     "of random 640x480 JPEGs.")
+flags.DEFINE_enum("decoder", "show_and_tell", ["show_and_tell",
+                  "soft_attention", "transformer"], "The untrained model's "
+                  "decoder (the attending ones read the 7x7 map).")
 
 BATCH, BEAM, LENGTH, SIZE = 16, 3, 20, 224
 SIZES = {"encoder": "efficientnet_lite0", "image_size": SIZE,
@@ -53,6 +59,7 @@ def untrained_run(run_dir):
   """A run directory (config, vocabulary, step-0 checkpoint) of the model."""
   config = apply_overrides(ExperimentConfig(), [
       "model.encoder=efficientnet_lite0", f"data.image_size={SIZE}",
+      f"model.decoder={FLAGS.decoder}",
       f"model.embedding_size={std.EMBED}", f"model.hidden_size={std.HIDDEN}"])
   os.makedirs(run_dir)
   config.save(os.path.join(run_dir, runs.CONFIG_FILE))
@@ -144,7 +151,8 @@ def main(argv):
       run_dir = FLAGS.run_dir
       decoder, sizes = trained_run(run_dir)
     else:
-      run_dir, sizes = os.path.join(folder, "run"), dict(SIZES)
+      run_dir = os.path.join(folder, "run")
+      sizes = {**SIZES, "decoder": FLAGS.decoder}
       decoder = untrained_run(run_dir)
     decoder.precompute_word_inputs()  # As the export's decoder.
     size = sizes["image_size"]

@@ -17,7 +17,18 @@ caption, with L locations of D channels:
   per step:       2 * H * A (query) + 2 * L * A (scores) + 2 * L * D
                   (context) + 2 * H (gate) + 2 * 4H * (E + D + H) (LSTM)
                   + 2 * (H + D) * E (deep output) + 2 * E * V (logits)
-Softmax, embedding lookups and element-wise gates are left out (< 2%).
+The Transformer decoder (3 pre-LN blocks of width W = H, 8 heads,
+feed-forward F = 4W; E = W, so no input projection), per caption:
+  once:           2 * L * D * W (memory) + blocks * 2 * 2 * L * W * W
+                  (cross-attention keys and values)
+  per position:   blocks * (4 * 2 * W * W (self-attention q, k, v, out)
+                  + 2 * 2 * W * W (cross q, out) + 2 * 2 * L * W (cross
+                  scores and sum) + 2 * 2 * W * F (feed-forward))
+                  + 2 * W * V (logits)
+  self-attention scores and sums over the t + 1 positions seen:
+                  blocks * sum_t 2 * 2 * W * (t + 1) = blocks * 2W T(T+1)
+Softmax, layer norms, embedding lookups and element-wise gates are left out
+(< 2%).
 """
 
 import tensorflow as tf
@@ -44,6 +55,36 @@ def attention_forward_flops_per_caption(locations, channels,
   step = (2 * h * h + 2 * l * h + 2 * l * d + 2 * h + 2 * 4 * h * (e + d + h)
           + 2 * (h + d) * e + 2 * e * v)
   return once + length * step
+
+
+TRANSFORMER_BLOCKS = 3  # The Transformer's defaults: 3 blocks, 8 heads.
+
+
+def transformer_forward_flops_per_caption(locations, channels,
+                                         length=LENGTH):
+  w, v, l, d = HIDDEN, VOCAB, locations, channels
+  f, blocks = 4 * w, TRANSFORMER_BLOCKS
+  once = 2 * l * d * w + blocks * 4 * l * w * w
+  position = blocks * (8 * w * w + 4 * w * w + 4 * l * w + 4 * w * f) + \
+      2 * w * v
+  return once + length * position + blocks * 2 * w * length * (length + 1)
+
+
+# The features each decoder is benchmarked on in search: pooled vectors
+# for Show and Tell, the VGG map for the attending decoders.
+SEARCH_FEATURES = {"show_and_tell": (FEATURES,),
+                   "soft_attention": FEATURE_MAPS["196x512"],
+                   "transformer": FEATURE_MAPS["196x512"]}
+
+
+def forward_flops(name, feature_shape, length=LENGTH):
+  """The forward FLOPs per caption of decoder ``name`` on features of
+  ``feature_shape`` ((D,) or (L, D))."""
+  if name == "show_and_tell":
+    return forward_flops_per_caption(length)
+  count = transformer_forward_flops_per_caption if name == "transformer" \
+      else attention_forward_flops_per_caption
+  return count(*feature_shape, length=length)
 
 
 def decoder(name, feature_shape, batch=BATCH):
