@@ -103,6 +103,7 @@ bench-word2vec: install
 
 bench-serve: install
 	$(PYTHON) -m benchmarks.bench_serve $(SERVE_BENCH_ARGS)
+	$(if $(SERVE_BENCH_ARGS),,$(PYTHON) -m benchmarks.bench_serve --decoder=transformer)
 
 # The input pipeline alone against what the training step consumes.
 bench-input: install

@@ -1,17 +1,19 @@
-"""Caption-search throughput of a decoder at the standard size.
+"""Caption-search throughput of decoders at the standard size.
 
   make bench-search     (python -m benchmarks.bench_search)
   make bench-search SEARCH_BASELINE=REV   (also the search of git revision
                                            REV, timed in turns with today's)
-  python -m benchmarks.bench_search --decoder=transformer
-                        (soft_attention or transformer over 196x512 maps)
+  python -m benchmarks.bench_search --decoders=show_and_tell
+                        (some of the decoders only)
 
 Prints captions/s of batched greedy decoding and batched beam search (beam
 3) for a batch of 64 images and 20 words (every caption runs its full length:
-the untrained model rarely emits <end>), with GFLOP/s against a measured
-matmul peak. Beam search does ``beam`` times the arithmetic per image.
-With a baseline revision it also prints both beam searches' captions/s,
-measured in turns (``common.time_calls``), and their ratio.
+<end> is never emitted), with GFLOP/s against a measured matmul peak; all
+decoders and methods are timed in turns (``common.time_calls``). Beam search
+does ``beam`` times the arithmetic per image. Figures are named
+``search_{method}`` for Show and Tell, ``search_{decoder}_{method}`` for
+the others. With a baseline revision it also prints both beam searches'
+captions/s for the first decoder, measured in turns, and their ratio.
 """
 
 import importlib.util
@@ -27,10 +29,10 @@ from im2txt_ext import search
 
 flags.DEFINE_string("baseline", None, "A git revision whose search "
                     "(im2txt_ext/search.py) to compare beam search with.")
-flags.DEFINE_enum("decoder", "show_and_tell", ["show_and_tell",
-                  "soft_attention", "transformer"], "The decoder searched: "
-                  "Show and Tell on 2048-d vectors, the others on 196x512 "
-                  "maps.")
+flags.DEFINE_list("decoders", ["show_and_tell", "soft_attention",
+                                "transformer"], "The decoders searched: "
+                  "show_and_tell (on 2048-d vectors), soft_attention and "
+                  "transformer (on 196x512 maps).")
 FLAGS = flags.FLAGS
 
 
@@ -68,33 +70,42 @@ def main(argv):
   peak = common.matmul_peak_gflops()
   common.emit("matmul_peak", peak, "GFLOP/s",
               sizes={"n": [1024, 2048, 4096]})
-  name = FLAGS.decoder
-  shape = std.SEARCH_FEATURES[name]
-  decoder, features, _ = std.decoder(name, shape)
-  # Never emitting <end> keeps every caption at full length, so all methods
-  # do the same number of steps.
-  decoder.logits_layer.bias.assign(
-      tf.tensor_scatter_nd_update(decoder.logits_layer.bias, [[2]], [-1e4]))
-  forward = std.forward_flops(name, shape)
-  sizes = {**std.SIZES, "decoder": name, "features": list(shape)}
-  runs = {
-      "greedy": (1, tf.function(
-          lambda: search.greedy(decoder, features, std.LENGTH).ids)),
-      "beam3": (3, tf.function(
-          lambda: search.beam_search(decoder, features, 3, std.LENGTH).ids)),
-  }
-  rates = {}
-  for method, (beams, fn) in runs.items():
-    seconds = common.time_call(lambda: fn().numpy())
-    rates[method] = std.BATCH / seconds
-    gflops = beams * forward * std.BATCH / seconds / 1e9
-    common.emit(f"search_{method}", rates[method], "captions/s", std.BATCH,
-                sizes, gflops=round(gflops, 1),
+  unknown = set(FLAGS.decoders) - set(std.SEARCH_FEATURES)
+  if unknown:
+    raise app.UsageError(f"unknown decoders {sorted(unknown)}; choose from "
+                         f"{sorted(std.SEARCH_FEATURES)}")
+  runs, models = {}, {}
+  for name in FLAGS.decoders:
+    shape = std.SEARCH_FEATURES[name]
+    decoder, features, _ = std.decoder(name, shape)
+    # Never emitting <end> keeps every caption at full length, so all
+    # methods do the same number of steps.
+    decoder.logits_layer.bias.assign(tf.tensor_scatter_nd_update(
+        decoder.logits_layer.bias, [[2]], [-1e4]))
+    models[name] = (decoder, features,
+                    {**std.SIZES, "decoder": name, "features": list(shape)})
+    prefix = "search" if name == "show_and_tell" else f"search_{name}"
+    forward = std.forward_flops(name, shape)
+    runs[f"{prefix}_greedy"] = (name, forward, tf.function(
+        lambda d=decoder, f=features: search.greedy(d, f, std.LENGTH).ids))
+    runs[f"{prefix}_beam3"] = (name, 3 * forward, tf.function(
+        lambda d=decoder, f=features: search.beam_search(
+            d, f, 3, std.LENGTH).ids))
+  seconds = common.time_calls({label: lambda fn=fn: fn().numpy()
+                               for label, (_, _, fn) in runs.items()})
+  for label, (name, flops, _) in runs.items():
+    gflops = flops * std.BATCH / seconds[label] / 1e9
+    common.emit(label, std.BATCH / seconds[label], "captions/s", std.BATCH,
+                models[name][2], gflops=round(gflops, 1),
                 fraction_of_matmul_peak=round(gflops / peak, 3))
-  common.emit("beam3_over_greedy_throughput", rates["beam3"] / rates["greedy"],
-              "ratio", std.BATCH, sizes)
+  for name in FLAGS.decoders:
+    prefix = "search" if name == "show_and_tell" else f"search_{name}"
+    ratio = "beam3_over_greedy_throughput"
+    common.emit(ratio if name == "show_and_tell" else f"{name}_{ratio}",
+                seconds[f"{prefix}_greedy"] / seconds[f"{prefix}_beam3"],
+                "ratio", std.BATCH, models[name][2])
   if FLAGS.baseline:
-    compare_beams(decoder, features, FLAGS.baseline, sizes)
+    compare_beams(*models[FLAGS.decoders[0]], FLAGS.baseline)
 
 
 if __name__ == "__main__":

@@ -107,13 +107,16 @@ def test_single_location_is_the_no_attention_path():
     {}, {"score": "dot"},
     {"init_from_mean": False, "gating": False, "deep_output": False}])
 def test_teacher_forced_matches_steps(options):
-  _check_teacher_forced_matches_steps(_decoder(**options))
+  check_teacher_forced_matches_steps(_decoder(**options))
 
 
-def _check_teacher_forced_matches_steps(decoder):
-  features, ids = _features(), _input_ids()
+def check_teacher_forced_matches_steps(decoder, features=None, ids=None):
+  """The step loop gives the teacher-forced logits (1e-5) and attention
+  (1e-6) at every position; returns (logits, aux, the last state)."""
+  features = _features() if features is None else features
+  ids = _input_ids() if ids is None else ids
   logits, aux = decoder.teacher_forced(features, ids, training=False)
-  # The cell's input is word and context: no word-input table to look up.
+  # The input is not the word alone: no word-input table to look up.
   assert decoder.precompute_word_inputs() is None
   state = decoder.initial_state(features)
   for t in range(ids.shape[1]):
@@ -122,6 +125,7 @@ def _check_teacher_forced_matches_steps(decoder):
     np.testing.assert_allclose(out.logits, logits[:, t], atol=1e-5)
     np.testing.assert_allclose(out.attention, aux["attention"][:, t],
                                atol=1e-6)
+  return logits, aux, state
 
 
 def test_doubly_stochastic_penalty():
@@ -232,7 +236,7 @@ def test_hard_single_location_sample_equals_expectation():
 
 @pytest.mark.parametrize("inference", ["expectation", "argmax"])
 def test_hard_teacher_forced_matches_steps(inference):
-  _check_teacher_forced_matches_steps(
+  check_teacher_forced_matches_steps(
       _decoder(HardAttentionDecoder, inference=inference))
 
 

@@ -15,7 +15,8 @@ from attention.transformer import TransformerDecoder, sinusoids
 from im2txt_ext import runs, search
 from im2txt_ext.config import ExperimentConfig
 from im2txt_ext.errors import InputError
-from im2txt_ext.training.losses import masked_cross_entropy
+from test_attention import check_teacher_forced_matches_steps
+from test_models import CAPTIONS, fit_captions
 
 V, E, W, D, L = 20, 8, 16, 6, 16
 
@@ -44,17 +45,9 @@ def _input_ids(batch=3, length=6, seed=0):
      "embedding_size": W, "num_layers": 1},
 ])
 def test_cached_steps_give_the_parallel_logits(options):
-  decoder = _decoder(**options)
-  features, ids = _features(), _input_ids()
-  logits, aux = decoder.teacher_forced(features, ids)
+  logits, aux, state = check_teacher_forced_matches_steps(
+      _decoder(**options), _features(), _input_ids())
   assert logits.shape == (3, 6, V) and aux["attention"].shape == (3, 6, L)
-  state = decoder.initial_state(features)
-  for t in range(ids.shape[1]):
-    out = decoder.step(ids[:, t], state)
-    state = out.state
-    np.testing.assert_allclose(out.logits, logits[:, t], atol=1e-5)
-    np.testing.assert_allclose(out.attention, aux["attention"][:, t],
-                               atol=1e-6)
   np.testing.assert_array_equal(state["position"], [6, 6, 6])
   if not options.get("pooled_token"):  # Weights over L locations sum to 1.
     np.testing.assert_allclose(tf.reduce_sum(aux["attention"], -1),
@@ -125,30 +118,14 @@ def test_sinusoids_golden():
 def test_a_tiny_model_learns_its_captions():
   """Four images, one caption each: after training, greedy search returns
   each image's caption."""
-  decoder = _decoder(num_layers=2, max_positions=8)
+  decoder = _decoder()
   features = _features(batch=4, seed=3)
-  captions = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 0], [12, 6, 13, 14, 2],
-                       [15, 16, 2, 0, 0]], np.int32)
-  inputs = tf.constant(np.concatenate([np.ones([4, 1], np.int32),
-                                       captions[:, :-1]], 1))
-  targets = tf.constant(captions)
-  mask = tf.cast(targets > 0, tf.float32)
-  optimizer = keras.optimizers.Adam(3e-3)
-
-  @tf.function
-  def train_step():
-    with tf.GradientTape() as tape:
-      logits, _ = decoder.teacher_forced(features, inputs, training=True)
-      loss, _ = masked_cross_entropy(logits, targets, mask)
-    grads = tape.gradient(loss, decoder.trainable_variables)
-    optimizer.apply_gradients(zip(grads, decoder.trainable_variables))
-    return loss
-
-  losses = [float(train_step()) for _ in range(150)]
-  assert losses[-1] < 0.05 * losses[0]
+  first, last = fit_captions(decoder, features, CAPTIONS, steps=150,
+                             learning_rate=3e-3)
+  assert last < 0.05 * first
   result = search.greedy(decoder, features, max_length=6)
-  for row, caption in zip(result.ids.numpy().reshape([4, -1]), captions):
-    words = list(caption[:list(caption).index(2) + 1])
+  for row, caption in zip(result.ids.numpy().reshape([4, -1]), CAPTIONS):
+    words = caption[1:caption.index(2) + 1]  # Without <start>.
     assert list(row[:len(words)]) == words
 
 
