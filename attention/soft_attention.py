@@ -62,6 +62,7 @@ class SoftAttentionDecoder(CaptionDecoder):
 
   feature_kind = "spatial"
   has_attention = True
+  static_state = ("features", "keys")
   # Per-step tensors that teacher_forced stacks to [B, T, ...].
   _records = ("hidden", "context", "attention")
 

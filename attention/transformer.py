@@ -201,6 +201,7 @@ class TransformerDecoder(CaptionDecoder):
 
   feature_kind = "spatial"
   has_attention = True
+  static_state = ("memory",)
 
   def __init__(self, vocab_size, num_layers=3, num_heads=8,
                feed_forward_size=None, positions="learned",

@@ -55,6 +55,7 @@ class StepCounter:
     self.decoder, self.has_attention = decoder, decoder.has_attention
     self.vocab_size = decoder.vocab_size
     self.max_steps = longest_caption(decoder)
+    self.static_state = getattr(decoder, "static_state", ())
     self.initial_state = decoder.initial_state
     self.steps = tf.Variable(0)
 
@@ -89,8 +90,17 @@ def _tile(structure, times):
                                structure)
 
 
-def _gather_rows(structure, rows):
-  return tf.nest.map_structure(lambda x: tf.gather(x, rows), structure)
+def _reorder_beams(state, rows, static=()):
+  """The state rows of the beams' parents (``rows`` int32 [B * K]); the
+  entries named in ``static`` are the same for every beam of an image and
+  at every step, so they are left as they are (for an attending decoder,
+  the image's features and keys: most of the state)."""
+  gather = lambda x: tf.nest.map_structure(  # noqa: E731
+      lambda y: tf.gather(y, rows), x)
+  if not isinstance(state, dict):
+    return gather(state)
+  return {key: value if key in static else gather(value)
+          for key, value in state.items()}
 
 
 def _is_off(value, off):
@@ -326,6 +336,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   group_size = k // groups
   batch_size = tf.shape(features)[0]
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
+  static_state = getattr(decoder, "static_state", ())
   score = lambda log_probs, lengths: _score(  # noqa: E731
       log_probs, lengths, length_penalty, length_normalization)
 
@@ -445,8 +456,9 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     rows = tf.reshape(beam_offsets + parents, [-1])
     ids = _write(tf.gather(live["ids"], parents, batch_dims=1), t, words)
     new = dict(words=tf.reshape(words, [-1]),
-               state=_gather_rows(out.state, rows), log_probs=log_probs,
-               ids=ids, attention=tf.gather(attention, parents, batch_dims=1))
+               state=_reorder_beams(out.state, rows, static_state),
+               log_probs=log_probs, ids=ids,
+               attention=tf.gather(attention, parents, batch_dims=1))
     if runs is not None:
       new["runs"] = tf.reshape(_ngram_runs(
           flat(ids), tf.gather(flat(runs), rows), new["words"]),

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from attention.cached_attention import CachedMultiHeadAttention
+from attention.soft_attention import SoftAttentionDecoder
 from attention.transformer import TransformerDecoder, sinusoids
 from im2txt_ext import runs, search
 from im2txt_ext.config import ExperimentConfig
@@ -151,3 +152,22 @@ def test_bounds_and_bad_options():
   config.model.decoder_options = {"max_positions": 20}
   with pytest.raises(InputError, match="steps at most 20 words"):
     runs.build_decoder(config, V, with_encoder=False)
+
+
+@pytest.mark.parametrize("make", [
+    _decoder, lambda: SoftAttentionDecoder(V, embedding_size=E, hidden_size=W,
+                                           dropout=0.0)])
+def test_beam_search_leaves_static_state_as_it_is(make, monkeypatch):
+  """The image's memory (features, keys) is the same for all its beams,
+  so not reordering it changes no caption or score."""
+  decoder = make()
+  features = _features()
+  assert decoder.static_state
+  want = search.beam_search(decoder, features, beam_size=3, max_length=6,
+                            top_k=3)
+  monkeypatch.setattr(type(decoder), "static_state", ())
+  got = search.beam_search(decoder, features, beam_size=3, max_length=6,
+                           top_k=3)
+  np.testing.assert_array_equal(got.ids, want.ids)
+  np.testing.assert_allclose(got.log_probs, want.log_probs, atol=1e-5)
+  np.testing.assert_allclose(got.attention, want.attention, atol=1e-6)

@@ -8,7 +8,10 @@ one search, the one training loop and export use for every decoder:
   * ``initial_state(features, training)``: image features -> state, a dict
     of tensors whose leading dimension is B (search tiles it over beams);
   * ``step(word_ids, state, training)``: int32 [B] previous words and state
-    -> ``StepOutput(logits [B, V], state, attention [B, L] or None)``.
+    -> ``StepOutput(logits [B, V], state, attention [B, L] or None)``;
+  * ``static_state``: names of state entries that ``step`` passes on
+    unchanged (an image's features and keys), which the beam search then
+    does not reorder with the beams.
 Logits and attention are float32 even when the layers compute in float16
 or bfloat16 (mixed precision); the state is in the layers' compute dtype.
 
@@ -71,6 +74,7 @@ class CaptionDecoder(keras.Model):
   """
 
   feature_kind = "pooled"  # Which encoder output the decoder reads.
+  static_state = ()  # State entries that step() never changes.
 
   def __init__(self, vocab_size, embedding_size=512, hidden_size=512,
                dropout=0.3, encoder=None, freeze_embeddings=False,
