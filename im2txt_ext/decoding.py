@@ -18,6 +18,10 @@ RULES = ("min_length", "no_bad_endings", "no_repeat_ngram_size",
 BEAM_OPTIONS = ("length_penalty", "length_normalization",
                 "diversity_groups", "diversity_strength")
 SAMPLE_OPTIONS = ("top_p",)
+# The beam search's options as inputs of the export's caption_with_options
+# (and of the page's API); the length normalisation is fixed at export.
+SIGNATURE_OPTIONS = tuple(name for name in RULES + BEAM_OPTIONS
+                          if name != "length_normalization")
 
 DEFAULTS = dict(length_penalty=1.0, length_normalization="plain",
                 min_length=0, no_bad_endings=False, no_repeat_ngram_size=3,

@@ -57,11 +57,10 @@ from im2txt_ext.errors import InputError
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
 
-# The decoding options that caption_with_options takes as inputs (besides
-# no_bad_endings); the length normalisation is fixed at export time.
-_TENSOR_OPTIONS = ("length_penalty", "min_length", "no_repeat_ngram_size",
-                   "repetition_penalty", "diversity_groups",
-                   "diversity_strength")
+# The options of caption_with_options passed to the search as tensors;
+# no_bad_endings switches between two lists of ids instead.
+_TENSOR_OPTIONS = tuple(name for name in decoding.SIGNATURE_OPTIONS
+                        if name != "no_bad_endings")
 
 # Magic bytes of the accepted formats, in tf.switch_case branch order, and
 # the bytes each needs for its width and height.

@@ -45,9 +45,8 @@ _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 # The search options of caption_with_options, with the library's defaults
 # (their types too).
 _SIZES = ("beam_size", "max_length", "k")
-_RULES = {name: decoding.DEFAULTS[name] for name in (
-    "length_penalty", "min_length", "no_bad_endings", "no_repeat_ngram_size",
-    "repetition_penalty", "diversity_groups", "diversity_strength")}
+_RULES = {name: decoding.DEFAULTS[name]
+          for name in decoding.SIGNATURE_OPTIONS}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 

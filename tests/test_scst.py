@@ -127,7 +127,8 @@ def test_policy_gradient_raises_samples_above_the_baseline():
 
 
 @pytest.mark.parametrize("name", ["rnn_baseline", "show_and_tell",
-                                  "soft_attention", "hard_attention"])
+                                  "soft_attention", "hard_attention",
+                                  "transformer"])
 def test_samples_are_scored_under_the_policy_that_drew_them(name):
   """The teacher-forced pass gives each sample the log-probability that
   search.sample computed while drawing it (both at temperature 1, over the
