@@ -52,9 +52,10 @@ def search_at(revision):
 def compare_beams(decoder, features, revision, sizes):
   """Beam 3 of today's search and of ``revision``'s, timed in turns."""
   old = search_at(revision)
-  fns = {name: tf.function(lambda m=module: m.beam_search(
-      decoder, features, 3, std.LENGTH).ids)
-         for name, module in (("new", search), ("old", old))}
+  def beam3(module):
+    return tf.function(lambda: module.beam_search(
+        decoder, features, 3, std.LENGTH).ids, autograph=False)
+  fns = {"new": beam3(search), "old": beam3(old)}
   seconds = common.time_calls({name: lambda fn=fn: fn().numpy()
                                for name, fn in fns.items()}, min_seconds=10)
   for name in fns:
@@ -86,11 +87,14 @@ def main(argv):
                     {**std.SIZES, "decoder": name, "features": list(shape)})
     prefix = "search" if name == "show_and_tell" else f"search_{name}"
     forward = std.forward_flops(name, shape)
+    # The searches are written in tf.while_loop, as the Captioner traces
+    # them: without AutoGraph, which cannot tell these lambdas apart.
     runs[f"{prefix}_greedy"] = (name, forward, tf.function(
-        lambda d=decoder, f=features: search.greedy(d, f, std.LENGTH).ids))
+        lambda d=decoder, f=features: search.greedy(d, f, std.LENGTH).ids,
+        autograph=False))
     runs[f"{prefix}_beam3"] = (name, 3 * forward, tf.function(
         lambda d=decoder, f=features: search.beam_search(
-            d, f, 3, std.LENGTH).ids))
+            d, f, 3, std.LENGTH).ids, autograph=False))
   seconds = common.time_calls({label: lambda fn=fn: fn().numpy()
                                for label, (_, _, fn) in runs.items()})
   for label, (name, flops, _) in runs.items():
