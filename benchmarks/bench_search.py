@@ -41,7 +41,7 @@ def search_at(revision):
   source = subprocess.run(["git", "show", f"{revision}:im2txt_ext/search.py"],
                           capture_output=True, text=True, check=True).stdout
   with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-    f.write(source)  # AutoGraph reads the source of what it converts.
+    f.write(source)
   spec = importlib.util.spec_from_file_location("search_baseline", f.name)
   module = importlib.util.module_from_spec(spec)
   sys.modules["search_baseline"] = module
@@ -87,8 +87,8 @@ def main(argv):
                     {**std.SIZES, "decoder": name, "features": list(shape)})
     prefix = "search" if name == "show_and_tell" else f"search_{name}"
     forward = std.forward_flops(name, shape)
-    # The searches are written in tf.while_loop, as the Captioner traces
-    # them: without AutoGraph, which cannot tell these lambdas apart.
+    # Traced as the Captioner traces them: without AutoGraph (the searches
+    # are written with tf.while_loop).
     runs[f"{prefix}_greedy"] = (name, forward, tf.function(
         lambda d=decoder, f=features: search.greedy(d, f, std.LENGTH).ids,
         autograph=False))
@@ -109,7 +109,8 @@ def main(argv):
                 seconds[f"{prefix}_greedy"] / seconds[f"{prefix}_beam3"],
                 "ratio", std.BATCH, models[name][2])
   if FLAGS.baseline:
-    compare_beams(*models[FLAGS.decoders[0]], FLAGS.baseline)
+    decoder, features, sizes = models[FLAGS.decoders[0]]
+    compare_beams(decoder, features, FLAGS.baseline, sizes)
 
 
 if __name__ == "__main__":
