@@ -28,7 +28,8 @@ feed-forward F = 4W; E = W, so no input projection), per caption:
   self-attention scores and sums over the t + 1 positions seen:
                   blocks * sum_t 2 * 2 * W * (t + 1) = blocks * 2W T(T+1)
 Softmax, layer norms, embedding lookups and element-wise gates are left out
-(< 2%).
+(< 2%). A beam search computes the image's part ("once", the image feed)
+once per image and the rest once per beam.
 """
 
 import tensorflow as tf
@@ -42,32 +43,33 @@ SIZES = {"vocab": VOCAB, "embedding": EMBED, "hidden": HIDDEN,
 FEATURE_MAPS = {"196x512": (196, 512), "64x2048": (64, 2048)}
 
 
-def forward_flops_per_caption(length=LENGTH):
+def show_and_tell_flops(length=LENGTH):
+  """(FLOPs once per image, FLOPs per caption after it): Show and Tell."""
   lstm = 2 * 4 * HIDDEN * (EMBED + HIDDEN)
   output = 2 * HIDDEN * VOCAB
-  return 2 * FEATURES * EMBED + lstm + length * (lstm + output)
+  return 2 * FEATURES * EMBED + lstm, length * (lstm + output)
 
 
-def attention_forward_flops_per_caption(locations, channels,
-                                       length=LENGTH):
+def attention_flops(locations, channels, length=LENGTH):
+  """(once per image, per caption): soft or hard attention."""
   h, e, v, l, d = HIDDEN, EMBED, VOCAB, locations, channels
   once = 2 * d * 2 * h + 2 * l * d * h
   step = (2 * h * h + 2 * l * h + 2 * l * d + 2 * h + 2 * 4 * h * (e + d + h)
           + 2 * (h + d) * e + 2 * e * v)
-  return once + length * step
+  return once, length * step
 
 
 TRANSFORMER_BLOCKS = 3  # The Transformer's defaults: 3 blocks, 8 heads.
 
 
-def transformer_forward_flops_per_caption(locations, channels,
-                                         length=LENGTH):
+def transformer_flops(locations, channels, length=LENGTH):
+  """(once per image, per caption): the Transformer."""
   w, v, l, d = HIDDEN, VOCAB, locations, channels
   f, blocks = 4 * w, TRANSFORMER_BLOCKS
   once = 2 * l * d * w + blocks * 4 * l * w * w
   position = blocks * (8 * w * w + 4 * w * w + 4 * l * w + 4 * w * f) + \
       2 * w * v
-  return once + length * position + blocks * 2 * w * length * (length + 1)
+  return once, length * position + blocks * 2 * w * length * (length + 1)
 
 
 # The features each decoder is benchmarked on in search: pooled vectors
@@ -77,14 +79,16 @@ SEARCH_FEATURES = {"show_and_tell": (FEATURES,),
                    "transformer": FEATURE_MAPS["196x512"]}
 
 
-def forward_flops(name, feature_shape, length=LENGTH):
-  """The forward FLOPs per caption of decoder ``name`` on features of
-  ``feature_shape`` ((D,) or (L, D))."""
+def forward_flops(name, feature_shape, length=LENGTH, beams=1):
+  """The forward FLOPs per image of decoder ``name`` on features of
+  ``feature_shape`` ((D,) or (L, D)), captioned by ``beams`` beams (in
+  training, 1): the image's part once, the caption's part per beam."""
   if name == "show_and_tell":
-    return forward_flops_per_caption(length)
-  count = transformer_forward_flops_per_caption if name == "transformer" \
-      else attention_forward_flops_per_caption
-  return count(*feature_shape, length=length)
+    once, per_caption = show_and_tell_flops(length)
+  else:
+    count = transformer_flops if name == "transformer" else attention_flops
+    once, per_caption = count(*feature_shape, length=length)
+  return once + beams * per_caption
 
 
 def decoder(name, feature_shape, batch=BATCH):
