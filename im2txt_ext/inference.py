@@ -129,9 +129,12 @@ class Captioner:
 
   def load_images(self, paths):
     """Decodes and resizes image files; bad files raise InputError."""
-    images = [pipeline.decode_image(read_image_bytes(p), self.image_size)
-              for p in paths]
-    return tf.stack(images)
+    return self.decode_images([read_image_bytes(p) for p in paths])
+
+  def decode_images(self, encoded):
+    """Encoded images (list of bytes) -> float32 [B, S, S, 3] in 0..255."""
+    return tf.stack([pipeline.decode_image(data, self.image_size)
+                     for data in encoded])
 
   def to_captions(self, result):
     """SearchResult -> list (per image) of list of {caption, log_prob,...}."""

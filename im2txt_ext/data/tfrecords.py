@@ -37,22 +37,29 @@ def read_image_bytes(path):
       data = f.read()
   except OSError as e:
     raise InputError(f"cannot read image ({e.strerror})", path) from None
+  return check_image_bytes(data, path)
+
+
+def check_image_bytes(data, name):
+  """Returns encoded image bytes after checking that they decode as a JPEG,
+  PNG, BMP or GIF that TensorFlow reads; InputError naming ``name`` (a path,
+  or e.g. "image 2") otherwise."""
   try:
     with Image.open(io.BytesIO(data)) as image:
       if image.format not in ("JPEG", "PNG", "BMP", "GIF"):
-        raise InputError(f"unsupported image format {image.format}", path)
+        raise InputError(f"unsupported image format {image.format}", name)
       image.load()  # Decodes fully: catches truncated files, not only headers.
       if image.format == "BMP" and image.mode in ("1", "P"):
         # TensorFlow decodes 8-bit grey and 24- or 32-bit colour BMP only.
         raise InputError("1-bit or palette BMP: save it as 24-bit colour",
-                         path)
+                         name)
   except InputError:
     raise
   except Image.UnidentifiedImageError:
     raise InputError("corrupt or truncated image (not an image file)",
-                     path) from None
+                     name) from None
   except Exception as e:  # PIL raises many types for corrupt data.
-    raise InputError(f"corrupt or truncated image ({e})", path) from None
+    raise InputError(f"corrupt or truncated image ({e})", name) from None
   return data
 
 
