@@ -11,7 +11,9 @@ one search, the one training loop and export use for every decoder:
     -> ``StepOutput(logits [B, V], state, attention [B, L] or None)``;
   * ``static_state``: names of state entries that ``step`` passes on
     unchanged (an image's features and keys), which the beam search then
-    does not reorder with the beams.
+    does not reorder with the beams;
+  * ``max_steps`` (optional): the most steps the decoder can run (a
+    Transformer's cache length); the searches refuse a longer max_length.
 Logits and attention are float32 even when the layers compute in float16
 or bfloat16 (mixed precision); the state is in the layers' compute dtype.
 
