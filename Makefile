@@ -20,12 +20,15 @@ COMPARE_ARGS ?=
 PORT ?= 8000
 # Extra flags of bench-serve, e.g. "--run_dir=RUN --images='DIR/*.jpg'"
 SERVE_BENCH_ARGS ?=
+# Extra flags of bench-load, e.g. "--export=DIR --seconds=5 --clients=1,8"
+LOAD_BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
 SEARCH_BASELINE ?=
 
 .PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
-        bench-word2vec bench-serve bench-input bench-scst scst serve clean
+        bench-word2vec bench-serve bench-load bench-input bench-scst scst \
+        serve clean
 
 install: .installed
 .installed: setup.py
@@ -86,7 +89,7 @@ test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: bench-data bench-train bench-search bench-word2vec bench-serve \
-       bench-input
+       bench-load bench-input
 
 bench-data: install
 	$(PYTHON) -m benchmarks.bench_data
@@ -104,6 +107,11 @@ bench-word2vec: install
 bench-serve: install
 	$(PYTHON) -m benchmarks.bench_serve $(SERVE_BENCH_ARGS)
 	$(if $(SERVE_BENCH_ARGS),,$(PYTHON) -m benchmarks.bench_serve --decoder=transformer)
+
+# im2txt-serve under 1, 8 and 32 concurrent clients on 127.0.0.1, with and
+# without dynamic batching (about 3 minutes).
+bench-load: install
+	$(PYTHON) -m benchmarks.bench_load $(LOAD_BENCH_ARGS)
 
 # The input pipeline alone against what the training step consumes.
 bench-input: install

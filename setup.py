@@ -29,7 +29,10 @@ setup(
         "tensorboard",
         "pycocoevalcap",
         "matplotlib",
-        "flask",  # The demo web page (im2txt-serve).
+        "flask",  # The demo web page and JSON API (im2txt-serve).
+        # im2txt-serve's production WSGI server: pure Python, threads in one
+        # process around one model (what its dynamic batching needs).
+        "waitress>=3.0",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],

@@ -22,22 +22,48 @@ diversity_groups, diversity_strength; see ``im2txt_ext.search``.
 The API answers {"captions": [{"caption", "log_prob", "words"[,
 "attention": one [L] map per word]}], "grid": [h, w] or null}, or
 {"error": message} with status 400 (not a readable JPEG/PNG), 413 (upload
-or image too large) or 415 (another format). The server only needs
-TensorFlow and the export: it never builds a model itself.
+or image too large), 415 (another format), 404 (no such page), 405 (wrong
+method) or 500. The server only needs TensorFlow and the export: it never
+builds a model itself. GET /healthz answers {"status": "ok", "export",
+"batching": {"max_batch", "timeout_ms", "batches", "images"} or null}.
+
+It runs on waitress, a production WSGI server in pure Python: one process,
+--threads request threads around one loaded model, which is what dynamic
+batching needs (every request meets the others in one queue, before one
+copy of the weights), and it runs wherever TensorFlow does. gunicorn forks
+worker processes instead, each of which would load its own model and batch
+only its own requests, and it does not run on Windows.
+
+Dynamic batching: concurrent requests that ask for the same search options
+go through the export's signature together, at most --max_batch images per
+call, waiting at most --batch_timeout_ms for more after the first arrives
+(im2txt_ext.batching); an image that fails its batch is retried alone, so
+it fails only its own request. --max_batch=1 serves each request alone.
+
+Each request is logged as one line, e.g. "POST /api/caption 200 48.2 ms"
+(logger im2txt_ext.serve; --logger_levels=im2txt_ext.serve:WARNING
+silences it).
 """
 
 import io
+import logging
 import math
+import signal
+import sys
+import time
 
 from absl import flags
 import flask
 from PIL import Image
-from werkzeug import exceptions, serving
+import waitress
+from werkzeug import exceptions
 
-from im2txt_ext import decoding
+from im2txt_ext import batching, decoding
 from im2txt_ext.cli import run
 
 FLAGS = flags.FLAGS
+_log = logging.getLogger(__name__)
+_log.setLevel(logging.INFO)  # Request lines, whatever absl's verbosity.
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -81,13 +107,17 @@ class Model:
 
   Args:
     path: str. SavedModel folder written by ``im2txt-export``.
+    max_batch: int. Most images in one call of the signature; concurrent
+      calls with the same options share one (1 or 0: each call alone).
+    batch_timeout_ms: float. Longest wait for more images after the first.
   """
 
-  def __init__(self, path):
+  def __init__(self, path, max_batch=1, batch_timeout_ms=10):
     # Imported here: --help needs no TensorFlow.
     import tensorflow as tf
     from im2txt_ext import export
     self._tf = tf
+    self.path = path
     self._saved = export.load(path)
     self._default = self._saved.signatures["serving_default"]
     self._options = self._saved.signatures["caption_with_options"]
@@ -96,41 +126,78 @@ class Model:
     defaults = getattr(self._saved, "search_defaults", None)
     self.default_sizes = {} if defaults is None else dict(
         zip(_SIZES, defaults.numpy().tolist()))
+    self._batcher = batching.Batcher(
+        self._caption_batch, max_batch, batch_timeout_ms / 1e3) \
+        if max_batch > 1 else None
 
   def caption(self, data, options=None):
     """Image bytes -> list of {caption, log_prob, words[, attention]}, and
     the attention grid [h, w] or None. ``options``: {} for the export's
     defaults, or some of the options of ``_options``."""
-    tf = self._tf
-    images = tf.constant([data])
+    key = self._signature_inputs(options or {})
     try:
-      if options:
-        sizes = {**self.default_sizes, **options}
-        missing = [name for name in _SIZES if name not in sizes]
-        if missing:
-          raise BadImage(f"give {', '.join(missing)} (this export does not "
-                         "say its defaults)")
-        out = self._options(images=images, **{
-            name: tf.constant(sizes[name], tf.int32) for name in _SIZES},
-            **{name: tf.constant(options.get(name, off))
-               for name, off in _RULES.items()})
-      else:
-        out = self._default(images=images)
-    except tf.errors.InvalidArgumentError as e:
+      if self._batcher is None:
+        return self._caption_batch(key, [data])[0]
+      return self._batcher.submit(key, data).result()
+    except self._tf.errors.InvalidArgumentError as e:
       raise BadImage(_assertion(e.message)) from None
-    results, grid = [], None
-    for k, text in enumerate(out["captions"][0].numpy()):
-      words = text.decode().split()
-      result = {"caption": " ".join(words),
-                "log_prob": round(float(out["log_probs"][0, k]), 4),
-                "words": words}
-      if "attention" in out:
-        maps = out["attention"][0, k, :len(words)].numpy()  # [T, L]
-        side = math.isqrt(maps.shape[-1])
-        grid = [side, maps.shape[-1] // side]
-        result["attention"] = maps.round(4).tolist()
-      results.append(result)
-    return results, grid
+
+  def health(self):
+    """What GET /healthz answers: the export and the batching so far."""
+    batcher = self._batcher
+    return {"status": "ok", "export": self.path, "batching": None
+            if batcher is None else {
+                "max_batch": batcher.max_batch,
+                "timeout_ms": round(batcher.timeout_s * 1e3, 3),
+                "batches": batcher.batches, "images": batcher.items}}
+
+  def close(self):
+    """Finishes the requests queued for a batch and stops batching."""
+    if self._batcher is not None:
+      self._batcher.close()
+
+  def _signature_inputs(self, options):
+    """((name, value), ...) of every input of ``_options`` but the images,
+    sorted; () for ``_default``. Equal for requests that may share a call."""
+    if not options:
+      return ()
+    sizes = {**self.default_sizes, **options}
+    missing = [name for name in _SIZES if name not in sizes]
+    if missing:
+      raise BadImage(f"give {', '.join(missing)} (this export does not "
+                     "say its defaults)")
+    return tuple(sorted({**_RULES, **sizes}.items()))
+
+  def _caption_batch(self, key, images):
+    """One call of the signature for a list of image bytes: a (captions,
+    grid) pair per image."""
+    tf = self._tf
+    batch = tf.constant(images)
+    if key:
+      out = self._options(images=batch, **{
+          name: tf.constant(value) for name, value in key})
+    else:
+      out = self._default(images=batch)
+    out = {name: value.numpy() for name, value in out.items()}
+    return [_results(out, i) for i in range(len(images))]
+
+
+def _results(out, i):
+  """Image ``i``'s captions in a signature's outputs (numpy arrays), and
+  the attention grid."""
+  results, grid = [], None
+  for k, text in enumerate(out["captions"][i]):
+    words = text.decode().split()
+    result = {"caption": " ".join(words),
+              "log_prob": round(float(out["log_probs"][i, k]), 4),
+              "words": words}
+    if "attention" in out:
+      maps = out["attention"][i, k, :len(words)]  # [T, L]
+      side = math.isqrt(maps.shape[-1])
+      grid = [side, maps.shape[-1] // side]
+      result["attention"] = maps.round(4).tolist()
+    results.append(result)
+  return results, grid
 
 
 def _assertion(message):
@@ -174,9 +241,22 @@ def _options(args):
 
 def create_app(model, max_upload_bytes=MAX_UPLOAD_BYTES,
                max_pixels=MAX_PIXELS):
-  """The Flask app: the page at /, the JSON API at POST /api/caption."""
+  """The Flask app: the page at /, the JSON API at POST /api/caption, the
+health check at GET /healthz; each request logged with its time."""
   web = flask.Flask(__name__)
   web.config["MAX_CONTENT_LENGTH"] = max_upload_bytes
+
+  @web.before_request
+  def start_clock():
+    flask.g.started = time.perf_counter()
+
+  @web.after_request
+  def log_request(response):
+    request = flask.request
+    _log.info("%s %s %d %.1f ms", request.method, request.path,
+              response.status_code,
+              (time.perf_counter() - flask.g.started) * 1e3)
+    return response
 
   @web.get("/")
   def page():
@@ -198,6 +278,10 @@ def create_app(model, max_upload_bytes=MAX_UPLOAD_BYTES,
     captions, grid = model.caption(data, options)
     return flask.jsonify(captions=captions, grid=grid)
 
+  @web.get("/healthz")
+  def healthz():
+    return flask.jsonify(model.health())
+
   @web.errorhandler(BadImage)
   def bad_image(e):
     return flask.jsonify(error=str(e)), e.status
@@ -208,13 +292,28 @@ def create_app(model, max_upload_bytes=MAX_UPLOAD_BYTES,
     return flask.jsonify(error=f"upload larger than "
                          f"{max_upload_bytes / 2**20:g} MB"), 413
 
+  @web.errorhandler(exceptions.HTTPException)
+  def http_error(e):  # 404, 405, 500 (an unexpected error) and the like.
+    request = flask.request
+    allowed = getattr(e, "valid_methods", None)
+    headers = {"Allow": ", ".join(allowed)} if allowed else {}
+    return flask.jsonify(error=f"{e.name}: {request.method} {request.path}"
+                         + (f" (allowed: {', '.join(allowed)})"
+                            if allowed else "")), e.code, headers
+
   return web
 
 
-def make_server(model, host="127.0.0.1", port=8000, **app_args):
-  """A threaded server (one thread per request); port 0 picks a free one."""
-  return serving.make_server(host, port, create_app(model, **app_args),
-                             threaded=True)
+def make_server(model, host="127.0.0.1", port=8000, threads=32,
+                **app_args):
+  """The app on a waitress server with ``threads`` request threads (at
+  least the model's max_batch, to fill a batch); port 0 picks a free one
+  (``effective_port``). ``run()`` serves until ``close()``."""
+  app = create_app(model, **app_args)
+  # Bodies far over the app's limit are refused before they are read.
+  limit = app.config["MAX_CONTENT_LENGTH"] + 2**20
+  return waitress.create_server(app, host=host, port=port, threads=threads,
+                                max_request_body_size=limit)
 
 
 PAGE = """<!doctype html>
@@ -326,17 +425,32 @@ def define_flags():
   flags.DEFINE_integer("max_upload_mb", 10, "Largest upload, MB.")
   flags.DEFINE_float("max_megapixels", 40, "Largest image, megapixels "
                      "(checked from the header, before decoding).")
+  flags.DEFINE_integer("threads", 32, "Request threads of the WSGI server "
+                       "(waitress); at least --max_batch.", lower_bound=1)
+  flags.DEFINE_integer("max_batch", 16, "Most images captioned in one call "
+                       "of the model (dynamic batching); 1 or 0: each "
+                       "request alone.", lower_bound=0)
+  flags.DEFINE_float("batch_timeout_ms", 10, "Longest wait for more "
+                     "requests after the first of a batch, ms.",
+                     lower_bound=0)
 
 
 def main(argv):
   del argv
-  model = Model(FLAGS.export)
-  server = make_server(model, FLAGS.host, FLAGS.port,
+  model = Model(FLAGS.export, FLAGS.max_batch, FLAGS.batch_timeout_ms)
+  server = make_server(model, FLAGS.host, FLAGS.port, FLAGS.threads,
                        max_upload_bytes=FLAGS.max_upload_mb * 2**20,
                        max_pixels=int(FLAGS.max_megapixels * 1e6))
-  print(f"serving {FLAGS.export} on http://{FLAGS.host}:{server.server_port}/",
-        flush=True)
-  server.serve_forever()
+  # waitress's run() returns on SystemExit: SIGTERM stops it as Ctrl-C does.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+  print(f"serving {FLAGS.export} on "
+        f"http://{FLAGS.host}:{server.effective_port}/ (waitress, "
+        f"{FLAGS.threads} threads, batches of up to "
+        f"{max(FLAGS.max_batch, 1)})", flush=True)
+  try:
+    server.run()
+  finally:
+    model.close()
 
 
 def entry():

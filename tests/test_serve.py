@@ -1,10 +1,15 @@
 """The demo web app over an export: the JSON API, its limits, concurrent
-requests on a real threaded server, and the page in headless Chromium."""
+requests on the waitress server with and without dynamic batching, the
+server command, and the page in headless Chromium."""
 
 import concurrent.futures
 import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import urllib.error
@@ -12,20 +17,36 @@ import urllib.request
 
 import pytest
 
-from im2txt_ext import export, serve
+from conftest import REPO
+from im2txt_ext import batching, export, serve
 from test_export import image_paths, png_header, train_tiny
 
 TOP_K = 2
 
 
 @pytest.fixture(scope="module")
-def model(scene_data, tmp_path_factory):
-  """A tiny soft-attention model's export, loaded as the server loads it."""
+def export_dir(scene_data, tmp_path_factory):
+  """A tiny soft-attention model's export."""
   folder = tmp_path_factory.mktemp("serve")
   run_dir = train_tiny(scene_data, folder / "run", "soft_attention")
   export.export(str(run_dir), str(folder / "model"), beam_size=2,
                 max_length=8, top_k=TOP_K)
-  return serve.Model(str(folder / "model"))
+  return str(folder / "model")
+
+
+@pytest.fixture(scope="module")
+def model(export_dir):
+  """The export loaded as the server loads it, each request alone."""
+  return serve.Model(export_dir)
+
+
+@pytest.fixture(scope="module")
+def batched(export_dir):
+  """The export with dynamic batching: up to 8 images a call, waiting up
+  to half a second for them."""
+  model = serve.Model(export_dir, max_batch=8, batch_timeout_ms=500)
+  yield model
+  model.close()
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +55,44 @@ def client(model):
                           max_pixels=1_000_000).test_client()
 
 
+def serving(model):
+  """Base URL of a waitress server on a free port of 127.0.0.1."""
+  httpd = serve.make_server(model, "127.0.0.1", 0)
+  thread = threading.Thread(target=httpd.run, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{httpd.effective_port}"
+  httpd.close()
+  thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(model):
-  """Base URL of a threaded server on a free port of 127.0.0.1."""
-  httpd = serve.make_server(model, "127.0.0.1", 0)
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-  thread.start()
-  yield f"http://127.0.0.1:{httpd.server_port}"
-  httpd.shutdown()
-  thread.join(timeout=10)
+  yield from serving(model)
+
+
+@pytest.fixture(scope="module")
+def batched_server(batched):
+  yield from serving(batched)
 
 
 def read(path):
   with open(path, "rb") as f:
     return f.read()
+
+
+def post(url, data, query="", timeout=60):
+  """(status, JSON answer) of POST /api/caption with the raw bytes."""
+  request = urllib.request.Request(url + "/api/caption" + query, data=data,
+                                   method="POST")
+  try:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+      return response.status, json.load(response)
+  except urllib.error.HTTPError as e:
+    return e.code, json.load(e)
+
+
+def captions(answer):
+  return [option["caption"] for option in answer["captions"]]
 
 
 def test_api_multipart_and_raw_bytes(client, scene_data):
@@ -118,17 +163,131 @@ def test_concurrent_requests(server, scene_data):
   paths = image_paths(scene_data, 4)
 
   def caption(path):
-    request = urllib.request.Request(server + "/api/caption",
-                                     data=read(path), method="POST")
-    with urllib.request.urlopen(request, timeout=60) as response:
-      return json.load(response)["captions"][0]["caption"]
+    return captions(post(server, read(path))[1])[0]
   with concurrent.futures.ThreadPoolExecutor(8) as pool:
     answers = list(pool.map(caption, paths * 3, timeout=120))
   assert answers == [caption(p) for p in paths] * 3
-  with pytest.raises(urllib.error.HTTPError) as error:
-    urllib.request.urlopen(urllib.request.Request(
-        server + "/api/caption", data=b"hello", method="POST"), timeout=60)
-  assert error.value.code == 415
+  assert post(server, b"hello")[0] == 415
+
+
+def test_health_404_405_and_request_log(client, export_dir, caplog):
+  with caplog.at_level("INFO", logger="im2txt_ext.serve"):
+    health = client.get("/healthz")
+    missing = client.get("/nope")
+    wrong = client.get("/api/caption")
+  assert health.status_code == 200
+  assert health.json == {"status": "ok", "export": export_dir,
+                         "batching": None}
+  assert missing.status_code == 404
+  assert missing.json == {"error": "Not Found: GET /nope"}
+  assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
+  assert wrong.json["error"].startswith(
+      "Method Not Allowed: GET /api/caption (allowed: ")
+  lines = [record.getMessage() for record in caplog.records]
+  assert [line.rsplit(" ", 2)[0] for line in lines] == [
+      "GET /healthz 200", "GET /nope 404", "GET /api/caption 405"]
+  assert all(re.fullmatch(r".* \d+\.\d ms", line) for line in lines)
+
+
+def test_batcher_groups_by_key_and_retries_a_failed_batch_alone():
+  calls = []
+
+  def run_batch(key, items):
+    calls.append((key, items))
+    if "bad" in items:
+      raise ValueError("bad item")
+    return [f"{key}{item}" for item in items]
+  batcher = batching.Batcher(run_batch, max_batch=3, timeout_s=60)
+  futures = [batcher.submit(key, item) for key, item in [
+      ("a", 1), ("b", 2), ("a", 3), ("a", 4), ("a", 5), ("b", "bad")]]
+  batcher.close()  # Runs what waits, without waiting for more.
+  assert calls == [("a", [1, 3, 4]), ("b", [2, "bad"]), ("b", [2]),
+                   ("b", ["bad"]), ("a", [5])]
+  assert [f.result() for f in futures[:5]] == ["a1", "b2", "a3", "a4", "a5"]
+  with pytest.raises(ValueError, match="bad item"):
+    futures[5].result()
+  with pytest.raises(RuntimeError, match="closed"):
+    batcher.submit("a", 6)
+  batcher = batching.Batcher(run_batch, max_batch=8, timeout_s=0.05)
+  assert batcher.submit("c", 7).result(timeout=10) == "c7"  # Not full.
+  batcher.close()
+
+
+def test_batching_gives_each_request_its_captions(
+    batched_server, batched, server, scene_data, monkeypatch):
+  """16 requests from 8 clients, 8 images with two kinds of options: each
+  gets what its image and options get alone, from fewer calls, each call
+  with one kind of options."""
+  images = [read(path) for path in image_paths(scene_data, 8)]
+  requests = [(data, query) for data in images
+              for query in ("", "?beam_size=3&max_length=6&k=1")]
+  alone = [post(server, *request)[1] for request in requests]
+  calls, before = [], batched.health()["batching"]["batches"]
+
+  def counting(signature):
+    def counted(**inputs):
+      calls.append((signature, len(inputs["images"])))
+      return signature(**inputs)
+    return counted
+  for name in ("_default", "_options"):
+    monkeypatch.setattr(batched, name, counting(getattr(batched, name)))
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    answers = list(pool.map(lambda request: post(batched_server, *request),
+                            requests, timeout=120))
+  for (status, answer), expected in zip(answers, alone):
+    assert status == 200, answer
+    assert captions(answer) == captions(expected)
+    assert [o["log_prob"] for o in answer["captions"]] == pytest.approx(
+        [o["log_prob"] for o in expected["captions"]], abs=1e-3)
+  assert len(calls) < len(requests) and max(n for _, n in calls) > 1
+  for signature in {signature for signature, _ in calls}:
+    assert sum(n for s, n in calls if s is signature) == len(images)
+  health = json.load(urllib.request.urlopen(batched_server + "/healthz",
+                                            timeout=60))
+  assert health["batching"]["max_batch"] == 8
+  assert health["batching"]["batches"] - before == len(calls)
+
+
+def test_a_bad_image_fails_only_its_own_request(batched_server, batched,
+                                                server, scene_data):
+  images = [read(path) for path in image_paths(scene_data, 7)]
+  cut = images[0][:len(images[0]) // 2]  # Passes the header checks.
+  alone = [post(server, data)[1] for data in images]
+  before = batched.health()["batching"]["images"]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    answers = list(pool.map(lambda data: post(batched_server, data),
+                            images + [cut], timeout=120))
+  for (status, answer), expected in zip(answers, alone):
+    assert status == 200 and captions(answer) == captions(expected)
+  status, answer = answers[-1]
+  assert status == 400 and "cannot decode the image: " in answer["error"]
+  # The failed batch's images were run again, one at a time.
+  assert batched.health()["batching"]["images"] - before > len(answers)
+
+
+def test_server_command_runs_on_waitress(export_dir, scene_data):
+  """im2txt-serve: health check, one caption, its log line, SIGTERM."""
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  process = subprocess.Popen(
+      [sys.executable, "-m", "im2txt_ext.serve", f"--export={export_dir}",
+       "--port=0", "--max_batch=4", "--batch_timeout_ms=5"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+      cwd=str(REPO))
+  try:
+    line = process.stdout.readline()  # "serving ... on http://HOST:PORT/"
+    url = re.search(r"http://[\d.]+:\d+", line)
+    assert url, line + process.stderr.read()
+    url = url.group()
+    with urllib.request.urlopen(url + "/healthz", timeout=60) as response:
+      assert response.headers["Server"] == "waitress"
+      assert json.load(response)["batching"]["max_batch"] == 4
+    status, answer = post(url, read(image_paths(scene_data, 1)[0]))
+    assert status == 200 and len(answer["captions"]) == TOP_K
+  finally:
+    process.terminate()
+    _, log = process.communicate(timeout=60)
+  assert process.returncode == 0, log
+  assert re.search(r"POST /api/caption 200 \d+\.\d ms", log), log
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
