@@ -13,7 +13,7 @@ import os
 from absl import app
 from absl import flags
 
-from embeddings import vectors
+from im2txt_ext.data import vectors
 from im2txt_ext.cli import run
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import SPECIAL_TOKENS

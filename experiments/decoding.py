@@ -68,9 +68,8 @@ def main(argv):
   del argv
   from im2txt_ext.data import readers
   from im2txt_ext.inference import Captioner
-  from im2txt_ext.runs import CONFIG_FILE
+  from im2txt_ext.runs import CONFIG_FILE, cached_features
   from im2txt_ext.config import ExperimentConfig
-  from im2txt_ext.training.trainer import load_features
 
   with open(FLAGS.settings, encoding="utf-8") as f:
     try:
@@ -85,7 +84,7 @@ def main(argv):
   config = ExperimentConfig.load(os.path.join(FLAGS.run_dir, CONFIG_FILE))
   on_features = bool(config.data.features)
   captioner = Captioner(FLAGS.run_dir, with_encoder=not on_features)
-  features = load_features(captioner.model.config) if on_features else None
+  features = cached_features(captioner.model.config) if on_features else None
   records = readers.read_dataset(
       FLAGS.captions, FLAGS.images_dir or config.data.images_dir)
   if FLAGS.split:

@@ -9,7 +9,6 @@
 
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from im2txt_ext import decoding, runs, search
@@ -211,16 +210,3 @@ def caption_records(decoder, vocab, records, image_size, search_fn,
       captions[image_id.decode()] = " ".join(vocab.decode(ids))
   return captions
 
-
-def perplexity(decoder, batches):
-  """exp(mean per-word NLL) of the reference captions under the decoder."""
-  from im2txt_ext.training.losses import masked_cross_entropy
-  total, words = 0.0, 0.0
-  for batch in batches:
-    features = decoder.encode(batch, training=False)
-    logits, _ = decoder.teacher_forced(features, batch["input_ids"])
-    _, token_nll = masked_cross_entropy(logits, batch["target_ids"],
-                                        batch["mask"])
-    total += float(tf.reduce_sum(token_nll))
-    words += float(tf.reduce_sum(batch["mask"]))
-  return float(np.exp(total / max(words, 1.0)))

@@ -10,13 +10,13 @@ Layout of a run directory:
   train/, val/        TensorBoard event files.
 """
 
-import importlib
 import os
 
 import tensorflow as tf
 
 from im2txt_ext import search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
+from im2txt_ext.data import pipeline, vectors
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.models import decoder_class
@@ -30,14 +30,11 @@ _MISMATCH = ("checkpoint does not match the model of config.json and "
 
 
 def embedding_source_matrix(config, vocab):
-  """The initial word-embedding matrix [V, E] named by the config, or None.
-
-  Loaded through the ``embeddings`` package (imported only when asked for).
-  """
+  """The initial word-embedding matrix [V, E] named by the config, or None
+  (``data.vectors``)."""
   source = config.model.embeddings_init
   if not source:
     return None
-  vectors = importlib.import_module("embeddings.vectors")
   matrix, report = vectors.embedding_matrix(
       vocab, source, config.model.embedding_size, seed=config.train.seed)
   print(f"word embedding from {source}: {report}")
@@ -100,6 +97,23 @@ def feature_shape(config):
   grid = spec.grid * size // spec.image_size
   return (spec.dim,) if decoder_class(config.model.decoder).feature_kind == \
       "pooled" else (grid * grid, spec.dim)
+
+
+def cached_features(config):
+  """The FeatureLookup of the cached features named by ``data.features``
+  (checked against the shape the config's encoder and decoder need), or
+  None."""
+  if not config.data.features:
+    return None
+  from im2txt_ext.encoders.features import load_features
+  image_ids, array = load_features(config.data.features)
+  expected = feature_shape(config)
+  if tuple(array.shape[1:]) != expected:
+    raise InputError(f"cached features have shape {tuple(array.shape[1:])} "
+                     f"per image but {config.model.decoder} with "
+                     f"{config.model.encoder} needs {expected}",
+                     config.data.features)
+  return pipeline.FeatureLookup(image_ids, array)
 
 
 class TrainedModel:

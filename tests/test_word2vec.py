@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from embeddings import cli
 from embeddings import skipgram_pairs
-from embeddings import vectors
 from embeddings import word2vec
+from im2txt_ext.data import vectors
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError

@@ -73,8 +73,9 @@ def _run_config():
 
 def caption_with_checkpoint(records, run_config):
   """({image_id: caption}, extra metrics) from the run's checkpoint."""
-  from im2txt_ext.inference import Captioner, perplexity
-  from im2txt_ext.training.trainer import load_features
+  from im2txt_ext import runs
+  from im2txt_ext.inference import Captioner
+  from im2txt_ext.training.losses import perplexity
   if FLAGS.features and run_config and not run_config.data.features:
     raise InputError("this run was trained from images, so its checkpoint "
                      "holds its encoder's weights: evaluate it without "
@@ -85,7 +86,7 @@ def caption_with_checkpoint(records, run_config):
   features = None
   if FLAGS.features:
     captioner.model.config.data.features = FLAGS.features
-    features = load_features(captioner.model.config)
+    features = runs.cached_features(captioner.model.config)
   candidates = captioner.caption_records(
       records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
       max_length=FLAGS.max_length, **decoding.search_options(FLAGS.method))

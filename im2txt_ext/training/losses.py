@@ -1,5 +1,6 @@
-"""Masked cross-entropy over padded captions."""
+"""Masked cross-entropy over padded captions, and the perplexity from it."""
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -33,3 +34,18 @@ def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0,
     num_words = tf.reduce_sum(mask)
   loss = tf.reduce_sum(token_loss) / tf.maximum(num_words, 1.0)
   return loss, token_nll
+
+
+def perplexity(decoder, batches):
+  """exp(mean per-word NLL) of the reference captions under the decoder:
+  batches with ``input_ids``, ``target_ids``, ``mask`` and images or
+  features (e.g. ``Captioner.reference_batches``)."""
+  total, words = 0.0, 0.0
+  for batch in batches:
+    features = decoder.encode(batch, training=False)
+    logits, _ = decoder.teacher_forced(features, batch["input_ids"])
+    _, token_nll = masked_cross_entropy(logits, batch["target_ids"],
+                                        batch["mask"])
+    total += float(tf.reduce_sum(token_nll))
+    words += float(tf.reduce_sum(batch["mask"]))
+  return float(np.exp(total / max(words, 1.0)))

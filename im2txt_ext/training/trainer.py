@@ -75,21 +75,6 @@ def load_split_records(config, which):
   return records
 
 
-def load_features(config):
-  """FeatureLookup of the cached features named by the config, or None."""
-  if not config.data.features:
-    return None
-  from im2txt_ext.encoders.features import load_features as load
-  image_ids, array = load(config.data.features)
-  expected = runs.feature_shape(config)
-  if tuple(array.shape[1:]) != expected:
-    raise InputError(f"cached features have shape {tuple(array.shape[1:])} "
-                     f"per image but {config.model.decoder} with "
-                     f"{config.model.encoder} needs {expected}",
-                     config.data.features)
-  return pipeline.FeatureLookup(image_ids, array)
-
-
 def learning_rate(config):
   t = config.train
   if t.lr_schedule == "constant":
@@ -183,7 +168,7 @@ class Trainer:
             min_count=config.data.min_word_count)
       if self.is_chief:
         self.vocab.save(vocab_path)
-    self.features = load_features(config)
+    self.features = runs.cached_features(config)
     self.pipeline_config = pipeline.PipelineConfig(
         batch_size=config.train.batch_size,
         image_size=runs.image_size(config),
