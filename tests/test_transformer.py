@@ -121,8 +121,8 @@ def test_a_tiny_model_learns_its_captions():
   each image's caption."""
   decoder = _decoder()
   features = _features(batch=4, seed=3)
-  first, last = fit_captions(decoder, features, CAPTIONS, steps=150,
-                             learning_rate=3e-3)
+  first, last = fit_captions(decoder, features, CAPTIONS, steps=60,
+                             learning_rate=1e-2)
   assert last < 0.05 * first
   result = search.greedy(decoder, features, max_length=6)
   for row, caption in zip(result.ids.numpy().reshape([4, -1]), CAPTIONS):
