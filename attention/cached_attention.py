@@ -18,6 +18,7 @@ tests check that they agree.
 import keras
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class CachedMultiHeadAttention(keras.layers.MultiHeadAttention):
   """``keras.layers.MultiHeadAttention`` with ``project`` and ``attend``.
 

@@ -30,6 +30,7 @@ Randomness: samples come from TF's stateful ops (``tf.random.categorical``,
 inside a tf.function every call draws new samples.
 """
 
+import keras
 import tensorflow as tf
 
 from attention.soft_attention import SoftAttentionDecoder, word_divisor
@@ -37,6 +38,7 @@ from attention.soft_attention import SoftAttentionDecoder, word_divisor
 _TINY = 1e-12  # Floor on alpha before taking logs.
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class HardAttentionDecoder(SoftAttentionDecoder):
   """Show, Attend and Tell with hard (sampled) attention.
 
@@ -81,6 +83,15 @@ class HardAttentionDecoder(SoftAttentionDecoder):
     self.reward_baseline = self.add_weight(
         shape=(), initializer="zeros", trainable=False, aggregation="mean",
         name="reward_baseline")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(expectation_prob=self.expectation_prob,
+                  reinforce_weight=self.reinforce_weight,
+                  entropy_weight=self.entropy_weight,
+                  baseline_decay=self.baseline_decay,
+                  inference=self.inference)
+    return config
 
   def initial_state(self, features, training=False):
     """The soft state plus "use_expectation" float32 [B]: 1 where a caption

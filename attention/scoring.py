@@ -56,6 +56,7 @@ class AttentionScoring(keras.layers.Layer):
     return context, weights
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class AdditiveAttention(AttentionScoring):
   """Xu et al.'s MLP attention (eq. 4): e_i = w^T tanh(W_a a_i + W_h h + b).
 
@@ -90,6 +91,7 @@ class AdditiveAttention(AttentionScoring):
     return config
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class DotAttention(AttentionScoring):
   """Multiplicative attention: e_i = a_i^T W h.
 

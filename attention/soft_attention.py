@@ -32,6 +32,7 @@ from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
 from im2txt_ext.models.decoder import make_rnn
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class SoftAttentionDecoder(CaptionDecoder):
   """Show, Attend and Tell with soft attention over spatial features.
 
@@ -70,6 +71,8 @@ class SoftAttentionDecoder(CaptionDecoder):
                init_from_mean=True, gating=True, deep_output=True,
                doubly_stochastic=1.0, **kwargs):
     super().__init__(vocab_size, **kwargs)
+    self.score = score
+    self.attention_size = attention_size
     self.init_from_mean = init_from_mean
     self.gating = gating
     self.deep_output = deep_output
@@ -93,6 +96,14 @@ class SoftAttentionDecoder(CaptionDecoder):
       self.deep_context = keras.layers.Dense(self.embedding_size,
                                              use_bias=False,
                                              name="deep_context")
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(score=self.score, attention_size=self.attention_size,
+                  init_from_mean=self.init_from_mean, gating=self.gating,
+                  deep_output=self.deep_output,
+                  doubly_stochastic=self.doubly_stochastic)
+    return config
 
   # -- The contract ----------------------------------------------------------
 

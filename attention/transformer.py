@@ -57,6 +57,7 @@ def sinusoids(length, width):
   return table.astype(np.float32)
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class LocationEmbedding(keras.layers.Layer):
   """A learned vector per memory entry, added: [B, S, W] -> [B, S, W]."""
 
@@ -69,12 +70,25 @@ class LocationEmbedding(keras.layers.Layer):
     return memory + tf.cast(self.table, memory.dtype)
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class TiedOutput(keras.layers.Layer):
   """Logits from the word embedding's transpose: [..., E] -> [..., V]."""
 
   def __init__(self, embedding, **kwargs):
     super().__init__(**kwargs)
     self.embedding = embedding
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(
+        embedding=keras.saving.serialize_keras_object(self.embedding))
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    embedding = keras.saving.deserialize_keras_object(config.pop("embedding"))
+    return cls(embedding, **config)
 
   def build(self, input_shape):
     self.bias = self.add_weight(shape=(self.embedding.input_dim,),
@@ -86,6 +100,7 @@ class TiedOutput(keras.layers.Layer):
         self.bias, hidden.dtype)
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class DecoderBlock(keras.layers.Layer):
   """One pre-layer-norm block: causal self-attention, cross-attention to the
   memory, feed-forward; each a residual branch with dropout."""
@@ -93,6 +108,7 @@ class DecoderBlock(keras.layers.Layer):
   def __init__(self, width, num_heads, feed_forward_size, dropout,
                attention_dropout=0.0, activation="gelu", **kwargs):
     super().__init__(**kwargs)
+    self.activation = activation
     head_width = width // num_heads
     self.self_attention = CachedMultiHeadAttention(
         num_heads, head_width, dropout=attention_dropout,
@@ -111,6 +127,17 @@ class DecoderBlock(keras.layers.Layer):
     self.feed_forward_out = keras.layers.Dense(width,
                                                name="feed_forward_out")
     self.dropout = keras.layers.Dropout(dropout)
+
+  def get_config(self):
+    config = super().get_config()
+    attention = self.self_attention
+    config.update(width=self.feed_forward_out.units,
+                  num_heads=attention.num_heads,
+                  feed_forward_size=self.feed_forward_in.units,
+                  dropout=self.dropout.rate,
+                  attention_dropout=attention.dropout,
+                  activation=self.activation)
+    return config
 
   def call(self, x, memory, training=False):
     """All positions at once: x [B, T, W], memory [B, S, W] -> (x' [B, T, W],
@@ -160,6 +187,7 @@ class DecoderBlock(keras.layers.Layer):
     return x + self.dropout(self.feed_forward_out(inner), training=training)
 
 
+@keras.saving.register_keras_serializable(package="attention")
 class TransformerDecoder(CaptionDecoder):
   """A Transformer decoder over the encoder's spatial map.
 
@@ -229,9 +257,13 @@ class TransformerDecoder(CaptionDecoder):
       raise ValueError(f"max_positions must be >= 1, got {max_positions}")
     self.num_layers = num_layers
     self.num_heads = num_heads
+    self.feed_forward_size = feed_forward_size
+    self.positions = positions
     self.max_steps = max_positions  # The search's max_length bound.
     self.pooled_token = pooled_token
     self.tied_embeddings = tied_embeddings
+    self.attention_dropout = attention_dropout
+    self.activation = activation
     self.attention_block = attention_block % num_layers
     self.attention_head = attention_head
     self.word_projection = keras.layers.Dense(
@@ -267,6 +299,19 @@ class TransformerDecoder(CaptionDecoder):
   @property
   def blocks(self):
     return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(
+        num_layers=self.num_layers, num_heads=self.num_heads,
+        feed_forward_size=self.feed_forward_size, positions=self.positions,
+        location_embedding=self.location_embedding is not None,
+        pooled_token=self.pooled_token,
+        tied_embeddings=self.tied_embeddings, max_positions=self.max_steps,
+        attention_dropout=self.attention_dropout, activation=self.activation,
+        attention_block=self.attention_block,
+        attention_head=self.attention_head)
+    return config
 
   # -- The contract ----------------------------------------------------------
 

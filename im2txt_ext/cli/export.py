@@ -1,8 +1,14 @@
 """Exports a trained model as a self-contained SavedModel (image bytes in,
-captions out; see im2txt_ext/export.py for the signatures).
+captions out; see im2txt_ext/export.py for the signatures), or with
+--format=keras as one .keras file of the decoder and its encoder for
+``keras.saving.load_model`` (see im2txt_ext/keras_format.py): its captions'
+ids are words of the run's vocab.txt; the search flags do not apply to it.
 
   im2txt-export --run_dir=runs/demo --output=exports/demo
+  im2txt-export --run_dir=runs/demo --output=demo.keras --format=keras
 """
+
+import os
 
 from absl import flags
 
@@ -11,8 +17,12 @@ from im2txt_ext.cli import run
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory (holds "
                     "config.json, vocab.txt and checkpoints).")
-flags.DEFINE_string("output", None, "SavedModel folder to write; an existing "
+flags.DEFINE_string("output", None, "SavedModel folder (or, with "
+                    "--format=keras, .keras file) to write; an existing "
                     "export there is replaced atomically.")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "keras"],
+                  "saved_model: the serving SavedModel; keras: the decoder "
+                  "with its encoder as a .keras file (keras.saving).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
                   "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
                   "runs) or the latest.")
@@ -38,6 +48,12 @@ flags.mark_flags_as_required(["run_dir", "output"])
 
 def main(argv):
   del argv
+  if FLAGS.format == "keras":
+    from im2txt_ext import keras_format, runs
+    keras_format.save_keras(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint)
+    print(f"wrote {FLAGS.output} (its vocabulary: "
+          f"{os.path.join(FLAGS.run_dir, runs.VOCAB_FILE)})")
+    return
   from im2txt_ext import export
   signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,

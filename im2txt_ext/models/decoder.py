@@ -21,6 +21,9 @@ or bfloat16 (mixed precision); the state is in the layers' compute dtype.
 subclass may override it with a faster equivalent (the no-attention decoders
 run a fused RNN layer and one output matmul over all steps), and the tests
 check that the two agree.
+
+Every decoder serialises with ``keras.saving`` (``get_config`` /
+``from_config``, its encoder included), so a built one saves as ``.keras``.
 """
 
 import collections
@@ -85,6 +88,8 @@ class CaptionDecoder(keras.Model):
     self.vocab_size = vocab_size
     self.embedding_size = embedding_size
     self.hidden_size = hidden_size
+    self.dropout_rate = dropout
+    self.freeze_embeddings = freeze_embeddings
     self.cell_type = cell
     self.encoder = encoder
     self.word_embedding = keras.layers.Embedding(
@@ -94,6 +99,34 @@ class CaptionDecoder(keras.Model):
     self.output_dropout = keras.layers.Dropout(dropout)
     self.logits_layer = keras.layers.Dense(vocab_size, name="logits")
     self.word_input_table = None  # See precompute_word_inputs.
+
+  # -- Serialisation ---------------------------------------------------------
+
+  def get_config(self):
+    """The constructor arguments, the encoder as its Keras config."""
+    config = super().get_config()
+    config.update(
+        vocab_size=self.vocab_size, embedding_size=self.embedding_size,
+        hidden_size=self.hidden_size, dropout=self.dropout_rate,
+        encoder=keras.saving.serialize_keras_object(self.encoder),
+        freeze_embeddings=self.freeze_embeddings, cell=self.cell_type)
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+    return cls(encoder=encoder, **config)
+
+  def build_from_config(self, config):
+    """Creates the weights (the layers make them on their first call) by a
+    call on zeros shaped as the first batch, unknown sizes as 1; a call,
+    not Keras's symbolic trace, so the weights' paths are the model's."""
+    batch = {name: tf.zeros([size or 1 for size in shape],
+                            tf.int32 if name == "input_ids" else tf.float32)
+             for name, shape in config["input_shape"].items()
+             if name in ("input_ids", "features", "image")}
+    self(batch, training=False)
 
   # -- Features --------------------------------------------------------------
 

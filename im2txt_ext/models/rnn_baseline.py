@@ -15,6 +15,7 @@ from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
 
+@keras.saving.register_keras_serializable(package="im2txt_ext")
 class RNNBaseline(CaptionDecoder):
   """RNN baseline decoder; see CaptionDecoder for the arguments.
 

@@ -14,6 +14,7 @@ from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
 
+@keras.saving.register_keras_serializable(package="im2txt_ext")
 class ShowAndTell(CaptionDecoder):
   """Show and Tell decoder; see CaptionDecoder for the other arguments.
 
@@ -35,6 +36,11 @@ class ShowAndTell(CaptionDecoder):
     self.image_embedding = keras.layers.Dense(self.embedding_size,
                                               name="image_embedding")
     self.rnn = make_rnn(self.cell_type, self.hidden_size)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(image_dropout=self.image_dropout.rate)
+    return config
 
   def initial_state(self, features, training=False):
     """Feeds the image embedding once, from the zero state: features
