@@ -10,10 +10,11 @@ import pytest
 import tensorflow as tf
 
 import im2txt_ext
-from im2txt_ext import api, export
+from im2txt_ext import api
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
-from test_export import image_paths, run_module, train_tiny
+from test_export import image_paths, run_module
+from test_export import exported, soft_attention_export  # noqa: F401
 
 BEAM, LENGTH, TOP_K = 3, 12, 2
 SIZES = dict(beam_size=BEAM, max_length=LENGTH, top_k=TOP_K)
@@ -23,12 +24,10 @@ OPTIONS = dict(beam_size=4, max_length=6, top_k=4, min_length=2,
 
 
 @pytest.fixture(scope="module")
-def models(scene_data, tmp_path_factory):
-  """(run dir, export dir) of a tiny Show and Tell."""
-  folder = tmp_path_factory.mktemp("api")
-  run_dir = train_tiny(scene_data, folder / "run")
-  export.export(str(run_dir), str(folder / "model"), **SIZES)
-  return run_dir, folder / "model"
+def models(exported):
+  """(run dir, export dir) of test_export's tiny Show and Tell (beam 3, 12
+  words, 2 captions)."""
+  return exported
 
 
 def library_captions(expected):
@@ -77,10 +76,10 @@ def test_export_captions_like_the_run_directory(models, scene_data):
   run_dir, model_dir = models
   paths = image_paths(scene_data, 3)
   # Without options, the export's own sizes; a loaded model works as well.
-  exported = im2txt_ext.caption(paths, model=model_dir)
-  assert_same(exported, im2txt_ext.caption(
+  from_export = im2txt_ext.caption(paths, model=model_dir)
+  assert_same(from_export, im2txt_ext.caption(
       paths, model=Captioner(str(run_dir)), **SIZES))
-  assert {type(o["caption"]) for o in exported[0]} == {str}
+  assert {type(o["caption"]) for o in from_export[0]} == {str}
   assert_same(im2txt_ext.caption(paths, model=tf.saved_model.load(
       str(model_dir)), **OPTIONS),
               im2txt_ext.caption(paths, model=run_dir, **OPTIONS))
@@ -149,10 +148,9 @@ def test_clear_one_line_errors(models, scene_data, tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_attention_weights_per_word(scene_data, tmp_path):
+def test_attention_weights_per_word(scene_data, soft_attention_export):
   """A soft-attention run and its export: one [L] map per word and <end>."""
-  run_dir = train_tiny(scene_data, tmp_path / "run", "soft_attention")
-  export.export(str(run_dir), str(tmp_path / "model"))
+  run_dir, model_dir = soft_attention_export
   path = image_paths(scene_data, 1)[0]
   sizes = dict(beam_size=2, max_length=6, top_k=2)
   options = im2txt_ext.caption(path, model=run_dir, attention=True, **sizes)
@@ -161,10 +159,10 @@ def test_attention_weights_per_word(scene_data, tmp_path):
     weights = np.array(option["attention"])  # [T, L]: 4x4 maps at 32 px.
     assert weights.shape == (min(len(option["caption"].split()) + 1, 6), 16)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=2e-3)
-  exported = im2txt_ext.caption(path, model=tmp_path / "model",
-                                attention=True, **sizes)
-  assert_same([exported], [options])
-  for got, want in zip(exported, options):
+  from_export = im2txt_ext.caption(path, model=model_dir, attention=True,
+                                **sizes)
+  assert_same([from_export], [options])
+  for got, want in zip(from_export, options):
     np.testing.assert_allclose(got["attention"], want["attention"],
                                atol=2e-4)
 

@@ -64,10 +64,11 @@ def png_header(width, height):
           + chunk(b"IDAT") + chunk(b"IEND"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(scene_data, tmp_path_factory):
   """(run dir, export dir) of a tiny Show and Tell, trained and exported by
-  the command-line tools."""
+  the command-line tools (beam BEAM, LENGTH words, TOP_K captions); shared
+  with the other test files that need one (test_api)."""
   folder = tmp_path_factory.mktemp("export")
   run_dir = folder / "run"
   result = run_module("im2txt_ext.cli.train", f"--run_dir={run_dir}",
@@ -82,6 +83,18 @@ def exported(scene_data, tmp_path_factory):
       "length_penalty, min_length, no_bad_endings, no_repeat_ngram_size, " \
       "repetition_penalty, diversity_groups, diversity_strength)" in \
       result.stdout
+  return run_dir, folder / "model"
+
+
+@pytest.fixture(scope="session")
+def soft_attention_export(scene_data, tmp_path_factory):
+  """(run dir, export dir) of a tiny soft-attention model (beam 2, 8 words,
+  2 captions), shared by the test files that need attention (test_serve,
+  test_api)."""
+  folder = tmp_path_factory.mktemp("soft_attention_export")
+  run_dir = train_tiny(scene_data, folder / "run", "soft_attention")
+  export.export(str(run_dir), str(folder / "model"), beam_size=2,
+                max_length=8, top_k=2)
   return run_dir, folder / "model"
 
 

@@ -18,20 +18,18 @@ import urllib.request
 import pytest
 
 from conftest import REPO
-from im2txt_ext import batching, export, serve
-from test_export import image_paths, png_header, train_tiny
+from im2txt_ext import batching, serve
+from test_export import image_paths, png_header
+from test_export import soft_attention_export  # noqa: F401 (a fixture)
 
 TOP_K = 2
 
 
 @pytest.fixture(scope="module")
-def export_dir(scene_data, tmp_path_factory):
-  """A tiny soft-attention model's export."""
-  folder = tmp_path_factory.mktemp("serve")
-  run_dir = train_tiny(scene_data, folder / "run", "soft_attention")
-  export.export(str(run_dir), str(folder / "model"), beam_size=2,
-                max_length=8, top_k=TOP_K)
-  return str(folder / "model")
+def export_dir(soft_attention_export):
+  """A tiny soft-attention model's export (beam 2, 8 words, TOP_K
+  captions)."""
+  return str(soft_attention_export[1])
 
 
 @pytest.fixture(scope="module")
