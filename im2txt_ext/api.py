@@ -30,7 +30,6 @@ exported with.
 
 import io
 import os
-import re
 
 import numpy as np
 from PIL import Image
@@ -38,7 +37,7 @@ import tensorflow as tf
 
 from im2txt_ext import decoding, export, runs
 from im2txt_ext.data.tfrecords import check_image_bytes, read_image_bytes
-from im2txt_ext.errors import InputError
+from im2txt_ext.errors import InputError, graph_error_line
 from im2txt_ext.inference import Captioner
 
 RUN, EXPORT = "run", "export"
@@ -203,9 +202,7 @@ def _export_search(saved, options):
     try:
       out = signature(images=tf.constant(encoded), **inputs)
     except tf.errors.InvalidArgumentError as e:  # The export's own checks.
-      found = re.search(r"assertion failed: \[(.*?)\]", e.message)
-      raise InputError(found.group(1) if found else
-                       e.message.strip().splitlines()[0]) from None
+      raise InputError(graph_error_line(e.message)) from None
     results = []
     for n, texts in enumerate(out["captions"].numpy().astype(str).tolist()):
       per_image = []

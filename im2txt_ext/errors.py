@@ -15,3 +15,17 @@ class InputError(ValueError):
     super().__init__(where + message)
     self.path = path
     self.line = line
+
+
+def graph_error_line(message):
+  """The readable line of a TensorFlow error: an assertion's text, else the
+  op's own message (the line above its "[[{{node ...}}]]" line, e.g.
+  "Invalid JPEG data, size 300"), not the "Graph execution error:" head."""
+  lines = [line.strip() for line in message.splitlines()]
+  for line in lines:
+    if "assertion failed:" in line:
+      return line.split("assertion failed:", 1)[1].strip(" []")
+  for above, line in zip(lines, lines[1:]):
+    if line.startswith("[[") and above:
+      return f"cannot decode the image: {above}"
+  return "cannot caption this image"

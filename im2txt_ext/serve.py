@@ -58,7 +58,7 @@ from PIL import Image
 import waitress
 from werkzeug import exceptions
 
-from im2txt_ext import batching, decoding
+from im2txt_ext import batching, decoding, errors
 from im2txt_ext.cli import run
 
 FLAGS = flags.FLAGS
@@ -140,7 +140,7 @@ class Model:
         return self._caption_batch(key, [data])[0]
       return self._batcher.submit(key, data).result()
     except self._tf.errors.InvalidArgumentError as e:
-      raise BadImage(_assertion(e.message)) from None
+      raise BadImage(errors.graph_error_line(e.message)) from None
 
   def health(self):
     """What GET /healthz answers: the export and the batching so far."""
@@ -198,20 +198,6 @@ def _results(out, i):
       result["attention"] = maps.round(4).tolist()
     results.append(result)
   return results, grid
-
-
-def _assertion(message):
-  """The readable line of a TensorFlow error: an assertion's text, else the
-  op's own message (the line above its "[[{{node ...}}]]" line, e.g.
-  "Invalid JPEG data, size 300"), not the "Graph execution error:" head."""
-  lines = [line.strip() for line in message.splitlines()]
-  for line in lines:
-    if "assertion failed:" in line:
-      return line.split("assertion failed:", 1)[1].strip(" []")
-  for above, line in zip(lines, lines[1:]):
-    if line.startswith("[[") and above:
-      return f"cannot decode the image: {above}"
-  return "cannot caption this image"
 
 
 def _options(args):
