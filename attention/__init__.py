@@ -1,10 +1,13 @@
 """Decoders that attend over the image's spatial map: Show, Attend and Tell
 (Xu et al. 2015; soft and hard attention) and a Transformer.
 
-  scoring.py          attention layers: (hidden, features) -> (context,
-                      weights);
-  soft_attention.py   SoftAttentionDecoder, the deterministic variant;
-  hard_attention.py   HardAttentionDecoder, the stochastic variant (REINFORCE);
+  soft_attention.py   SoftAttention, a layer: (query, features, state) ->
+                      (context, weights, extras); the expected context, and
+                      its doubly stochastic penalty (a loss term);
+  hard_attention.py   HardAttention, the same call with a sampled location,
+                      and its REINFORCE loss term (with the baseline hook);
+  show_attend_tell.py ShowAttendTell, the LSTM decoder over either layer
+                      ("soft_attention", "hard_attention");
   cached_attention.py multi-head attention that also steps with a cache;
   transformer.py      TransformerDecoder (Vaswani et al. 2017), pre-LN;
   visualize.py        the paper's figure: one attention map per word.

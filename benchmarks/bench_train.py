@@ -20,8 +20,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common, standard_size as std
-from im2txt_ext.training import distribute
-from im2txt_ext.training.losses import masked_cross_entropy
+from im2txt_ext.training import distribute, objectives
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", std.BATCH, "Captions per training step (the "
@@ -34,6 +33,9 @@ def time_training(decoder, features, ids, jit_compile=False):
   """Median seconds of one training step on a fixed batch."""
   batch = {"input_ids": ids, "target_ids": tf.roll(ids, -1, axis=1),
            "mask": tf.ones_like(ids, tf.float32)}
+  objective = objectives.Objective(
+      (1.0, term) for term in [objectives.CrossEntropy()] +
+      decoder.loss_terms())
   optimizer = tf.keras.optimizers.Adam(1e-3)
   if decoder.compute_dtype == "float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -42,10 +44,8 @@ def time_training(decoder, features, ids, jit_compile=False):
   @tf.function(jit_compile=jit_compile)
   def train_step():
     with tf.GradientTape() as tape:
-      logits, aux = decoder.teacher_forced(features, ids, training=True)
-      loss, token_nll = masked_cross_entropy(logits, batch["target_ids"],
-                                             batch["mask"])
-      loss += sum(decoder.auxiliary_losses(aux, batch, token_nll).values())
+      loss, _ = objective(objectives.LossInputs(
+          decoder, features, batch, None, tf.reduce_sum(batch["mask"])))
     grads = tape.gradient(scale(loss), decoder.trainable_variables)
     optimizer.apply(grads, decoder.trainable_variables)
     return loss

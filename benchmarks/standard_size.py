@@ -34,7 +34,7 @@ once per image and the rest once per beam.
 
 import tensorflow as tf
 
-from im2txt_ext.models import decoder_class
+from im2txt_ext.models import build_decoder
 
 BATCH, VOCAB, EMBED, HIDDEN, LENGTH, FEATURES = 64, 10000, 512, 512, 20, 2048
 SIZES = {"vocab": VOCAB, "embedding": EMBED, "hidden": HIDDEN,
@@ -94,8 +94,8 @@ def forward_flops(name, feature_shape, length=LENGTH, beams=1):
 def decoder(name, feature_shape, batch=BATCH):
   """A decoder of the standard size, built, with random features and ids."""
   tf.keras.utils.set_random_seed(0)
-  model = decoder_class(name)(VOCAB, embedding_size=EMBED, hidden_size=HIDDEN,
-                              dropout=0.0)
+  model = build_decoder(name, VOCAB, embedding_size=EMBED, hidden_size=HIDDEN,
+                        dropout=0.0)
   features = tf.random.normal((batch,) + tuple(feature_shape))
   ids = tf.random.uniform([batch, LENGTH], 3, VOCAB, tf.int32)
   model.teacher_forced(features, ids)

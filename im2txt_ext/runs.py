@@ -14,12 +14,11 @@ import os
 
 import tensorflow as tf
 
-from im2txt_ext import search
+from im2txt_ext import models, search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data import pipeline, vectors
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
-from im2txt_ext.models import decoder_class
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
@@ -45,18 +44,17 @@ def build_decoder(config, vocab_size, with_encoder):
   """The decoder named by ``config.model``, with its encoder if asked for."""
   encoder = build_encoder_of(config) if with_encoder else None
   try:
-    cls = decoder_class(config.model.decoder)
+    models.decoder_class(config.model.decoder)
   except (ValueError, ImportError) as e:
     raise InputError(str(e)) from None
   try:
-    decoder = cls(vocab_size,
-                  embedding_size=config.model.embedding_size,
-                  hidden_size=config.model.hidden_size,
-                  dropout=config.model.dropout,
-                  cell=config.model.cell,
-                  encoder=encoder,
-                  freeze_embeddings=config.model.freeze_embeddings,
-                  **config.model.decoder_options)
+    decoder = models.build_decoder(
+        config.model.decoder, vocab_size,
+        embedding_size=config.model.embedding_size,
+        hidden_size=config.model.hidden_size, dropout=config.model.dropout,
+        cell=config.model.cell, encoder=encoder,
+        freeze_embeddings=config.model.freeze_embeddings,
+        **config.model.decoder_options)
   except (ValueError, TypeError) as e:  # A bad option of the decoder.
     first = (str(e).splitlines() or ["bad option"])[0][:300]
     raise InputError(f"model {config.model.decoder!r}: {first}") from None
@@ -95,8 +93,8 @@ def feature_shape(config):
   spec = encoder_spec(config.model.encoder)
   size = image_size(config)
   grid = spec.grid * size // spec.image_size
-  return (spec.dim,) if decoder_class(config.model.decoder).feature_kind == \
-      "pooled" else (grid * grid, spec.dim)
+  kind = models.decoder_class(config.model.decoder).feature_kind
+  return (spec.dim,) if kind == "pooled" else (grid * grid, spec.dim)
 
 
 def cached_features(config):

@@ -15,6 +15,7 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
+from im2txt_ext.training import objectives
 from im2txt_ext.training.cider_d import CiderD
 from im2txt_ext.training.scst import SelfCritical, policy_gradient_loss
 from im2txt_ext.training.trainer import Trainer
@@ -177,9 +178,10 @@ def test_samples_and_greedy_baseline_never_hold_unk():
   rewards = loss.rewards
   loss.rewards = lambda image_ids, ids: (scored.append(ids), rewards(
       image_ids, ids))[1]
-  with tf.GradientTape() as tape:
-    loss.loss(features, {"image_id": tf.constant(list(references))},
-              tf.constant([0, 0]), tape, {})
+  inputs = objectives.LossInputs(
+      decoder, features, {"image_id": tf.constant(list(references))},
+      tf.constant([0, 0]), None)
+  loss(inputs, loss.prepare(inputs))
   assert [ids.shape for ids in scored] == [(6, 6), (2, 6)]  # Samples, greedy.
   for ids in scored:
     assert not (ids == vocab.unk_id).any()

@@ -19,7 +19,7 @@ from test_export import image_paths, run_module, train_tiny
 from im2txt_ext import keras_format, runs, search
 from im2txt_ext.encoders import backbones, build_encoder
 from im2txt_ext.errors import InputError
-from im2txt_ext.models import DECODERS, decoder_class
+from im2txt_ext.models import DECODERS, build_decoder, decoder_class
 from im2txt_ext.models.decoder import CaptionDecoder
 
 V, E, H, B, T, L, D = 20, 8, 16, 3, 5, 6, 16
@@ -40,16 +40,17 @@ def constructor_arguments(cls):
   """The names of the arguments of a decoder class's and its decoder
   bases' constructors."""
   return {name for base in cls.__mro__ if issubclass(base, CaptionDecoder)
-          for name in inspect.signature(base.__init__).parameters} - {
-              "self", "kwargs"}
+          for name, parameter in
+          inspect.signature(base.__init__).parameters.items()
+          if parameter.kind != parameter.VAR_KEYWORD} - {"self"}
 
 
 def tiny_decoder(name):
   """(decoder, features, input_ids): a built decoder of that name with
   random weights (non-zero everywhere), and random inputs for it."""
   cls = decoder_class(name)
-  decoder = cls(V, embedding_size=E, hidden_size=H, dropout=0.1,
-                **OPTIONS[name])
+  decoder = build_decoder(name, V, embedding_size=E, hidden_size=H,
+                          dropout=0.1, **OPTIONS[name])
   rng = np.random.default_rng(0)
   shape = (B, D) if cls.feature_kind == "pooled" else (B, L, D)
   features = tf.constant(rng.normal(size=shape), tf.float32)
@@ -98,10 +99,12 @@ def test_encoder_keras_file_round_trip(tmp_path):
 
 def test_custom_layers_serialise():
   from attention.cached_attention import CachedMultiHeadAttention
-  from attention.scoring import AdditiveAttention, DotAttention
+  from attention.hard_attention import HardAttention
+  from attention.soft_attention import SoftAttention
   from attention.transformer import DecoderBlock, LocationEmbedding
   from attention.transformer import TiedOutput
-  layers = [AdditiveAttention(4, name="additive"), DotAttention(4),
+  layers = [SoftAttention(4, name="additive"), SoftAttention(4, score="dot"),
+            HardAttention(4, inference="argmax", entropy_weight=0.1),
             CachedMultiHeadAttention(2, 4, dropout=0.1),
             DecoderBlock(8, 2, 16, 0.1, 0.2, "relu"), LocationEmbedding(),
             TiedOutput(keras.layers.Embedding(V, E)),

@@ -19,7 +19,7 @@ from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
 from im2txt_ext.models.decoder import scheduled_sampling_seeds
-from im2txt_ext.training.trainer import Trainer
+from im2txt_ext.training.trainer import Trainer, objective_of
 
 
 def tiny_config(scene_data, **train):
@@ -272,3 +272,13 @@ def test_decoder_options_that_cannot_be_built_are_input_errors():
     with pytest.raises(InputError, match=message):
       runs.build_decoder(apply_overrides(ExperimentConfig(), overrides), 10,
                          with_encoder=False)
+
+
+def test_hard_attention_refuses_scheduled_sampling():
+  config = apply_overrides(ExperimentConfig(), [
+      "model.decoder=hard_attention", "model.hidden_size=8",
+      "train.scheduled_sampling=0.25"])
+  decoder = runs.build_decoder(config, 10, with_encoder=False)
+  with pytest.raises(InputError, match="'hard_attention' trains with "
+                     "teacher forcing only"):
+    objective_of(config, decoder, None, [])

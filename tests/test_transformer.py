@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from attention.cached_attention import CachedMultiHeadAttention
-from attention.soft_attention import SoftAttentionDecoder
+from attention.show_attend_tell import ShowAttendTell
 from attention.transformer import TransformerDecoder, sinusoids
 from im2txt_ext import runs, search
 from im2txt_ext.config import ExperimentConfig
@@ -155,8 +155,8 @@ def test_bounds_and_bad_options():
 
 
 @pytest.mark.parametrize("make", [
-    _decoder, lambda: SoftAttentionDecoder(V, embedding_size=E, hidden_size=W,
-                                           dropout=0.0)])
+    _decoder, lambda: ShowAttendTell(V, embedding_size=E, hidden_size=W,
+                                     dropout=0.0)])
 def test_beam_search_leaves_static_state_as_it_is(make, monkeypatch):
   """The image's memory (features, keys) is the same for all its beams,
   so not reordering it changes no caption or score."""

@@ -256,37 +256,11 @@ class CaptionDecoder(keras.Model):
 
   has_attention = False  # True where step() returns attention weights.
 
-  def auxiliary_losses(self, aux, batch, token_nll, num_words=None):
-    """Extra loss terms of a variant (e.g. doubly stochastic attention).
-
-    Args:
-      aux: dict from teacher_forced.
-      batch: the input batch (``mask`` float32 [B, T]).
-      token_nll: float32 [B, T], the per-word negative log-likelihood.
-      num_words: optional float32 scalar, the cross-entropy's divisor (under
-        distribution: the real words of the global batch); default: this
-        batch's real words.
-    Returns:
-      dict name -> scalar loss, added to the cross-entropy and logged. Each
-      is a sum over the batch's captions divided by ``num_words``, as the
-      cross-entropy, so that the replicas' terms add up to the global one.
-    """
-    del aux, batch, token_nll, num_words
-    return {}
-
-  def step_statistics(self, aux, batch, token_nll):
-    """Sums over this batch from which ``update_statistics`` updates state
-    that is not trained, such as a moving average; arguments as
-    ``auxiliary_losses``. Returns dict name -> float32 scalar, {} where
-    there is no such state.
-    """
-    del aux, batch, token_nll
-    return {}
-
-  def update_statistics(self, totals):
-    """Updates untrained state from ``step_statistics`` summed over all
-    replicas after the training step (so every replica updates alike)."""
-    del totals
+  def loss_terms(self):
+    """The variant's training terms beside the cross-entropy (e.g. the
+    attention regularisers): loss strategies of
+    ``im2txt_ext.training.objectives``, which the trainer adds."""
+    return []
 
   def call(self, batch, training=False):
     """Teacher-forced logits for a batch: float32 [B, T, V]."""

@@ -4,9 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 
-def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0,
-                         num_words=None):
-  """Mean negative log-likelihood of the target words, ignoring padding.
+def word_losses(logits, targets, mask, label_smoothing=0.0):
+  """Per-word losses of the target words, zero on padding.
 
   Args:
     logits: float32 [B, T, V].
@@ -14,26 +13,37 @@ def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0,
     mask: float32 [B, T], 1 on real words.
     label_smoothing: float. Mix of the one-hot target with the uniform
       distribution (Szegedy et al. 2016); 0 = plain cross-entropy.
-    num_words: optional float32 scalar, the divisor of the summed loss
-      (under distribution: the real words of the global batch, so that the
-      replicas' losses add up to the global mean); default: this batch's.
 
   Returns:
-    (loss, token_nll): the mean over real words (scalar), and float32 [B, T]
-    per-word negative log-likelihoods of the true words, zero on padding (the
-    likelihood that hard attention uses as its reward).
+    (token_nll, smooth_nll): float32 [B, T] negative log-likelihoods of the
+    true words (the likelihood that hard attention uses as its reward),
+    and the label-smoothed losses, or None without smoothing.
   """
   log_probs = tf.nn.log_softmax(logits)
   token_nll = -tf.gather(log_probs, targets, batch_dims=2) * mask
-  if label_smoothing:
-    smooth = -tf.reduce_mean(log_probs, axis=-1) * mask
-    token_loss = (1.0 - label_smoothing) * token_nll + label_smoothing * smooth
-  else:
-    token_loss = token_nll
+  if not label_smoothing:
+    return token_nll, None
+  uniform = -tf.reduce_mean(log_probs, axis=-1) * mask
+  return token_nll, ((1.0 - label_smoothing) * token_nll +
+                     label_smoothing * uniform)
+
+
+def masked_cross_entropy(logits, targets, mask, label_smoothing=0.0,
+                         num_words=None):
+  """Mean negative log-likelihood of the target words, ignoring padding.
+
+  Args as ``word_losses``, and num_words: optional float32 scalar, the
+  divisor of the summed loss; default: the real words of ``mask``.
+
+  Returns:
+    (loss, token_nll): the (smoothed) mean over real words, a scalar, and
+    ``word_losses``' token_nll [B, T].
+  """
+  token_nll, smooth_nll = word_losses(logits, targets, mask, label_smoothing)
   if num_words is None:
     num_words = tf.reduce_sum(mask)
-  loss = tf.reduce_sum(token_loss) / tf.maximum(num_words, 1.0)
-  return loss, token_nll
+  summed = tf.reduce_sum(token_nll if smooth_nll is None else smooth_nll)
+  return summed / tf.maximum(num_words, 1.0), token_nll
 
 
 def perplexity(decoder, batches):

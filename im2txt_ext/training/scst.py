@@ -22,8 +22,9 @@ cross-entropy divides by the words of its captions, so that
 log p(w^s) comes from a teacher-forced pass over the samples (each decoder's
 fast path) in inference mode, as search samples: the same policy, no
 dropout (hard attention attends at its argmax). The samples and the greedy
-caption never hold <unk>, as no caption the library emits does. Sampling
-and the greedy baseline are not recorded on the gradient tape. The reward
+caption never hold <unk>, as no caption the library emits does. Sampling,
+the rewards and the greedy baseline are the term's ``prepare``, which the
+trainer runs outside its gradient tape. The reward
 runs on the host through ``tf.numpy_function`` (a few milliseconds a step),
 so it works per replica under the CPU/GPU tf.distribute strategies, not on
 TPUs.
@@ -35,6 +36,7 @@ import tensorflow as tf
 from im2txt_ext import search
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.errors import InputError
+from im2txt_ext.training import objectives
 from im2txt_ext.training.cider_d import CiderD
 
 BASELINES = ("greedy", "mean")
@@ -77,8 +79,9 @@ def policy_gradient_loss(logits, words, lengths, advantage, num_words=None,
   return loss, tf.reduce_sum(entropy * mask) / count
 
 
-class SelfCritical:
-  """The SCST loss of one training step (see the module docstring).
+class SelfCritical(objectives.LossTerm):
+  """The SCST loss term (see the module docstring): ``prepare`` samples and
+  rewards, the call computes the policy gradient's surrogate.
 
   Args:
     decoder: CaptionDecoder.
@@ -89,15 +92,12 @@ class SelfCritical:
     baseline: str. "greedy" (Rennie et al.) or "mean" (of the other
       samples; needs K >= 2). Defaults to "greedy".
     temperature: float. tau of the sampling softmax. Defaults to 1.0.
-    xent_weight: float. Weight of the cross-entropy added to the loss.
-      Defaults to 0.0.
     max_length: int. Most words per sampled caption, <end> included.
       Defaults to 20.
   """
 
   def __init__(self, decoder, vocab, references, samples=5,
-               baseline="greedy", temperature=1.0, xent_weight=0.0,
-               max_length=20):
+               baseline="greedy", temperature=1.0, max_length=20):
     if baseline not in BASELINES:
       raise InputError(f"unknown scst_baseline {baseline!r}: use greedy or "
                        "mean")
@@ -111,7 +111,6 @@ class SelfCritical:
     self.samples = samples
     self.baseline = baseline
     self.temperature = temperature
-    self.xent_weight = xent_weight
     self.max_length = max_length
     self.scorer = CiderD({image_id: [tokenize(c) for c in captions]
                           for image_id, captions in references.items()})
@@ -142,45 +141,40 @@ class SelfCritical:
                                tf.float32, stateful=False)
     return tf.reshape(reward, tf.shape(image_ids))
 
-  def loss(self, features, batch, seed, tape, cross_entropy):
-    """The step's loss and logged scalars, on one replica.
-
-    Args:
-      features: float32 [B, D] or [B, L, D], computed under ``tape``.
-      batch: the input batch (``image_id`` string [B]).
-      seed: int32 [2]. The step's sampling seed.
-      tape: the step's GradientTape.
-      cross_entropy: dict of the trainer's cross-entropy step: "loss" (with
-        the decoder's auxiliary terms), "cross_entropy", ... Added to the
-        loss with weight xent_weight, and logged; {} when xent_weight is 0
-        (the trainer then skips that teacher-forced pass).
-    Returns:
-      dict of this replica's shares of the logged scalars (the shares add
-      up to the global values, as the trainer's): "loss", the loss to
-      minimise, ``cross_entropy``'s other entries, "policy_loss", "reward"
-      (mean over samples), "baseline", "word_entropy" and "sample_length"
-      (words, <end> included).
-    """
+  def prepare(self, inputs):
+    """The step's samples and their rewards, which carry no gradient (the
+    trainer runs this outside its tape): {"words" int32 [B*K, T],
+    "lengths" int32 [B*K], "reward" and "baseline" float32 [B*K]}."""
     k = self.samples
-    tiled = tf.repeat(features, k, axis=0)  # [B*K, ...], image-major
-    with tape.stop_recording():
-      sampled = search.sample(self.decoder, tiled, self.max_length,
-                              self.temperature, seed=seed, **self._ids)
-      words, lengths = sampled.ids[:, 0], sampled.lengths[:, 0]  # [B*K, T]
-      reward = self._reward(tf.repeat(batch["image_id"], k), words)
-      if self.baseline == "greedy":
-        greedy = search.greedy(self.decoder, features, self.max_length,
-                               **self._ids)
-        baseline = tf.repeat(self._reward(batch["image_id"],
-                                          greedy.ids[:, 0]), k)
-      else:
-        per_image = tf.reshape(reward, [-1, k])  # [B, K]
-        others = tf.reduce_sum(per_image, axis=1, keepdims=True) - per_image
-        baseline = tf.reshape(others / (k - 1), [-1])
-    words = words[:, :tf.reduce_max(lengths)]
-    inputs = tf.concat([tf.fill([tf.shape(words)[0], 1], self.vocab.start_id),
-                        words[:, :-1]], axis=1)
-    logits, _ = self.decoder.teacher_forced(tiled, inputs, training=False)
+    tiled = tf.repeat(inputs.features, k, axis=0)  # [B*K, ...], image-major
+    sampled = search.sample(self.decoder, tiled, self.max_length,
+                            self.temperature, seed=inputs.seed, **self._ids)
+    words, lengths = sampled.ids[:, 0], sampled.lengths[:, 0]  # [B*K, T]
+    image_ids = inputs.batch["image_id"]
+    reward = self._reward(tf.repeat(image_ids, k), words)
+    if self.baseline == "greedy":
+      greedy = search.greedy(self.decoder, inputs.features, self.max_length,
+                             **self._ids)
+      baseline = tf.repeat(self._reward(image_ids, greedy.ids[:, 0]), k)
+    else:
+      per_image = tf.reshape(reward, [-1, k])  # [B, K]
+      others = tf.reduce_sum(per_image, axis=1, keepdims=True) - per_image
+      baseline = tf.reshape(others / (k - 1), [-1])
+    return {"words": words[:, :tf.reduce_max(lengths)], "lengths": lengths,
+            "reward": reward, "baseline": baseline}
+
+  def __call__(self, inputs, prepared=None):
+    """The policy-gradient loss on ``prepare``'s samples, and its logs:
+    this replica's shares (they add up to the global values, as the
+    cross-entropy's) of "policy_loss", "reward" (mean over samples),
+    "baseline", "word_entropy" and "sample_length" (words, <end>
+    included)."""
+    words, lengths = prepared["words"], prepared["lengths"]
+    reward, baseline = prepared["reward"], prepared["baseline"]
+    tiled = tf.repeat(inputs.features, self.samples, axis=0)
+    start = tf.fill([tf.shape(words)[0], 1], self.vocab.start_id)
+    logits, _ = self.decoder.teacher_forced(
+        tiled, tf.concat([start, words[:, :-1]], axis=1), training=False)
     # Sums over all replicas: each replica returns its share of the means.
     words_each = tf.cast(lengths, tf.float32)  # [B*K]
     num_words, num_samples = tf.distribute.get_replica_context().all_reduce(
@@ -189,13 +183,12 @@ class SelfCritical:
     policy, entropy = policy_gradient_loss(
         logits / self.temperature, words, lengths, reward - baseline,
         num_words, search.banned_words(**self._banned))
-    loss = policy + self.xent_weight * cross_entropy["loss"] \
-        if self.xent_weight else policy
-    return {**cross_entropy, "loss": loss, "policy_loss": policy,
-            "reward": tf.reduce_sum(reward) / num_samples,
-            "baseline": tf.reduce_sum(baseline) / num_samples,
-            "word_entropy": entropy,
-            "sample_length": tf.reduce_sum(words_each) / num_samples}
+    return policy, {
+        "policy_loss": policy,
+        "reward": tf.reduce_sum(reward) / num_samples,
+        "baseline": tf.reduce_sum(baseline) / num_samples,
+        "word_entropy": entropy,
+        "sample_length": tf.reduce_sum(words_each) / num_samples}
 
 
 def from_config(config, decoder, vocab, records):
@@ -211,5 +204,4 @@ def from_config(config, decoder, vocab, records):
   return SelfCritical(decoder, vocab, references, samples=t.scst_samples,
                       baseline=t.scst_baseline,
                       temperature=t.scst_temperature,
-                      xent_weight=t.scst_xent_weight,
                       max_length=config.data.max_caption_length + 1)

@@ -1,9 +1,11 @@
 """The one training loop, for every decoder.
 
-Teacher forcing with masked cross-entropy (plus each variant's auxiliary
-losses), Adam or SGD with a schedule, global-norm clipping, optional label
-smoothing and scheduled sampling, TensorBoard scalars, a progress bar, and
-periodic validation (greedy captions, BLEU-4) that prints sample captions.
+Minimises an objective made of loss strategies (``objectives``: masked
+cross-entropy with optional label smoothing and scheduled sampling, each
+variant's own terms, SCST) and owns the rest: the gradient tape, the
+distribution, loss scaling, global-norm clipping and the update (Adam or
+SGD with a schedule), TensorBoard scalars, a progress bar, and periodic
+validation (greedy captions, BLEU-4) that prints sample captions.
 ``train.scst`` adds self-critical training on CIDEr-D (``scst``) to the same
 step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0) and
 validates on CIDEr-D too; ``train.init_from`` starts a run from another
@@ -18,8 +20,8 @@ BLEU-4 (CIDEr-D for SCST, the reward it optimises), is kept apart in
 
 The same loop runs under any tf.distribute strategy (``train.strategy``; see
 ``distribute``): the global batch is split over the replicas, the
-cross-entropy and the auxiliary losses are normalised by the words of the
-global batch, the decoders' step statistics are summed over the replicas,
+loss terms are normalised by the words of the global batch, the terms'
+step statistics are summed over the replicas before their update hook,
 and only the chief writes the run directory. ``train.precision`` and
 ``train.jit_compile`` turn on mixed precision and XLA.
 """
@@ -40,9 +42,8 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import bleu4
-from im2txt_ext.training import distribute, scst
+from im2txt_ext.training import distribute, objectives, scst
 from im2txt_ext.training.cider_d import CiderD
-from im2txt_ext.training.losses import masked_cross_entropy
 
 
 # Validation scores, as messages name them.
@@ -102,6 +103,29 @@ def make_optimizer(config):
     # Dynamic loss scaling keeps small float16 gradients from underflowing.
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer
+
+
+def objective_of(config, decoder, vocab, records):
+  """The training objective of ``config.train`` for ``decoder``.
+
+  The cross-entropy and the decoder's own terms (``decoder.loss_terms()``,
+  e.g. the attention regularisers); with ``train.scst``, SCST's policy
+  gradient rewarded on ``records``, plus those weighted by
+  ``train.scst_xent_weight`` (and left out where it is 0).
+  """
+  reference = [objectives.CrossEntropy()] + list(decoder.loss_terms())
+  t = config.train
+  for term in reference:
+    if t.scheduled_sampling and term.teacher_forcing_only:
+      raise InputError(f"model {config.model.decoder!r} trains with teacher "
+                       f"forcing only ({term.teacher_forcing_only}): set "
+                       "train.scheduled_sampling=0")
+  if not t.scst:
+    return objectives.Objective((1.0, term) for term in reference)
+  weighted = [(1.0, scst.from_config(config, decoder, vocab, records))]
+  if t.scst_xent_weight:
+    weighted += [(t.scst_xent_weight, term) for term in reference]
+  return objectives.Objective(weighted)
 
 
 class Trainer:
@@ -239,16 +263,15 @@ class Trainer:
         self.decoder.word_embedding.embeddings.assign(matrix)
     self._resume_input(dataset, distributed, latest)
     self._step_fns = {}
-    self.scst = scst.from_config(config, self.decoder, self.vocab,
-                                 self.train_records) if config.train.scst \
-        else None
+    self.objective = objective_of(config, self.decoder, self.vocab,
+                                  self.train_records)
     validated = self.val_records[:config.train.validation_images]
     # The score that picks the best checkpoint: for SCST the CIDEr-D it
     # optimises, the validation images' references its corpus.
-    self.selection = "val_cider_d" if self.scst else "val_bleu4"
+    self.selection = "val_cider_d" if config.train.scst else "val_bleu4"
     self._val_cider_d = CiderD({
         r.image_id: [tokenize(c) for c in r.captions] for r in validated
-    }) if self.scst else None
+    }) if config.train.scst else None
     max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
         lambda f: search.greedy(self.decoder, f, max_length,
@@ -298,59 +321,69 @@ class Trainer:
     return self.decoder.encoder is not None and 0 <= after <= step
 
   def _step_fn(self, train_encoder, scheduled_sampling):
-    """The compiled training step for one phase (encoder frozen or not)."""
+    """The compiled training step for one phase (encoder frozen or not,
+    scheduled sampling or not)."""
     key = (train_encoder, scheduled_sampling)
     if key in self._step_fns:
       return self._step_fns[key]
     if self.decoder.encoder is not None:
       self.decoder.encoder.trainable = train_encoder
     variables = list(self.decoder.trainable_variables)
-    clip_norm = self.config.train.clip_norm
+    forward_backward = self._forward_backward_fn(variables,
+                                                 scheduled_sampling)
+    replica_step = self._replica_step_fn(forward_backward, variables)
+    reads_image_ids = self.config.train.scst  # SCST's reward reads them.
+
+    @tf.function(reduce_retracing=True)
+    def step_fn(batch, sampling_prob, seed):
+      if not reads_image_ids:  # No strings in XLA.
+        batch = {k: v for k, v in batch.items() if k != "image_id"}
+      out = self.strategy.run(replica_step, args=(batch, sampling_prob, seed))
+      return tf.nest.map_structure(
+          lambda v: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
+                                         axis=None), out)
+    self._step_fns[key] = step_fn
+    return step_fn
+
+  def _forward_backward_fn(self, variables, scheduled_sampling):
+    """forward_backward(batch, sampling_prob, seed, words) -> (logged,
+    gradients, statistics) of one replica's batch: the compute, under XLA
+    with ``train.jit_compile``. The objective's ``prepare`` (SCST's
+    samples) runs outside the tape."""
     smoothing = self.config.train.label_smoothing
-    replicas = self.strategy.num_replicas_in_sync
     loss_scaling = isinstance(self.optimizer,
                               keras.optimizers.LossScaleOptimizer)
 
-    def cross_entropy(batch, features, sampling_prob, seed, words):
-      """This replica's shares of the reference captions' loss terms
-      ("loss", their sum, "cross_entropy" and the decoder's auxiliary
-      terms), and its step statistics."""
-      if scheduled_sampling:
-        logits, aux = self.decoder.sampled_forward(
-            features, batch["input_ids"], sampling_prob, True, seed)
-      else:
-        logits, aux = self.decoder.teacher_forced(
-            features, batch["input_ids"], training=True)
-      xent, token_nll = masked_cross_entropy(
-          logits, batch["target_ids"], batch["mask"], smoothing, words)
-      extra = self.decoder.auxiliary_losses(aux, batch, token_nll, words)
-      loss = xent + tf.add_n(list(extra.values())) if extra else xent
-      return ({"loss": loss, "cross_entropy": xent, **extra},
-              self.decoder.step_statistics(aux, batch, token_nll))
-
     def forward_backward(batch, sampling_prob, seed, words):
-      """Logged loss terms, gradients and step statistics of one replica's
-      batch: the compute."""
-      logged, statistics = {}, {}
       with tf.GradientTape() as tape:
         features = self.decoder.encode(batch, training=True)
-        if self.scst is None or self.scst.xent_weight:
-          logged, statistics = cross_entropy(batch, features, sampling_prob,
-                                             seed, words)
-        if self.scst is not None:  # CIDEr-D policy gradient (scst.py).
-          logged = self.scst.loss(features, batch, seed, tape, logged)
-        loss = logged["loss"]
+        inputs = objectives.LossInputs(
+            self.decoder, features, batch, seed, words, sampling_prob,
+            scheduled_sampling, smoothing)
+        with tape.stop_recording():
+          prepared = self.objective.prepare(inputs)
+        loss, logged = self.objective(inputs, prepared)
         scaled = self.optimizer.scale_loss(loss) if loss_scaling else loss
       grads = tape.gradient(scaled, variables)
       grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
                else g for g in grads]
-      return logged, grads, statistics
+      return logged, grads, self.objective.statistics(inputs)
 
     if self.config.train.jit_compile:
       # XLA compiles the forward and backward pass; the all-reduce and the
       # update stay outside, where every strategy supports them.
-      forward_backward = tf.function(forward_backward, jit_compile=True,
-                                     reduce_retracing=True)
+      return tf.function(forward_backward, jit_compile=True,
+                         reduce_retracing=True)
+    return forward_backward
+
+  def _replica_step_fn(self, forward_backward, variables):
+    """One replica's step: its share of the loss and gradients, the global
+    gradient (summed over replicas, clipped), the update, then the
+    objective's ``update`` hook on the statistics summed over replicas."""
+    clip_norm = self.config.train.clip_norm
+    replicas = self.strategy.num_replicas_in_sync
+    loss_scaling = isinstance(self.optimizer,
+                              keras.optimizers.LossScaleOptimizer)
 
     def replica_step(batch, sampling_prob, seed):
       batch = self._attach(batch)
@@ -361,9 +394,6 @@ class Trainer:
                              tf.reduce_sum(batch["mask"]))
       logged, grads, statistics = forward_backward(batch, sampling_prob,
                                                    seed, words)
-      if statistics:  # Summed first, so that every replica updates alike.
-        self.decoder.update_statistics(
-            ctx.all_reduce(tf.distribute.ReduceOp.SUM, statistics))
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       # With loss scaling the gradients are ``scale`` times too large (the
       # optimizer divides them back, and skips the step if any is inf or
@@ -378,19 +408,13 @@ class Trainer:
       # ours are already summed (needed for a true global-norm clip), so
       # hand it each replica's share of the sum.
       self.optimizer.apply([g / replicas for g in grads], variables)
+      if statistics:  # Summed first, so that every replica updates alike.
+        self.objective.update(
+            ctx.all_reduce(tf.distribute.ReduceOp.SUM, statistics))
       logged = ctx.all_reduce(tf.distribute.ReduceOp.SUM, logged)
       return {**logged, "grad_norm": grad_norm / scale}
 
-    @tf.function(reduce_retracing=True)
-    def step_fn(batch, sampling_prob, seed):
-      if self.scst is None:  # No strings in XLA; SCST's reward reads them.
-        batch = {k: v for k, v in batch.items() if k != "image_id"}
-      out = self.strategy.run(replica_step, args=(batch, sampling_prob, seed))
-      return tf.nest.map_structure(
-          lambda v: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v,
-                                         axis=None), out)
-    self._step_fns[key] = step_fn
-    return step_fn
+    return replica_step
 
   # -- Validation -------------------------------------------------------------
 
