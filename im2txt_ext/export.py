@@ -274,20 +274,22 @@ def load(path):
   return tf.saved_model.load(path)
 
 
-def write_atomically(target, write):
+def write_atomically(target, write, marker="saved_model.pb",
+                     kind="a SavedModel"):
   """Runs ``write(folder)`` on a new folder beside ``target``, then swaps it in.
 
   An existing target is moved aside, replaced with one rename and deleted
   only then, so an interrupted export leaves either the old folder or the
   new one at ``target``, never a half-written one, and no temporary folder.
+  Only an empty folder or one holding ``marker`` (an export of ``kind``)
+  is replaced.
   """
   target = os.path.abspath(target)
   parent, name = os.path.split(target)
   if os.path.exists(target) and not (
       os.path.isdir(target) and (not os.listdir(target) or os.path.isfile(
-          os.path.join(target, "saved_model.pb")))):
-    raise InputError("exists and is not a SavedModel; not replacing it",
-                     target)
+          os.path.join(target, marker)))):
+    raise InputError(f"exists and is not {kind}; not replacing it", target)
   os.makedirs(parent, exist_ok=True)
   new = tempfile.mkdtemp(prefix=f".{name}.new-", dir=parent)
   old = None
@@ -309,6 +311,19 @@ def write_atomically(target, write):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def check_sizes(model, banned_ids, beam_size, max_length, top_k):
+  """Checks the default search sizes of an export of ``model`` (a
+  ``runs.TrainedModel``); InputError with the search's message if wrong."""
+  vocab = model.vocab
+  try:
+    search._check(beam_size, max_length, top_k,
+                  search.emitted_words(model.decoder, banned_ids,
+                                       vocab.start_id, vocab.pad_id),
+                  search.longest_caption(model.decoder))
+  except ValueError as e:
+    raise InputError(str(e)) from None
+
+
 def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
            top_k=1, max_pixels=MAX_PIXELS, allow_unk=False, xla=False,
            length_normalization=decoding.DEFAULTS["length_normalization"]):
@@ -322,13 +337,7 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
   model = runs.TrainedModel(run_dir, which)
   vocab = model.vocab
   banned_ids = () if allow_unk else (vocab.unk_id,)
-  try:
-    search._check(beam_size, max_length, top_k,
-                  search.emitted_words(model.decoder, banned_ids,
-                                       vocab.start_id, vocab.pad_id),
-                  search.longest_caption(model.decoder))
-  except ValueError as e:
-    raise InputError(str(e)) from None
+  check_sizes(model, banned_ids, beam_size, max_length, top_k)
   module = CaptionModule(model.decoder, vocab.words,
                          runs.image_size(model.config),
                          runs.feature_shape(model.config), beam_size,

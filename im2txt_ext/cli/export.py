@@ -3,9 +3,14 @@ captions out; see im2txt_ext/export.py for the signatures), or with
 --format=keras as one .keras file of the decoder and its encoder for
 ``keras.saving.load_model`` (see im2txt_ext/keras_format.py): its captions'
 ids are words of the run's vocab.txt; the search flags do not apply to it.
+With --format=tflite it writes a folder of TFLite models for mobile
+runtimes: the encoder, one decoder step, the vocabulary and the search
+defaults (see im2txt_ext/lite.py, whose LiteCaptioner runs them).
 
   im2txt-export --run_dir=runs/demo --output=exports/demo
   im2txt-export --run_dir=runs/demo --output=demo.keras --format=keras
+  im2txt-export --run_dir=runs/demo --output=exports/demo_lite \
+      --format=tflite --tflite_weights=int8
 """
 
 import os
@@ -20,9 +25,15 @@ flags.DEFINE_string("run_dir", None, "Training run directory (holds "
 flags.DEFINE_string("output", None, "SavedModel folder (or, with "
                     "--format=keras, .keras file) to write; an existing "
                     "export there is replaced atomically.")
-flags.DEFINE_enum("format", "saved_model", ["saved_model", "keras"],
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "keras",
+                                             "tflite"],
                   "saved_model: the serving SavedModel; keras: the decoder "
-                  "with its encoder as a .keras file (keras.saving).")
+                  "with its encoder as a .keras file (keras.saving); "
+                  "tflite: a folder of TFLite models (encoder, one decoder "
+                  "step) for mobile runtimes.")
+flags.DEFINE_enum("tflite_weights", "float32", ["float32", "float16", "int8"],
+                  "With --format=tflite: the weights' precision (int8: "
+                  "dynamic-range quantisation).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
                   "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
                   "runs) or the latest.")
@@ -53,6 +64,16 @@ def main(argv):
     keras_format.save_keras(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint)
     print(f"wrote {FLAGS.output} (its vocabulary: "
           f"{os.path.join(FLAGS.run_dir, runs.VOCAB_FILE)})")
+    return
+  if FLAGS.format == "tflite":
+    from im2txt_ext import lite_export
+    sizes = lite_export.export_tflite(
+        FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.tflite_weights,
+        FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k, FLAGS.allow_unk,
+        FLAGS.length_normalization)
+    print(f"wrote {FLAGS.output} ({FLAGS.tflite_weights} weights)")
+    for name, size in sizes.items():
+      print(f"  {name}: {size / 1e6:.2f} MB")
     return
   from im2txt_ext import export
   signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
