@@ -4,8 +4,11 @@ r"""Demo web page and JSON API over an exported model (im2txt_ext/export.py).
   python -m im2txt_ext.serve --export=exports/demo --port=8000
 
 Open http://127.0.0.1:8000/, drop or pick a JPEG or PNG, and read the
-captions with their log-probabilities; for attention models, pointing at a
-word shows where the model looked (drawn client-side from the maps).
+captions with their probabilities (and logs) and the time the request took;
+the beam size and number of captions are controls sent with the request.
+The image shows 320 to 512 px on its longer side; for attention models,
+pointing at a word shows where the model looked, and a click or tap keeps
+that word's map drawn (drawn client-side from the maps).
 
   curl -F image=@photo.jpg http://127.0.0.1:8000/api/caption
   curl --data-binary @photo.jpg \
@@ -20,7 +23,8 @@ no_bad_endings (0/1), no_repeat_ngram_size, repetition_penalty,
 diversity_groups, diversity_strength; see ``im2txt_ext.search``.
 
 The API answers {"captions": [{"caption", "log_prob", "words"[,
-"attention": one [L] map per word]}], "grid": [h, w] or null}, or
+"attention": one [L] map per word]}], "grid": [h, w] or null, "time_ms":
+the server's time for the request, upload to answer}, or
 {"error": message} with status 400 (not a readable JPEG/PNG), 413 (upload
 or image too large), 415 (another format), 404 (no such page), 405 (wrong
 method) or 500. The server only needs TensorFlow and the export: it never
@@ -244,10 +248,16 @@ health check at GET /healthz; each request logged with its time."""
               (time.perf_counter() - flask.g.started) * 1e3)
     return response
 
+  # The page's search controls start at the export's sizes (empty, so
+  # not sent, where the export does not say them).
+  sizes = getattr(model, "default_sizes", {})
+  page_text = PAGE.replace("MAX_MB", f"{max_upload_bytes / 2**20:g}")
+  for name in ("beam_size", "k"):
+    page_text = page_text.replace(f"@{name}@", str(sizes.get(name, "")))
+
   @web.get("/")
   def page():
-    return flask.Response(PAGE.replace(
-        "MAX_MB", f"{max_upload_bytes / 2**20:g}"), mimetype="text/html")
+    return flask.Response(page_text, mimetype="text/html")
 
   @web.post("/api/caption")
   def caption():
@@ -262,7 +272,9 @@ health check at GET /healthz; each request logged with its time."""
     options = _options(fields)
     check_image(data, max_pixels)
     captions, grid = model.caption(data, options)
-    return flask.jsonify(captions=captions, grid=grid)
+    took = (time.perf_counter() - flask.g.started) * 1e3
+    return flask.jsonify(captions=captions, grid=grid,
+                         time_ms=round(took, 1))
 
   @web.get("/healthz")
   def healthz():
@@ -304,33 +316,57 @@ def make_server(model, host="127.0.0.1", port=8000, threads=32,
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>im2txt captions</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
- body { font-family: sans-serif; max-width: 46rem; margin: 2rem auto; }
+ body { font-family: sans-serif; max-width: 46rem; margin: 2rem auto;
+        padding: 0 1rem; }
  #drop { border: 2px dashed #888; padding: 2rem; text-align: center; }
  #drop.over { background: #eef; }
- #view { display: block; margin: 1rem 0; max-width: 100%; }
+ #search { margin: 1rem 0; }
+ #search label { margin-right: 1rem; }
+ #search input { width: 3.5rem; }
+ #view { display: block; margin: 1rem 0; max-width: 100%; height: auto; }
  #error { color: #b00; }
+ #time, .score, .empty { color: #666; }
  .word { cursor: pointer; padding: 0 .1rem; }
- .word:hover, .word.on { background: #fd6; }
- .score { color: #666; font-size: .9em; margin-left: .5rem; }
+ .word:hover, .word:focus, .word.on { background: #fd6; }
+ .word.on { outline: 1px solid #c80; }
+ .score { font-size: .9em; margin-left: .5rem; }
 </style></head><body>
 <h1>Caption an image</h1>
 <div id="drop">Drop a JPEG or PNG here (at most MAX_MB MB), or
  <input type="file" id="file" accept="image/jpeg,image/png"></div>
+<form id="search" novalidate>
+ <label>Beam size <input id="beam_size" inputmode="numeric"
+  value="@beam_size@" placeholder="default"></label>
+ <label>Captions <input id="k" inputmode="numeric" value="@k@"
+  placeholder="default"></label>
+ <button type="submit">Caption again</button>
+</form>
 <p id="status"></p><p id="error"></p>
 <canvas id="view" width="0" height="0"></canvas>
 <ol id="results"></ol>
+<p id="time"></p>
 <script>
 const $ = (id) => document.getElementById(id);
-let picture = null, grid = null;
+// The image, its attention grid [h, w], the word whose map stays drawn
+// ({span, map}, after a click or tap); images picked, requests made, the
+// request in flight.
+let file = null, picture = null, grid = null, pinned = null;
+let picked = 0, asked = 0, pending = null;
 
 function draw(map) {
   const canvas = $("view"), ctx = canvas.getContext("2d");
-  const scale = Math.min(1, 512 / Math.max(picture.width, picture.height));
-  canvas.width = picture.width * scale;
-  canvas.height = picture.height * scale;
+  if (!picture || !picture.naturalWidth) return;  // Not loaded (yet).
+  const width = picture.naturalWidth, height = picture.naturalHeight;
+  // 320 to 512 px on the longer side: small images scaled up, large ones
+  // down, the aspect kept.
+  const side = Math.max(width, height);
+  const scale = Math.min(512 / side, Math.max(320 / side, 1));
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
   ctx.drawImage(picture, 0, 0, canvas.width, canvas.height);
-  if (!map) return;
+  if (!map || !grid) return;
   // The [h, w] map as a small dark mask, stretched smoothly over the image.
   const [h, w] = grid, top = Math.max(...map);
   const mask = document.createElement("canvas");
@@ -340,6 +376,19 @@ function draw(map) {
   mask.getContext("2d").putImageData(pixels, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(mask, 0, 0, canvas.width, canvas.height);
+}
+
+// A click or tap on a word keeps its map drawn; another click takes it off.
+function pin(span, map) {
+  if (pinned) pinned.span.classList.remove("on");
+  pinned = pinned && pinned.span === span ? null : {span, map};
+  if (pinned) span.classList.add("on");
+  draw(pinned && pinned.map);
+}
+
+function percent(p) {
+  const v = 100 * p;
+  return (v >= 0.1 ? v.toFixed(1) : v.toPrecision(2)) + "%";
 }
 
 function show(captions) {
@@ -353,51 +402,105 @@ function show(captions) {
       const span = document.createElement("span");
       span.className = "word";
       span.textContent = word;
-      if (option.attention) {
-        span.onmouseenter = () => draw(option.attention[t]);
-        span.onmouseleave = () => draw(null);
+      if (option.attention && grid) {
+        const map = option.attention[t];
+        span.tabIndex = 0;
+        span.onmouseenter = span.onfocus = () => draw(map);
+        span.onmouseleave = span.onblur = () => draw(pinned && pinned.map);
+        span.onclick = () => pin(span, map);
+        span.onkeydown = (e) => {
+          if (e.key === "Enter" || e.key === " ") {
+            e.preventDefault();
+            pin(span, map);
+          }
+        };
       }
       text.append(span, " ");
     });
+    item.append(text);
+    if (!option.words.length) {  // The model ended at once.
+      const empty = document.createElement("em");
+      empty.className = "empty";
+      empty.textContent = "(no words)";
+      item.append(empty);
+    }
+    // The caption's probability under the model, and its log.
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = "log p = " + option.log_prob.toFixed(3);
-    item.append(text, score);
+    score.textContent = "p = " + percent(Math.exp(option.log_prob)) +
+        ", log p = " + option.log_prob.toFixed(3);
+    item.append(score);
     list.append(item);
   }
 }
 
-async function caption(file) {
-  $("error").textContent = "";
-  $("results").replaceChildren();
-  $("status").textContent = "captioning " + file.name + "...";
-  picture = new Image();
-  picture.onload = () => draw(null);
-  picture.src = URL.createObjectURL(file);
+// Captions the current image with the controls' search sizes (empty: the
+// export's); only the last request asked for is shown.
+async function run() {
+  if (!file) return;
   const form = new FormData();
   form.append("image", file);
+  let key = picked;
+  for (const name of ["beam_size", "k"]) {
+    const value = $(name).value.trim();
+    if (value) form.append(name, value);
+    key += "&" + name + "=" + value;
+  }
+  if (key === pending) return;  // In flight already (Enter: change, submit).
+  const ticket = ++asked;
+  pending = key;
+  pinned = null;
+  draw(null);
+  $("error").textContent = $("time").textContent = "";
+  $("results").replaceChildren();
+  $("status").textContent = "captioning " + file.name + "...";
+  const started = performance.now();
   try {
     const response = await fetch("/api/caption", {method: "POST", body: form});
     const answer = await response.json();
+    if (ticket !== asked) return;  // A later request replaced this one.
+    const took = performance.now() - started;
     if (!response.ok) throw new Error(answer.error || response.statusText);
     grid = answer.grid;
     show(answer.captions);
-    $("status").textContent = answer.grid ?
-        "Point at a word to see where the model looked." : "";
+    $("status").textContent = grid ?
+        "Point at or tap a word to see where the model looked." : "";
+    $("time").textContent = "Answered in " + Math.round(took) + " ms" +
+        (typeof answer.time_ms === "number" ?
+         " (" + answer.time_ms.toFixed(1) + " ms on the server)" : "") + ".";
   } catch (e) {
+    if (ticket !== asked) return;
     $("status").textContent = "";
     $("error").textContent = "Error: " + e.message;
+  } finally {
+    if (ticket === asked) pending = null;
   }
 }
 
-$("file").onchange = (e) => e.target.files[0] && caption(e.target.files[0]);
+function pick(chosen) {
+  file = chosen;
+  picked++;
+  const canvas = $("view");
+  canvas.width = canvas.height = 0;
+  if (picture) URL.revokeObjectURL(picture.src);
+  const loading = picture = new Image();
+  loading.onload = () => {
+    if (picture === loading) draw(pinned && pinned.map);
+  };
+  loading.src = URL.createObjectURL(chosen);
+  run();
+}
+
+$("file").onchange = (e) => e.target.files[0] && pick(e.target.files[0]);
+$("beam_size").onchange = $("k").onchange = run;
+$("search").onsubmit = (e) => { e.preventDefault(); run(); };
 const drop = $("drop");
 drop.ondragover = (e) => { e.preventDefault(); drop.classList.add("over"); };
 drop.ondragleave = () => drop.classList.remove("over");
 drop.ondrop = (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  if (e.dataTransfer.files[0]) caption(e.dataTransfer.files[0]);
+  if (e.dataTransfer.files[0]) pick(e.dataTransfer.files[0]);
 };
 </script></body></html>
 """

@@ -5,6 +5,7 @@ server command, and the page in headless Chromium."""
 import concurrent.futures
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -93,6 +94,12 @@ def captions(answer):
   return [option["caption"] for option in answer["captions"]]
 
 
+def untimed(answer):
+  """The answer without its time_ms, which differs from call to call."""
+  return {name: value for name, value in answer.items()
+          if name != "time_ms"}
+
+
 def test_api_multipart_and_raw_bytes(client, scene_data):
   data = read(image_paths(scene_data, 1)[0])
   multipart = client.post("/api/caption", data={"image": (
@@ -100,8 +107,12 @@ def test_api_multipart_and_raw_bytes(client, scene_data):
   raw = client.post("/api/caption", data=data,
                     content_type="application/octet-stream")
   assert multipart.status_code == raw.status_code == 200, raw.json
-  assert multipart.json == raw.json
-  answer = raw.json
+  # The server's time for the request, beside what older servers answered.
+  times = [response.json["time_ms"] for response in (multipart, raw)]
+  assert all(isinstance(t, float) and t > 0 for t in times), times
+  assert multipart.json.keys() == {"captions", "grid", "time_ms"}
+  assert untimed(multipart.json) == untimed(raw.json)
+  answer = untimed(raw.json)
   assert answer["grid"] == [4, 4]  # 32 px through scene_cnn: 4x4 locations.
   assert len(answer["captions"]) == TOP_K
   for option in answer["captions"]:
@@ -114,7 +125,7 @@ def test_api_multipart_and_raw_bytes(client, scene_data):
   assert options.status_code == 200 and len(options.json["captions"]) == 3
   # One option alone: the export's default sizes for the others.
   defaults = client.post("/api/caption?beam_size=2", data=data)
-  assert defaults.json == answer
+  assert untimed(defaults.json) == answer
   rules = client.post("/api/caption?no_repeat_ngram_size=1&min_length=3"
                       "&no_bad_endings=1&length_penalty=0.5"
                       "&diversity_groups=2&diversity_strength=1", data=data)
@@ -317,35 +328,104 @@ def browser():
   shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_page_in_headless_chromium(browser, server, scene_data, tmp_path):
-  from selenium.webdriver.common.action_chains import ActionChains
+def shown_captions(browser, count):
+  """(caption, p %, log p) of each caption the page shows, once it shows
+  ``count`` of them."""
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support.ui import WebDriverWait
+  items = WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(
+      By.CSS_SELECTOR, "#results li")) == count and d.find_elements(
+          By.CSS_SELECTOR, "#results li"))
+  shown = []
+  for item in items:
+    score = re.fullmatch(r"p = ([\d.e+-]+)%, log p = (-?\d+\.\d{3})",
+                         item.find_element(By.CLASS_NAME, "score").text)
+    assert score, item.text
+    shown.append((item.find_element(By.CLASS_NAME, "caption").text.strip(),
+                  float(score[1]), float(score[2])))
+  return shown
+
+
+def assert_shows(browser, expected):
+  """The page shows the API's captions, each with p = exp(log p) as a
+  percentage (one decimal, or 2 significant digits under 0.1%) and log p."""
+  shown = shown_captions(browser, len(expected))
+  assert [caption for caption, _, _ in shown] == [
+      option["caption"] for option in expected]
+  for (_, percent, log_p), option in zip(shown, expected):
+    assert log_p == pytest.approx(option["log_prob"], abs=5.01e-4)
+    p = 100 * math.exp(option["log_prob"])
+    assert percent == pytest.approx(p, abs=0.0501 if p >= 0.1 else p / 20)
+
+
+def test_page_in_headless_chromium(browser, server, scene_data, tmp_path):
+  """The page over the attention model: a 32-px image shown at 320 px, the
+  API's captions with their probabilities, the request's time, one word's
+  map drawn on hover and kept by a click, the search controls sent with
+  the request, the API's errors shown."""
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import WebDriverWait
   path = image_paths(scene_data, 1)[0]
-  with urllib.request.urlopen(urllib.request.Request(
-      server + "/api/caption", data=read(path), method="POST"),
-      timeout=60) as response:
-    expected = json.load(response)["captions"]
+  data = read(path)
+  expected = {query: post(server, data, query)[1]["captions"] for query in
+              ("", "?beam_size=3&k=3", "?beam_size=3&k=1")}
+  wait = WebDriverWait(browser, 60)
+  script = browser.execute_script
 
   browser.get(server + "/")
+  # The controls start at the export's sizes (beam 2, TOP_K captions).
+  assert browser.find_element(By.ID, "beam_size").get_attribute(
+      "value") == "2"
+  assert browser.find_element(By.ID, "k").get_attribute("value") == \
+      str(TOP_K)
   browser.find_element(By.ID, "file").send_keys(path)
-  wait = WebDriverWait(browser, 60)
-  items = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
-                                               "#results li"))
-  captions = [item.find_element(By.CLASS_NAME, "caption").text.strip()
-              for item in items]
-  assert captions == [option["caption"] for option in expected]
-  assert items[0].find_element(By.CLASS_NAME, "score").text == \
-      f"log p = {expected[0]['log_prob']:.3f}"
+  assert_shows(browser, expected[""])
   assert browser.find_element(By.ID, "error").text == ""
-  words = browser.find_elements(By.CSS_SELECTOR, "#results .word")
-  if words:  # Pointing at a word draws its attention map over the image.
-    ActionChains(browser).move_to_element(words[0]).perform()
-  assert browser.execute_script(
-      "return document.getElementById('view').width") > 0
+  assert re.fullmatch(r"Answered in \d+ ms \(\d+\.\d ms on the server\)\.",
+                      browser.find_element(By.ID, "time").text)
+  # At least 320 px on the longer side, the aspect kept (32x32 here).
+  size = wait.until(lambda d: script(
+      "const c = document.getElementById('view');"
+      "return c.width && [c.width, c.height];"))
+  assert size == [320, 320]
+  pixels = "return document.getElementById('view').toDataURL();"
+  plain = script(pixels)
+
+  # Hover over a word: its attention map is drawn over the image; leaving
+  # the word takes it off; a click (a tap) keeps it until the next click.
+  word = browser.find_elements(By.CSS_SELECTOR, "#results .word")[0]
+  heading = browser.find_element(By.TAG_NAME, "h1")
+  ActionChains(browser).move_to_element(word).perform()
+  hovered = script(pixels)
+  assert hovered != plain
+  ActionChains(browser).move_to_element(heading).perform()
+  assert script(pixels) == plain
+  ActionChains(browser).click(word).move_to_element(heading).perform()
+  assert script(pixels) == hovered and "on" in word.get_attribute("class")
+  ActionChains(browser).click(word).perform()
+  assert script(pixels) == plain and "on" not in word.get_attribute("class")
+
+  def ask(beam_size, k):
+    for name, value in (("beam_size", beam_size), ("k", k)):
+      field = browser.find_element(By.ID, name)
+      field.clear()
+      field.send_keys(str(value))
+    field.send_keys(Keys.ENTER)
+  ask(3, 3)
+  assert_shows(browser, expected["?beam_size=3&k=3"])
+  ask(3, 1)
+  assert_shows(browser, expected["?beam_size=3&k=1"])
+  assert browser.find_element(By.ID, "time").text.startswith("Answered in ")
+  ask(2, 3)  # More captions than beams: the API's error.
+  error = wait.until(lambda d: d.find_element(By.ID, "error").text)
+  assert "top_k must be in 1..2, got 3" in error
+  assert not browser.find_elements(By.CSS_SELECTOR, "#results li")
 
   not_image = tmp_path / "notes.png"
   not_image.write_text("not an image")
   browser.find_element(By.ID, "file").send_keys(str(not_image))
-  error = wait.until(lambda d: d.find_element(By.ID, "error").text)
+  error = wait.until(lambda d: "PNG" in d.find_element(By.ID, "error").text
+                     and d.find_element(By.ID, "error").text)
   assert "only JPEG and PNG images are accepted" in error
