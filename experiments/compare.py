@@ -110,8 +110,9 @@ def expand(setting, output, seed, word2vec):
                                                           word2vec))
 
 
-def compare(suite, data_dir, output, seeds, meteor=True):
-  """Runs the comparison; returns the report's table (markdown)."""
+def compare(suite, data_dir, output, seeds, meteor=True, command=""):
+  """Runs the comparison; returns the report's table (markdown).
+  ``command``: the command line that ran it, for the results file."""
   from experiments import report
   paths = suite.paths(data_dir)
   started = time.time()
@@ -167,7 +168,7 @@ def compare(suite, data_dir, output, seeds, meteor=True):
          "retrieval")
   print("writing the report ...", flush=True)
   table = report.write_report(suite, output, seeds, paths,
-                              time.time() - started)
+                              time.time() - started, command)
   print(f"wrote {output}/results.md, report.html, curves.png "
         f"({time.time() - started:.0f} s in all)")
   return table
@@ -232,7 +233,12 @@ def main(argv):
   except ValueError:
     raise InputError(f"--seeds must be integers, got {FLAGS.seeds}") from None
   output = FLAGS.output or os.path.join("results", suite.name)
-  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor))
+  options = {"suite": FLAGS.suite, "data": FLAGS.data, "output": FLAGS.output,
+             "seeds": ",".join(FLAGS.seeds or []), "encoder": FLAGS.encoder,
+             "encoder_weights": FLAGS.encoder_weights}
+  command = "python -m experiments.compare " + " ".join(
+      f"--{name}={value}" for name, value in options.items() if value)
+  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor, command))
 
 
 def entry():

@@ -5,6 +5,12 @@ run's test metrics, training summary and TensorBoard scalars, and the
 retrieval baseline's metrics and captions) and writes:
   results.md    the table: mean and spread over seeds of each metric;
   results.json  the same numbers, per seed;
+  the suite's ``results_file`` (e.g. docs/results/flickr8k.json), the
+                table as rows a program reads (label, decoder, encoder,
+                seeds, each metric's mean and sd, command, device, date),
+                updated row by row, so a run of some experiments keeps
+                the others' rows; ``python -m experiments.report
+                --results_file=F`` prints it as the markdown table;
   curves.png    training cross-entropy and validation BLEU-4 against step;
   attention/    attention figures of the attention models on test images;
   report.html   every model's caption of each test image beside the
@@ -12,6 +18,7 @@ retrieval baseline's metrics and captions) and writes:
 """
 
 import base64
+import datetime
 import glob
 import html
 import io
@@ -20,6 +27,7 @@ import math
 import os
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from experiments.suite import run_dir
@@ -73,37 +81,103 @@ def collect(suite, output, seeds):
   return runs
 
 
-def mean_spread(values, digits=3):
-  """'m ± s' (sample standard deviation over seeds) or 'm' for one value."""
+def mean_sd(values):
+  """{"mean", "sd"} of the values that are not None: the sample standard
+  deviation over seeds, None for one value; None for no values."""
   values = [v for v in values if v is not None]
   if not values:
+    return None
+  return {"mean": float(np.mean(values)),
+          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def cell(value, digits=3):
+  """'m ± s', 'm', or 'n/a' for a ``mean_sd`` value."""
+  if value is None:
     return "n/a"
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+  if value["sd"] is None:
+    return f"{value['mean']:.{digits}f}"
+  return f"{value['mean']:.{digits}f} ± {value['sd']:.{digits}f}"
 
 
-def table(suite, runs, retrieval):
-  """The markdown results table: the suite's experiments, the retrieval
-  baseline and the published rows, in the suite's metric columns."""
-  header = ["model", *suite.metrics, "training s"]
-  rows = ["| " + " | ".join(header) + " |",
-          "|" + "---|" * len(header)]
+def rows(suite, runs, retrieval, command=""):
+  """The table as rows: the suite's experiments (``kind`` "measured"), the
+  retrieval baseline and the published rows, each metric as ``mean_sd``.
+
+  Args:
+    command: the driver's command line without ``--only``; a measured row's
+      command adds ``--only=NAME``.
+  """
+  measured = []
   for experiment in suite.experiments:
     seeded = runs[experiment.name]
-    cells = [mean_spread([r["metrics"].get(m) for r in seeded])
-             for m in suite.metrics]
-    cells.append(mean_spread([r["summary"]["seconds"] for r in seeded], 0))
-    rows.append(f"| {experiment.label or experiment.name} | "
-                + " | ".join(cells) + " |")
-  cells = [mean_spread([retrieval.get(m)]) for m in suite.metrics]
-  rows.append(f"| retrieval: {suite.retrieval_neighbours} nearest training "
-              f"images, {suite.retrieval_consensus} consensus | "
-              + " | ".join(cells) + " | 0 |")
-  for published in suite.published:
-    cells = [mean_spread([published.metrics.get(m)]) for m in suite.metrics]
-    rows.append(f"| {published.label} | " + " | ".join(cells) + " | |")
-  return "\n".join(rows)
+    config = read_json(os.path.join(seeded[0]["run_dir"], "config.json"))
+    evaluated = os.path.getmtime(os.path.join(seeded[0]["run_dir"], "test",
+                                              "metrics.json"))
+    devices = sorted({r["summary"].get("device", "unrecorded")
+                      for r in seeded})
+    measured.append({
+        "name": experiment.name, "label": experiment.label or
+        experiment.name, "kind": "measured",
+        "decoder": config["model"]["decoder"],
+        "encoder": config["model"]["encoder"],
+        "seeds": [r["seed"] for r in seeded],
+        "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
+                    for m in suite.metrics},
+        "training_seconds": mean_sd([r["summary"]["seconds"]
+                                     for r in seeded]),
+        "command": f"{command} --only={experiment.name}" if command else "",
+        "device": "; ".join(devices),
+        "date": datetime.datetime.fromtimestamp(
+            evaluated, datetime.timezone.utc).date().isoformat()})
+  baseline = {
+      "name": "retrieval", "kind": "retrieval",
+      "label": f"retrieval: {suite.retrieval_neighbours} nearest training "
+               f"images, {suite.retrieval_consensus} consensus",
+      "encoder": suite.encoder,
+      "metrics": {m: mean_sd([retrieval.get(m)]) for m in suite.metrics},
+      "training_seconds": {"mean": 0.0, "sd": None}}
+  published = [{"name": p.label, "label": p.label, "kind": "published",
+                "metrics": {m: mean_sd([p.metrics.get(m)])
+                            for m in suite.metrics},
+                "training_seconds": None} for p in suite.published]
+  return measured + [baseline] + published
+
+
+def table(metrics, table_rows):
+  """The markdown table of ``rows`` in the ``metrics`` columns."""
+  header = ["model", *metrics, "training s"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for row in table_rows:
+    cells = [cell(row["metrics"].get(m)) for m in metrics]
+    seconds = row["training_seconds"]
+    cells.append(cell(seconds, 0) if seconds else "")
+    lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def update_results_file(path, suite, new_rows):
+  """Writes ``new_rows`` into the JSON table at ``path``: rows of the same
+  name are replaced, the file's other measured rows kept, in the suite's
+  experiment order (then the retrieval and published rows). Returns the
+  document {"suite", "metrics", "rows"}."""
+  kept = []
+  if os.path.exists(path):
+    kept = [row for row in read_json(path)["rows"]
+            if row["kind"] == "measured"]
+  by_name = {row["name"]: row for row in kept + new_rows
+             if row["kind"] == "measured"}
+  order = [e.name for e in suite.experiments]
+  measured = sorted(by_name.values(), key=lambda row: (
+      order.index(row["name"]) if row["name"] in order else len(order)))
+  document = {"suite": suite.name, "metrics": suite.metrics,
+              "rows": measured + [row for row in new_rows
+                                  if row["kind"] != "measured"]}
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(document, f, indent=1)
+    f.write("\n")
+  return document
 
 
 def plot_curves(suite, runs, path):
@@ -237,12 +311,16 @@ def markdown_table_html(table_md):
   return "".join(out) + "</table>"
 
 
-def write_report(suite, output, seeds, paths, seconds):
-  """Writes every report file of a finished comparison; returns the table."""
+def write_report(suite, output, seeds, paths, seconds, command=""):
+  """Writes every report file of a finished comparison; returns the table.
+  ``command``: the driver's command line, recorded in the results file."""
   from im2txt_ext.data import readers
   runs = collect(suite, output, seeds)
   retrieval = evaluation(os.path.join(output, "retrieval"))
-  table_md = table(suite, runs, retrieval)
+  table_rows = rows(suite, runs, retrieval, command)
+  table_md = table(suite.metrics, table_rows)
+  if suite.results_file:
+    update_results_file(suite.results_file, suite, table_rows)
   records = readers.read_dataset(paths["test_captions"], paths["images_dir"])
   if suite.test_split and any(r.split for r in records):
     records = readers.split_records(records, suite.test_split)
@@ -277,3 +355,25 @@ def write_report(suite, output, seeds, paths, seconds):
                                for name, seeded in runs.items()},
                "retrieval": retrieval}, f, indent=1)
   return table_md
+
+
+def define_flags():
+  flags.DEFINE_string("results_file", None, "A comparison's JSON table (a "
+                      "suite's results_file, e.g. docs/results/flickr8k.json) "
+                      "to print as the markdown table.", required=True)
+
+
+def main(argv):
+  del argv
+  from im2txt_ext.errors import InputError
+  path = flags.FLAGS.results_file
+  if not os.path.isfile(path):
+    raise InputError("results file not found", path)
+  document = read_json(path)
+  print(table(document["metrics"], document["rows"]))
+
+
+if __name__ == "__main__":
+  from im2txt_ext.cli import run
+  define_flags()
+  run(main)

@@ -80,6 +80,9 @@ class Suite:
   #   drawn in curves.png, by name; empty: all.
   report_images: int = 50  # Test images in the HTML report.
   attention_images: int = 3  # Test images with attention figures.
+  results_file: str = ""  # The table as JSON (e.g. docs/results/NAME.json,
+  #   relative to the working directory); each run of the driver updates
+  #   the rows of its experiments and keeps the others.
 
   @classmethod
   def load(cls, path):

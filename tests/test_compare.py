@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -47,6 +48,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "report_images": 5, "attention_images": 2, "curves": ["st", "soft_w2v"],
       "metrics": ["BLEU-1", "BLEU-2", "CIDEr-D", "perplexity", "distinct"],
       "published": [{"label": "paper: X", "metrics": {"BLEU-2": 0.448}}],
+      "results_file": str(tmp_path / "docs" / "tiny.json"),
       "experiments": [
           {"name": "st", "label": "Show and Tell",
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
@@ -105,6 +107,27 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert [r["summary"]["steps"] for r in
           results["experiments"]["st_scst"]] == [3, 3]
 
+  # The machine-readable table, and the markdown made from it.
+  document = json.loads((tmp_path / "docs" / "tiny.json").read_text())
+  st = document["rows"][0]
+  assert (st["name"], st["decoder"], st["encoder"], st["seeds"]) == (
+      "st", "show_and_tell", "scene_cnn", [0, 1])
+  bleu = [r["metrics"]["BLEU-1"] for r in results["experiments"]["st"]]
+  assert st["metrics"]["BLEU-1"] == pytest.approx(
+      {"mean": np.mean(bleu), "sd": np.std(bleu, ddof=1)})
+  assert st["command"] == f"python -m experiments.compare --suite={suite} " \
+      f"--data={root} --output={output} --only=st"
+  assert st["device"] == devices.describe() and len(st["date"]) == 10
+  assert [r["kind"] for r in document["rows"]] == [
+      "measured"] * 3 + ["retrieval", "published"]
+  printed = subprocess.run(
+      [sys.executable, "-m", "experiments.report",
+       f"--results_file={tmp_path / 'docs' / 'tiny.json'}"],
+      capture_output=True, text=True, cwd=str(REPO), env=env, timeout=300)
+  assert printed.returncode == 0, printed.stderr[-2000:]
+  assert printed.stdout.strip() == "\n".join(
+      line for line in table.splitlines() if line.startswith("|"))
+
   assert (output / "curves.png").read_bytes()[:4] == b"\x89PNG"
   figures = sorted(os.listdir(output / "attention"))
   assert len(figures) == 2 and figures[0].startswith("soft_w2v_")
@@ -120,6 +143,34 @@ def test_compare_end_to_end(scene_data, tmp_path):
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("done before, skipped") == 16
+
+
+def test_results_file_updates_the_rows_it_measured(tmp_path):
+  """A run of some experiments replaces their rows and keeps the others',
+  in the suite's order; retrieval and published rows come from the run."""
+  from experiments import report
+  from experiments.suite import Experiment, Suite
+  suite = Suite(name="s", metrics=["BLEU-4"], experiments=[
+      Experiment(name=name) for name in ("a", "b", "c")])
+
+  def measured(name, value):
+    return {"name": name, "label": name, "kind": "measured",
+            "metrics": {"BLEU-4": {"mean": value, "sd": None}},
+            "training_seconds": {"mean": 10.0, "sd": 1.0}}
+  path = str(tmp_path / "results" / "s.json")
+  baseline = {"name": "retrieval", "label": "retrieval", "kind": "retrieval",
+              "metrics": {"BLEU-4": None}, "training_seconds": None}
+  report.update_results_file(path, suite, [measured("c", 0.3),
+                                           measured("a", 0.1), baseline])
+  document = report.update_results_file(path, suite, [measured("b", 0.2),
+                                                      measured("a", 0.15)])
+  assert [(r["name"], r["metrics"]["BLEU-4"]["mean"])
+          for r in document["rows"]] == [("a", 0.15), ("b", 0.2), ("c", 0.3)]
+  assert json.loads(open(path).read()) == document
+  assert report.table(document["metrics"], document["rows"][:1] + [
+      baseline]).splitlines() == [
+          "| model | BLEU-4 | training s |", "|---|---|---|",
+          "| a | 0.150 | 10 ± 1 |", "| retrieval | n/a |  |"]
 
 
 def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
