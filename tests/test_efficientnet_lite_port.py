@@ -23,7 +23,6 @@ from im2txt_ext.encoders import backbones
 from im2txt_ext.encoders import efficientnet_lite
 from im2txt_ext.encoders import efficientnet_lite_port as port
 from im2txt_ext.encoders import features
-from im2txt_ext.encoders import lite0_port
 from im2txt_ext.errors import InputError
 
 REPO = Path(__file__).parents[1]
@@ -213,11 +212,6 @@ def test_every_variant_has_a_checkpoint_package():
     port.default_pth_path("efficientnet_lite9")
 
 
-def test_lite0_port_is_the_former_name():
-  assert lite0_port.default_pth_path is port.default_pth_path
-  assert lite0_port.port_weights is port.port_weights
-
-
 @pytest.mark.parametrize("name,blocks,last_depthwise,head_input", [
     ("efficientnet_lite0", 16, (1152, 1, 3, 3), 320),
     ("efficientnet_lite1", 21, (1152, 1, 3, 3), 320),
@@ -279,7 +273,7 @@ def test_port_refuses_another_variant(checkpoint, model, message):
 def test_golden_logits():
   pth = _package_pth()
   golden, pixels = _golden()
-  model = lite0_port.build_pretrained_lite0(pth)
+  model = port.build_pretrained("efficientnet_lite0", pth)
   logits = model((pixels - 127.0) / 128.0, training=False).numpy()
   _assert_matches_golden(golden, logits)
 
