@@ -110,9 +110,12 @@ def expand(setting, output, seed, word2vec):
                                                           word2vec))
 
 
-def compare(suite, data_dir, output, seeds, meteor=True, command=""):
+def compare(suite, data_dir, output, seeds, meteor=True, command="",
+            order=None):
   """Runs the comparison; returns the report's table (markdown).
-  ``command``: the command line that ran it, for the results file."""
+  ``command``: the command line that ran it, and ``order``: the whole
+  suite's experiment names where ``suite`` holds some, for the results
+  file."""
   from experiments import report
   paths = suite.paths(data_dir)
   started = time.time()
@@ -168,7 +171,7 @@ def compare(suite, data_dir, output, seeds, meteor=True, command=""):
          "retrieval")
   print("writing the report ...", flush=True)
   table = report.write_report(suite, output, seeds, paths,
-                              time.time() - started, command)
+                              time.time() - started, command, order)
   print(f"wrote {output}/results.md, report.html, curves.png "
         f"({time.time() - started:.0f} s in all)")
   return table
@@ -223,6 +226,7 @@ def main(argv):
   suite = Suite.load(FLAGS.suite)
   suite.encoder = FLAGS.encoder or suite.encoder
   suite.encoder_weights = FLAGS.encoder_weights or suite.encoder_weights
+  order = [e.name for e in suite.experiments]
   if FLAGS.only:
     unknown = set(FLAGS.only) - {e.name for e in suite.experiments}
     if unknown:
@@ -238,7 +242,8 @@ def main(argv):
              "encoder_weights": FLAGS.encoder_weights}
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
-  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor, command))
+  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor, command,
+                order))
 
 
 def entry():

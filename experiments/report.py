@@ -156,18 +156,18 @@ def table(metrics, table_rows):
   return "\n".join(lines)
 
 
-def update_results_file(path, suite, new_rows):
+def update_results_file(path, suite, new_rows, order=None):
   """Writes ``new_rows`` into the JSON table at ``path``: rows of the same
-  name are replaced, the file's other measured rows kept, in the suite's
-  experiment order (then the retrieval and published rows). Returns the
-  document {"suite", "metrics", "rows"}."""
+  name are replaced, the file's other measured rows kept, in ``order``
+  (experiment names; default: the suite's), then the retrieval and
+  published rows. Returns the document {"suite", "metrics", "rows"}."""
   kept = []
   if os.path.exists(path):
     kept = [row for row in read_json(path)["rows"]
             if row["kind"] == "measured"]
   by_name = {row["name"]: row for row in kept + new_rows
              if row["kind"] == "measured"}
-  order = [e.name for e in suite.experiments]
+  order = order or [e.name for e in suite.experiments]
   measured = sorted(by_name.values(), key=lambda row: (
       order.index(row["name"]) if row["name"] in order else len(order)))
   document = {"suite": suite.name, "metrics": suite.metrics,
@@ -311,16 +311,19 @@ def markdown_table_html(table_md):
   return "".join(out) + "</table>"
 
 
-def write_report(suite, output, seeds, paths, seconds, command=""):
+def write_report(suite, output, seeds, paths, seconds, command="",
+                 order=None):
   """Writes every report file of a finished comparison; returns the table.
-  ``command``: the driver's command line, recorded in the results file."""
+  ``command``: the driver's command line, recorded in the results file;
+  ``order``: the whole suite's experiment names, the results file's row
+  order (default: the suite's)."""
   from im2txt_ext.data import readers
   runs = collect(suite, output, seeds)
   retrieval = evaluation(os.path.join(output, "retrieval"))
   table_rows = rows(suite, runs, retrieval, command)
   table_md = table(suite.metrics, table_rows)
   if suite.results_file:
-    update_results_file(suite.results_file, suite, table_rows)
+    update_results_file(suite.results_file, suite, table_rows, order)
   records = readers.read_dataset(paths["test_captions"], paths["images_dir"])
   if suite.test_split and any(r.split for r in records):
     records = readers.split_records(records, suite.test_split)
@@ -373,7 +376,11 @@ def main(argv):
   print(table(document["metrics"], document["rows"]))
 
 
-if __name__ == "__main__":
+def entry():
   from im2txt_ext.cli import run
   define_flags()
   run(main)
+
+
+if __name__ == "__main__":
+  entry()

@@ -162,8 +162,12 @@ def test_results_file_updates_the_rows_it_measured(tmp_path):
               "metrics": {"BLEU-4": None}, "training_seconds": None}
   report.update_results_file(path, suite, [measured("c", 0.3),
                                            measured("a", 0.1), baseline])
-  document = report.update_results_file(path, suite, [measured("b", 0.2),
-                                                      measured("a", 0.15)])
+  # An --only run's suite holds its experiments; order names them all.
+  only_b = Suite(name="s", metrics=["BLEU-4"], experiments=[
+      Experiment(name="b")])
+  document = report.update_results_file(
+      path, only_b, [measured("b", 0.2), measured("a", 0.15)],
+      order=["a", "b", "c"])
   assert [(r["name"], r["metrics"]["BLEU-4"]["mean"])
           for r in document["rows"]] == [("a", 0.15), ("b", 0.2), ("c", 0.3)]
   assert json.loads(open(path).read()) == document

@@ -767,6 +767,23 @@ def test_readme_is_a_short_front_page_linking_every_guide():
   assert "im2txt_ext.caption(" in readme
 
 
+RESULTS_MARKER = re.compile(r"<!--\s*results:\s*(\S+)\s*-->\n+((?:\|.*\n)+)")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_results_tables_are_made_from_their_json(path):
+  """A table after ``<!-- results: docs/results/X.json -->`` is what
+  ``python -m experiments.report --results_file=...`` prints from it."""
+  from experiments import report
+  text = path.read_text(encoding="utf-8")
+  for source, table in RESULTS_MARKER.findall(text):
+    document = json.loads((REPO / source).read_text(encoding="utf-8"))
+    assert table.strip() == report.table(document["metrics"],
+                                         document["rows"]), (
+        f"{path.relative_to(REPO)}: the table after {source} differs from "
+        f"python -m experiments.report --results_file={source}")
+
+
 def test_every_console_script_is_documented():
   cli = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
   commands = {argv[0] for where, argv in COMMANDS
