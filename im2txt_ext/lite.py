@@ -15,8 +15,9 @@ generation:
                   attention keys, a Transformer's memory): the same at every
                   step and for every beam of an image;
   vocab.txt       the run's vocabulary (``word<TAB>count``, ids by line);
-  lite.json       the ids of the special words, the banned words, the
-                  image side, the most steps and the search defaults.
+  lite.json       the ids of the special words, the banned words and the
+                  bad endings (``no_bad_endings``), the image side, the
+                  most steps and the search defaults.
 
 ``LiteCaptioner`` runs the encoder, then greedy or beam search over the
 step model, one image at a time, with the search of ``im2txt_ext.search``
@@ -36,7 +37,7 @@ import os
 import numpy as np
 
 from im2txt_ext import decoding
-from im2txt_ext.data.vocabulary import BAD_ENDINGS, Vocabulary
+from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 
 ENCODER_FILE = "encoder.tflite"
@@ -44,7 +45,7 @@ STEP_FILE = "step.tflite"
 VOCAB_FILE = "vocab.txt"
 MANIFEST_FILE = "lite.json"
 FORMAT = "im2txt_ext.lite/1"  # lite.json's "format".
-STATE_PREFIX = "state_"
+STATE_PREFIX = "state_"  # Of every state entry's name (lite_export).
 WEIGHTS = ("float32", "float16", "int8")
 NEG_INF = np.float32(-1e9)  # search.NEG_INF: a banned word's logit.
 LENGTH_NORMALIZATIONS = ("plain", "gnmt")
@@ -252,7 +253,7 @@ class LiteCaptioner:
     # <start>, <pad> and the export's banned words (<unk>), as the search.
     self.banned_ids = tuple(sorted(set(self.manifest["banned_ids"]) | {
         self.ids["start_id"], self.ids["pad_id"]}))
-    self.bad_ending_ids = tuple(self.vocab.ids_of(BAD_ENDINGS))
+    self.bad_ending_ids = tuple(self.manifest["bad_ending_ids"])
 
   # -- Options ---------------------------------------------------------------
 

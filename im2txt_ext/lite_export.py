@@ -14,7 +14,8 @@ op outside TFLite's builtins) is refused with the reason in one line.
 
 Weights (``WEIGHTS``): float32; float16 (weights stored in 16 bits,
 computed in float32); int8 (dynamic-range quantisation: weight matrices of
-1024 values or more in 8 bits, activations in float). The step runs the
+1024 values or more in 8 bits, activations in float; the smallest, but its
+CNN runs slower on a CPU than in float: BENCHMARKS.md). The step runs the
 word embedding and the RNN's input projection, not the SavedModel's
 precomputed [V, 4H] table (``CaptionDecoder.precompute_word_inputs``),
 which would make the file larger by that table.
@@ -28,10 +29,11 @@ import shutil
 import tensorflow as tf
 
 from im2txt_ext import decoding, export, lite, runs, search
+from im2txt_ext.data import vocabulary
 from im2txt_ext.errors import InputError
 
 
-def state_names(state, prefix=lite.STATE_PREFIX[:-1]):
+def state_names(state, prefix="state"):
   """The names of a state's tensors in ``tf.nest.flatten`` order: the
   prefix and the path of dict keys and list indices, joined by "_"."""
   if isinstance(state, dict):
@@ -151,6 +153,7 @@ def export_tflite(run_dir, output_dir, which="best", weights="float32",
       "weights": weights, "image_size": runs.image_size(model.config),
       "start_id": vocab.start_id, "end_id": vocab.end_id,
       "pad_id": vocab.pad_id, "banned_ids": list(banned_ids),
+      "bad_ending_ids": vocab.ids_of(vocabulary.BAD_ENDINGS),
       "max_steps": search.longest_caption(model.decoder),
       "search": {"beam_size": beam_size, "max_length": max_length,
                  "top_k": top_k, **decoding.defaults_of("beam"),

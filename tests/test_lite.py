@@ -88,11 +88,10 @@ def assert_same_captions(got, want):
 
 def assert_static_state(captioner, decoder):
   """The step model's static inputs (in, never out) are the entries of the
-  decoder's ``static_state``, and there are some."""
+  decoder's ``static_state``."""
   def static(name):
     return any(name == f"state_{key}" or name.startswith(f"state_{key}_")
                for key in decoder.static_state)
-  assert captioner.static
   assert captioner.static == tuple(
       name for name in captioner.step.inputs if static(name))
 
@@ -123,6 +122,7 @@ def test_float32_soft_attention_captions_like_the_saved_model(
   lite_export.export_tflite(str(run_dir), str(tmp_path / "lite"),
                             beam_size=2, max_length=8, top_k=2)
   captioner = lite.LiteCaptioner(str(tmp_path / "lite"))
+  assert captioner.static  # The image's features and attention keys.
   assert_static_state(captioner, runs.TrainedModel(str(run_dir)).decoder)
   paths = image_paths(scene_data, 6)
   assert_same_captions(captioner.caption(paths),
@@ -151,33 +151,37 @@ def untrained_run(scene_data, run_dir, decoder, *overrides):
   return run_dir
 
 
-def test_transformer_with_its_cache_captions_like_the_library(scene_data,
-                                                              tmp_path):
-  run_dir = untrained_run(scene_data, tmp_path / "run", "transformer",
-                          "model.decoder_options.num_layers=1",
-                          "model.decoder_options.num_heads=2",
-                          "model.decoder_options.max_positions=8",
-                          "data.max_caption_length=7")
+@pytest.mark.parametrize("decoder, overrides", [
+    ("rnn_baseline", ()), ("hard_attention", ()),
+    ("transformer", ("model.decoder_options.num_layers=1",
+                     "model.decoder_options.num_heads=2",
+                     "model.decoder_options.max_positions=8",
+                     "data.max_caption_length=7"))])
+def test_the_other_decoders_caption_like_the_library(decoder, overrides,
+                                                     scene_data, tmp_path):
+  run_dir = untrained_run(scene_data, tmp_path / "run", decoder, *overrides)
   sizes = lite_export.export_tflite(str(run_dir), str(tmp_path / "lite"),
                                     beam_size=3, max_length=8, top_k=2)
   assert sorted(sizes) == ["encoder.tflite", "lite.json", "step.tflite",
                            "vocab.txt"]
   captioner = lite.LiteCaptioner(str(tmp_path / "lite"))
-  paths = image_paths(scene_data, 4)
   library = Captioner(str(run_dir))
-  # The image's memory goes in once; the state a step changes holds the
-  # key/value cache of fixed length 8 (max_positions).
   assert_static_state(captioner, library.decoder)
-  assert any(8 in details["shape"][1:] for name, details in
-             captioner.step.outputs.items() if name.startswith("state_"))
+  if hasattr(library.decoder, "max_steps"):
+    # The Transformer: its state holds a key/value cache of that length.
+    assert any(library.decoder.max_steps in details["shape"][1:]
+               for name, details in captioner.step.outputs.items()
+               if name.startswith(lite.STATE_PREFIX))
+    with pytest.raises(InputError, match="max length must be in 1..8, "
+                       "got 9"):
+      captioner.caption(image_paths(scene_data, 1), max_length=9)
+  paths = image_paths(scene_data, 3)
   for options in (dict(beam_size=3, max_length=8, top_k=2),
                   dict(method="greedy", max_length=8)):
     got = captioner.caption_files(paths, **options)
     want = library.caption_files(paths, **options)
     assert [[o["caption"] for o in g["captions"]] for g in got] == \
         [[o["caption"] for o in w["captions"]] for w in want]
-  with pytest.raises(InputError, match="max length must be in 1..8, got 9"):
-    captioner.caption(paths[:1], max_length=9)
 
 
 def test_int8_weights_keep_the_captions_within_tolerance(
