@@ -301,8 +301,9 @@ class LiteCaptioner:
         (merged.get("length_penalty", 0.0), 0.0, None,
          "length penalty must be >= 0")]
     for value, low, high, message in checks:
-      integer = isinstance(low, int)
-      if (integer and not isinstance(value, (int, np.integer))) or \
+      kind = (int, np.integer) if isinstance(low, int) else \
+          (int, float, np.number)
+      if not isinstance(value, kind) or isinstance(value, bool) or \
          value < low or (high is not None and value > high):
         raise InputError(f"{message}, got {value!r}")
     if merged.get("length_normalization", "plain") not in \
@@ -313,6 +314,7 @@ class LiteCaptioner:
     return merged
 
   def _rules(self, options):
+    """The search rules (``search.Rules``) of checked options."""
     return _Rules(self.ids["end_id"], self.banned_ids,
                   options["min_length"],
                   self.bad_ending_ids if options["no_bad_endings"] else (),

@@ -274,6 +274,8 @@ def test_one_line_errors(show_and_tell_lite, scene_data, tmp_path):
        "search may emit, got 0"),
       (lambda: captioner.caption(path, top_k=4),
        f"top_k must be in 1..{BEAM}, got 4"),
+      (lambda: captioner.caption(path, length_penalty="high"),
+       "length penalty must be >= 0, got 'high'"),
       (lambda: captioner.caption(path, length_normalization="log"),
        "length normalization must be one of plain, gnmt, got 'log'"),
       (lambda: captioner.caption([np.zeros((8, 8))]),
