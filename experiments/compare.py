@@ -41,7 +41,8 @@ flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
 flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
                     "weights: imagenet or a weights file.")
 flags.DEFINE_list("only", None, "Run only these experiments (by name).")
-flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
+                     "the suite's table shows it.")
 
 
 class Step:
@@ -112,7 +113,8 @@ def expand(setting, output, seed, word2vec):
 
 def compare(suite, data_dir, output, seeds, meteor=True, command="",
             order=None):
-  """Runs the comparison; returns the report's table (markdown).
+  """Runs the comparison; returns the report's table (markdown),
+  then the suite's sample captions.
   ``command``: the command line that ran it, and ``order``: the whole
   suite's experiment names where ``suite`` holds some, for the results
   file."""
@@ -242,8 +244,8 @@ def main(argv):
              "encoder_weights": FLAGS.encoder_weights}
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
-  print(compare(suite, FLAGS.data, output, seeds, FLAGS.meteor, command,
-                order))
+  meteor = FLAGS.meteor and "METEOR" in suite.metrics
+  print(compare(suite, FLAGS.data, output, seeds, meteor, command, order))
 
 
 def entry():

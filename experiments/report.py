@@ -252,12 +252,39 @@ def data_uri(path, as_jpeg=False):
   return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
+def model_captions(runs):
+  """{experiment name: {image id: caption}} of each experiment's first seed
+  on the test split."""
+  return {name: {c["image_id"]: c["generated"] for c in read_json(
+      os.path.join(seeded[0]["run_dir"], "test", "captions.json"))}
+          for name, seeded in runs.items()}
+
+
+def caption_samples(suite, runs, retrieval_captions, records, figures):
+  """The first ``suite.show_captions`` test images as text: a reference,
+  each model's caption (first seed), the retrieval baseline's, and the
+  images' attention figures."""
+  labels = {e.name: e.label or e.name for e in suite.experiments}
+  captions = model_captions(runs)
+  by_label = {labels[name]: by_image for name, by_image in captions.items()}
+  by_label["retrieval baseline"] = retrieval_captions
+  width = max(map(len, by_label)) + 1
+  lines = []
+  for record in records[:suite.show_captions]:
+    lines.append(f"{os.path.basename(record.image_path)} (a reference: "
+                 f"{record.captions[0]!r})")
+    lines.extend(f"  {label + ':':<{width}} {by_image[record.image_id]!r}"
+                 for label, by_image in by_label.items())
+    lines.extend(f"  where {labels[name]} looked: "
+                 f"{figures[name, record.image_id]}"
+                 for name in captions if (name, record.image_id) in figures)
+  return "\n".join(lines)
+
+
 def write_html(suite, runs, retrieval_captions, records, figures, table_md,
                path):
   """One self-contained page: images and figures inline as data URIs."""
-  captions = {name: {c["image_id"]: c["generated"] for c in read_json(
-      os.path.join(seeded[0]["run_dir"], "test", "captions.json"))}
-              for name, seeded in runs.items()}
+  captions = model_captions(runs)
   labels = {e.name: e.label or e.name for e in suite.experiments}
   parts = [
       "<!doctype html><html><head><meta charset='utf-8'>",
@@ -313,7 +340,8 @@ def markdown_table_html(table_md):
 
 def write_report(suite, output, seeds, paths, seconds, command="",
                  order=None):
-  """Writes every report file of a finished comparison; returns the table.
+  """Writes every report file of a finished comparison; returns the table,
+  then the captions of the first ``suite.show_captions`` test images.
   ``command``: the driver's command line, recorded in the results file;
   ``order``: the whole suite's experiment names, the results file's row
   order (default: the suite's)."""
@@ -357,7 +385,8 @@ def write_report(suite, output, seeds, paths, seconds, command="",
                                       for r in seeded]
                                for name, seeded in runs.items()},
                "retrieval": retrieval}, f, indent=1)
-  return table_md
+  samples = caption_samples(suite, runs, retrieval_captions, records, figures)
+  return table_md + ("\n\n" + samples if samples else "")
 
 
 def define_flags():

@@ -83,6 +83,8 @@ class Suite:
   results_file: str = ""  # The table as JSON (e.g. docs/results/NAME.json,
   #   relative to the working directory); each run of the driver updates
   #   the rows of its experiments and keeps the others.
+  show_captions: int = 0  # Test images whose captions (each model's, the
+  #   retrieval baseline's, a reference) the driver prints after the table.
 
   @classmethod
   def load(cls, path):
