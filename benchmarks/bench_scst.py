@@ -30,6 +30,7 @@ from absl import app, flags
 from benchmarks import common
 from im2txt_ext import search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
+from im2txt_ext.training import scst
 from im2txt_ext.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
@@ -59,13 +60,13 @@ def reward_seconds(trainer):
   """Median seconds of scoring one step's samples and greedy captions."""
   batch = next(trainer.iterator)
   features = trainer.decoder.encode(batch)
-  loss = trainer.scst
-  ids = dict(start_id=trainer.vocab.start_id, end_id=trainer.vocab.end_id,
-             pad_id=trainer.vocab.pad_id)
+  (loss,) = [term for term in trainer.objective.terms
+              if isinstance(term, scst.SelfCritical)]
   sampled = search.sample(trainer.decoder, tf.repeat(features, 5, axis=0),
-                          loss.max_length, **ids).ids[:, 0].numpy()
+                          loss.max_length,
+                          tokens=loss.tokens).ids[:, 0].numpy()
   greedy = search.greedy(trainer.decoder, features, loss.max_length,
-                         **ids).ids[:, 0].numpy()
+                         tokens=loss.tokens).ids[:, 0].numpy()
   image_ids = batch["image_id"].numpy()
   return common.time_call(lambda: (
       loss.rewards(np.repeat(image_ids, 5), sampled),

@@ -137,7 +137,7 @@ def search_steps(decoder, features, top_k):
   counter = search.StepCounter(decoder)
   run = tf.function(lambda x: search.beam_search(
       counter, x, BEAM, LENGTH, top_k=top_k,
-      banned_ids=(Vocabulary.unk_id,)).ids)  # As the export's search.
+      tokens=Vocabulary.special_tokens()).ids)  # As the export's search.
   for one in features:
     run(one)
   return int(counter.steps.numpy()) / len(features)

@@ -128,8 +128,8 @@ class CaptionModule(tf.Module):
     feature_shape: tuple. (D,) or (L, D), the decoder's features per image.
     beam_size, max_length, top_k: int. The defaults of serving_default.
     max_pixels: int. Largest accepted image (width x height).
-    start_id, end_id, pad_id: int. The special tokens' ids.
-    banned_ids: sequence of int. Words the search never emits.
+    tokens: SpecialTokens, the special words and those the search never
+      emits.
     xla: bool. Compile the search of the fixed-size signatures with XLA.
     length_normalization: "plain" or "gnmt" (``search.beam_search``).
     bad_ending_ids: sequence of int. The words <end> may not follow when
@@ -138,13 +138,13 @@ class CaptionModule(tf.Module):
 
   def __init__(self, decoder, words, image_size, feature_shape, beam_size=3,
                max_length=20,
-               top_k=1, max_pixels=MAX_PIXELS, start_id=1, end_id=2,
-               pad_id=0, banned_ids=(), xla=False,
+               top_k=1, max_pixels=MAX_PIXELS, tokens=search.PLAIN_TOKENS,
+               xla=False,
                length_normalization=decoding.DEFAULTS["length_normalization"],
                bad_ending_ids=()):
     super().__init__(name="captioner")
     search._check(beam_size, max_length, top_k,
-                  search.emitted_words(decoder, banned_ids, start_id, pad_id),
+                  search.emitted_words(decoder, tokens),
                   search.longest_caption(decoder))
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
@@ -169,8 +169,7 @@ class CaptionModule(tf.Module):
     self.length_normalization = length_normalization
     self.bad_ending_ids = tf.constant(list(bad_ending_ids), tf.int32)
     self.max_pixels = max_pixels
-    self.ids = dict(start_id=start_id, end_id=end_id, pad_id=pad_id)
-    self.banned_ids = tuple(banned_ids)
+    self.tokens = tokens
     self.xla = xla
 
   def caption_images(self, images, beam_size, max_length, k, **rules):
@@ -205,8 +204,7 @@ class CaptionModule(tf.Module):
     # No more beams than the words the search may emit (as the Captioner).
     beam_size, max_length, k = search._after(search._check(
         beam_size, max_length, k, search.emitted_words(
-            self.decoder, self.banned_ids, self.ids["start_id"],
-            self.ids["pad_id"]), search.longest_caption(self.decoder)),
+            self.decoder, self.tokens), search.longest_caption(self.decoder)),
         (beam_size, max_length, k))
     result = self._search(beam_size, max_length, k, rules)(features)
     out = {"captions": self.to_text(result.ids),
@@ -220,18 +218,18 @@ class CaptionModule(tf.Module):
     the sizes are Python ints (XLA needs them at compile time)."""
     run = lambda features: search.beam_search(  # noqa: E731
         self.decoder, features, beam_size, max_length, top_k=k,
-        banned_ids=self.banned_ids,
-        length_normalization=self.length_normalization, **self.ids, **rules)
+        tokens=self.tokens, length_normalization=self.length_normalization,
+        **rules)
     fixed = all(isinstance(x, int) for x in (beam_size, max_length, k))
     return tf.function(run, jit_compile=True) if self.xla and fixed else run
 
   def to_text(self, ids):
     """int32 ids [N, K, T] -> string [N, K]: the words before <end>, without
     <start>/<pad>, joined by spaces (as Vocabulary.decode)."""
-    before_end = tf.math.cumsum(tf.cast(ids == self.ids["end_id"], tf.int32),
+    before_end = tf.math.cumsum(tf.cast(ids == self.tokens.end, tf.int32),
                                 axis=-1) == 0
-    keep = before_end & (ids != self.ids["start_id"]) & \
-        (ids != self.ids["pad_id"])
+    keep = before_end & (ids != self.tokens.start) & \
+        (ids != self.tokens.pad)
     length = tf.shape(ids)[-1]
     words = tf.ragged.boolean_mask(tf.reshape(tf.gather(self.words, ids),
                                               [-1, length]),
@@ -311,14 +309,13 @@ def write_atomically(target, write, marker="saved_model.pb",
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_sizes(model, banned_ids, beam_size, max_length, top_k):
+def check_sizes(model, tokens, beam_size, max_length, top_k):
   """Checks the default search sizes of an export of ``model`` (a
-  ``runs.TrainedModel``); InputError with the search's message if wrong."""
-  vocab = model.vocab
+  ``runs.TrainedModel``) searching with ``tokens``; InputError with the
+  search's message if wrong."""
   try:
     search._check(beam_size, max_length, top_k,
-                  search.emitted_words(model.decoder, banned_ids,
-                                       vocab.start_id, vocab.pad_id),
+                  search.emitted_words(model.decoder, tokens),
                   search.longest_caption(model.decoder))
   except ValueError as e:
     raise InputError(str(e)) from None
@@ -336,13 +333,12 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
   """
   model = runs.TrainedModel(run_dir, which)
   vocab = model.vocab
-  banned_ids = () if allow_unk else (vocab.unk_id,)
-  check_sizes(model, banned_ids, beam_size, max_length, top_k)
+  tokens = vocab.special_tokens(ban_unknown=not allow_unk)
+  check_sizes(model, tokens, beam_size, max_length, top_k)
   module = CaptionModule(model.decoder, vocab.words,
                          runs.image_size(model.config),
                          runs.feature_shape(model.config), beam_size,
-                         max_length, top_k, max_pixels, vocab.start_id,
-                         vocab.end_id, vocab.pad_id, banned_ids, xla,
+                         max_length, top_k, max_pixels, tokens, xla,
                          length_normalization,
                          vocab.ids_of(vocabulary.BAD_ENDINGS))
   signatures = module.signatures()

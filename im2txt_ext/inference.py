@@ -55,7 +55,7 @@ class Captioner:
     self.decoder.precompute_word_inputs()
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
-    self.banned_ids = () if allow_unk else (self.vocab.unk_id,)
+    self.tokens = self.vocab.special_tokens(ban_unknown=not allow_unk)
     self.bad_ending_ids = self.vocab.ids_of(vocabulary.BAD_ENDINGS)
     self._searches = {}
 
@@ -67,19 +67,17 @@ class Captioner:
       options = dict(options)
       if options.pop("no_bad_endings", False):
         options["bad_ending_ids"] = self.bad_ending_ids
-      ids = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id,
-                 pad_id=self.vocab.pad_id, banned_ids=self.banned_ids)
       if method == "beam":
         run = lambda f: search.beam_search(  # noqa: E731
-            self.decoder, f, beam_size, max_length, top_k=top_k, **ids,
-            **options)
+            self.decoder, f, beam_size, max_length, top_k=top_k,
+            tokens=self.tokens, **options)
       elif method == "greedy":
         run = lambda f: search.greedy(  # noqa: E731
-            self.decoder, f, max_length, **ids, **options)
+            self.decoder, f, max_length, tokens=self.tokens, **options)
       else:
         run = lambda f: search.sample(  # noqa: E731
             self.decoder, f, max_length, temperature, top_k=top_k or 0,
-            **ids, **options)
+            tokens=self.tokens, **options)
       # Without AutoGraph (the search is written in graph ops) a bad option
       # raises its own one-line ValueError while tracing.
       self._searches[key] = tf.function(run, reduce_retracing=True,
@@ -109,8 +107,7 @@ class Captioner:
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":
         search._check(beam_size, max_length, top_k, search.emitted_words(
-            self.decoder, self.banned_ids, self.vocab.start_id,
-            self.vocab.pad_id), search.longest_caption(self.decoder))
+            self.decoder, self.tokens), search.longest_caption(self.decoder))
       else:
         search._check(1, max_length,
                       longest=search.longest_caption(self.decoder))

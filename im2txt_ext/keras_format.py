@@ -5,8 +5,8 @@ their configs and weights, for Python and Keras users.
     keras_format.save_keras("runs/demo", "demo.keras")
     decoder = keras_format.load_keras("demo.keras")
     features = decoder.encode({"image": images})  # [B, S, S, 3] in 0..255
-    result = search.beam_search(decoder, features, start_id=vocab.start_id,
-                                end_id=vocab.end_id, pad_id=vocab.pad_id)
+    result = search.beam_search(decoder, features,
+                                tokens=vocab.special_tokens())
 
 The file holds no vocabulary: the ids are words of the run's ``vocab.txt``.
 ``keras.saving.load_model`` loads it too, given ``custom_objects()`` (or

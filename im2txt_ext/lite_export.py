@@ -144,15 +144,15 @@ def export_tflite(run_dir, output_dir, which="best", weights="float32",
   bytes}."""
   model = runs.TrainedModel(run_dir, which)
   vocab = model.vocab
-  banned_ids = () if allow_unk else (vocab.unk_id,)
-  export.check_sizes(model, banned_ids, beam_size, max_length, top_k)
+  tokens = vocab.special_tokens(ban_unknown=not allow_unk)
+  export.check_sizes(model, tokens, beam_size, max_length, top_k)
   encoder, step = convert(model.decoder, runs.image_size(model.config),
                           weights, model.config.model.decoder)
   manifest = {
       "format": lite.FORMAT, "decoder": model.config.model.decoder,
       "weights": weights, "image_size": runs.image_size(model.config),
-      "start_id": vocab.start_id, "end_id": vocab.end_id,
-      "pad_id": vocab.pad_id, "banned_ids": list(banned_ids),
+      "start_id": tokens.start, "end_id": tokens.end, "pad_id": tokens.pad,
+      "banned_ids": list(tokens.banned),
       "bad_ending_ids": vocab.ids_of(vocabulary.BAD_ENDINGS),
       "max_steps": search.longest_caption(model.decoder),
       "search": {"beam_size": beam_size, "max_length": max_length,

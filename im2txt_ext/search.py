@@ -17,10 +17,13 @@ Results are ``SearchResult`` tuples (k captions per image):
   lengths: int32 [B, k], words including <end>;
   attention: float32 [B, k, T, L] for attention decoders, else None.
 
-Every search applies the same rules to the logits of each step, before
-they are normalised (so the log-probabilities are those of the distribution
-the search draws from, as the banned words' renormalisation always was):
-  banned_ids: words it never emits (the library's captioners ban <unk>;
+The special words come as one ``SpecialTokens`` value, ``tokens``
+(``Vocabulary.special_tokens()``; default: ids 1, 2, 0 for <start>, <end>,
+<pad> and no banned word). Every search applies the same rules to the
+logits of each step, before they are normalised (so the log-probabilities
+are those of the distribution the search draws from, as the banned words'
+renormalisation always was):
+  tokens.banned: words it never emits (the library's captioners ban <unk>;
     <start> and <pad> are never emitted);
   min_length: <end> is banned until the caption has this many words;
   bad_ending_ids: <end> is banned right after these words ("a", "with",
@@ -38,12 +41,15 @@ import functools
 
 import tensorflow as tf
 
+from im2txt_ext.data.vocabulary import Vocabulary
+
 SearchResult = collections.namedtuple(
     "SearchResult", "ids log_probs scores lengths attention")
 
 NEG_INF = -1e9
 LENGTH_NORMALIZATIONS = ("plain", "gnmt")
 MAX_LENGTH = 500  # The longest search; a decoder may allow fewer steps.
+PLAIN_TOKENS = Vocabulary.special_tokens(ban_unknown=False)
 
 
 class StepCounter:
@@ -70,18 +76,19 @@ def longest_caption(decoder):
   return getattr(decoder, "max_steps", MAX_LENGTH)
 
 
-def emitted_words(decoder, banned_ids=(), start_id=1, pad_id=0):
+def emitted_words(decoder, tokens=PLAIN_TOKENS):
   """How many words a search over ``decoder`` may emit: its vocabulary less
   the banned words, <start> and <pad> (None where the decoder does not say
   its vocabulary)."""
   vocab_size = getattr(decoder, "vocab_size", None)
   return None if vocab_size is None else \
-      vocab_size - len(banned_words(banned_ids, start_id, pad_id))
+      vocab_size - len(banned_words(tokens))
 
 
-def banned_words(banned_ids, start_id, pad_id):
-  """The words a search never emits: ``banned_ids``, <start> and <pad>."""
-  return tuple(sorted(set(banned_ids) | {start_id, pad_id}))
+def banned_words(tokens):
+  """The words a search never emits: ``tokens.banned``, <start> and
+  <pad>."""
+  return tuple(sorted(set(tokens.banned) | {tokens.start, tokens.pad}))
 
 
 def _tile(structure, times):
@@ -265,8 +272,8 @@ def _write(ids, t, words):
 
 
 def beam_search(decoder, features, beam_size=3, max_length=20,
-                length_penalty=0.0, top_k=None, start_id=1, end_id=2,
-                pad_id=0, banned_ids=(), length_normalization="plain",
+                length_penalty=0.0, top_k=None, tokens=PLAIN_TOKENS,
+                length_normalization="plain",
                 min_length=0, bad_ending_ids=(), no_repeat_ngram_size=0,
                 repetition_penalty=1.0, diversity_groups=1,
                 diversity_strength=0.0):
@@ -299,8 +306,9 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
       of the length normalisation (0 = plain log-probability).
     top_k: int or int32 scalar tensor <= beam_size. Captions returned per
       image (default: all K).
-    banned_ids, min_length, bad_ending_ids, no_repeat_ngram_size,
-      repetition_penalty: the rules of the module doc.
+    tokens: SpecialTokens, the special words and the banned ones.
+    min_length, bad_ending_ids, no_repeat_ngram_size, repetition_penalty:
+      the rules of the module doc.
     length_normalization: "plain" (|Y|^alpha) or "gnmt" (((5 + |Y|) /
       6)^alpha).
     diversity_groups: int or int32 scalar tensor, G >= 1 dividing K.
@@ -314,8 +322,8 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
      not isinstance(diversity_groups, int):
     raise ValueError("diversity groups must be an integer, got "
                      f"{diversity_groups!r}")
-  rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
-                bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
+  rules = Rules(tokens.end, banned_words(tokens), min_length, bad_ending_ids,
+                no_repeat_ngram_size, repetition_penalty)
   asserts = (_check(beam_size, max_length, top_k,
                     longest=longest_caption(decoder)) +
              _check_rules(rules) +
@@ -344,15 +352,15 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
   # step draws distinct words from it rather than copies of the same one.
   first_only = tf.where(tf.range(k) % group_size == 0, 0.0, NEG_INF)  # [K]
   live = dict(
-      words=tf.fill([batch_size * k], start_id),
+      words=tf.fill([batch_size * k], tokens.start),
       state=_tile(decoder.initial_state(features), k),
       log_probs=tf.tile(first_only[None], [batch_size, 1]),
-      ids=tf.fill([batch_size, k, max_length], pad_id),
+      ids=tf.fill([batch_size, k, max_length], tokens.pad),
       attention=tf.zeros([batch_size, k, max_length, num_locations]))
   if not _is_off(no_repeat_ngram_size, 0):
     live["runs"] = tf.zeros([batch_size, k, max_length], tf.int32)
   pool = dict(
-      ids=tf.fill([batch_size, top_k, max_length], pad_id),
+      ids=tf.fill([batch_size, top_k, max_length], tokens.pad),
       log_probs=tf.fill([batch_size, top_k], NEG_INF),
       scores=tf.fill([batch_size, top_k], NEG_INF),
       lengths=tf.zeros([batch_size, top_k], tf.int32),
@@ -388,7 +396,7 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
     # Kg * (Kg + 1) per image, instead of sorting Kg * V candidates.
     best_logits, best_words = tf.math.top_k(penalised, tf.minimum(
         group_size + 1, tf.shape(logits)[-1]))
-    is_end = best_words == end_id
+    is_end = best_words == tokens.end
     ranking = tf.where(is_end, NEG_INF, best_logits - log_norm)
     if chosen is not None:  # The log-probabilities, less the penalty.
       best_logits = tf.gather(logits, best_words, batch_dims=2)
@@ -442,12 +450,12 @@ def beam_search(decoder, features, beam_size=3, max_length=20,
       attention += tf.reshape(out.attention, [batch_size, k, 1, -1]) * column
 
     # Beams that end now leave for the pool.
-    ended = live["log_probs"] + logits[..., end_id] - log_norm[..., 0]
+    ended = live["log_probs"] + logits[..., tokens.end] - log_norm[..., 0]
     if not one_group:  # Groups may share a caption: it ends once.
       ended = tf.where(_repeats(live["ids"], live["log_probs"]), NEG_INF,
                        ended)
     pool = into_pool(pool, dict(
-        ids=_write(live["ids"], t, tf.fill([batch_size, k], end_id)),
+        ids=_write(live["ids"], t, tf.fill([batch_size, k], tokens.end)),
         log_probs=ended, scores=score(ended, t + 1),
         lengths=tf.fill([batch_size, k], t + 1), attention=attention))
 
@@ -515,19 +523,16 @@ def _invariants(structure, free=1):
   return tf.nest.map_structure(free_dims, structure)
 
 
-def greedy(decoder, features, max_length=20, start_id=1, end_id=2, pad_id=0,
-           banned_ids=(), **rules):
+def greedy(decoder, features, max_length=20, tokens=PLAIN_TOKENS, **rules):
   """Most likely word at each step; k = 1 caption per image. ``rules``:
   min_length, bad_ending_ids, no_repeat_ngram_size, repetition_penalty
   (module doc)."""
   return _decode(decoder, features, max_length, lambda logits, t: tf.cast(
-      tf.argmax(logits, -1), tf.int32), start_id, end_id, pad_id, banned_ids,
-                 **rules)
+      tf.argmax(logits, -1), tf.int32), tokens, **rules)
 
 
 def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
-           seed=(0, 0), start_id=1, end_id=2, pad_id=0, banned_ids=(),
-           top_p=1.0, **rules):
+           seed=(0, 0), tokens=PLAIN_TOKENS, top_p=1.0, **rules):
   """Samples each word from softmax(logits / temperature).
 
   Args:
@@ -563,16 +568,15 @@ def sample(decoder, features, max_length=20, temperature=1.0, top_k=0,
       logits = tf.gather(cut, tf.argsort(order, -1), batch_dims=1)
     return tf.cast(tf.random.stateless_categorical(
         logits, 1, seed + tf.stack([t, 0]))[:, 0], tf.int32)
-  return _decode(decoder, features, max_length, choose, start_id, end_id,
-                 pad_id, banned_ids, **rules)
+  return _decode(decoder, features, max_length, choose, tokens, **rules)
 
 
-def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
-            banned_ids, min_length=0, bad_ending_ids=(),
-            no_repeat_ngram_size=0, repetition_penalty=1.0):
+def _decode(decoder, features, max_length, choose, tokens, min_length=0,
+            bad_ending_ids=(), no_repeat_ngram_size=0,
+            repetition_penalty=1.0):
   """One-path decoding: ``choose(logits [B, V], t) -> int32 [B]`` per step."""
-  rules = Rules(end_id, banned_words(banned_ids, start_id, pad_id), min_length,
-                bad_ending_ids, no_repeat_ngram_size, repetition_penalty)
+  rules = Rules(tokens.end, banned_words(tokens), min_length, bad_ending_ids,
+                no_repeat_ngram_size, repetition_penalty)
   (max_length,) = _after(_check(1, max_length, longest=longest_caption(
       decoder)) + _check_rules(rules),
                          (max_length,))
@@ -580,12 +584,12 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
   num_locations = tf.shape(features)[1] if decoder.has_attention else 1
   init = dict(
       t=tf.constant(0),
-      words=tf.fill([batch_size], start_id),
+      words=tf.fill([batch_size], tokens.start),
       state=decoder.initial_state(features),
       log_probs=tf.zeros([batch_size]),
       finished=tf.zeros([batch_size], tf.bool),
       lengths=tf.zeros([batch_size], tf.int32),
-      ids=tf.fill([batch_size, max_length], pad_id),
+      ids=tf.fill([batch_size, max_length], tokens.pad),
       attention=tf.zeros([batch_size, max_length, num_locations]))
   if not _is_off(no_repeat_ngram_size, 0):
     init["runs"] = tf.zeros([batch_size, max_length], tf.int32)
@@ -595,7 +599,7 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
     logits = _apply_rules(out.logits, rules, v["t"], v["words"], v["ids"],
                           v.get("runs"))
     alive = tf.logical_not(v["finished"])
-    word = tf.where(alive, choose(logits, v["t"]), pad_id)
+    word = tf.where(alive, choose(logits, v["t"]), tokens.pad)
     word_log_prob = tf.gather(logits, word, batch_dims=1) - \
         tf.reduce_logsumexp(logits, -1)
     column = tf.one_hot(v["t"], max_length, dtype=tf.int32)  # [T]
@@ -607,7 +611,7 @@ def _decode(decoder, features, max_length, choose, start_id, end_id, pad_id,
     new = dict(
         t=v["t"] + 1, words=word, state=out.state,
         log_probs=v["log_probs"] + tf.where(alive, word_log_prob, 0.0),
-        finished=tf.logical_or(v["finished"], tf.equal(word, end_id)),
+        finished=tf.logical_or(v["finished"], tf.equal(word, tokens.end)),
         lengths=v["lengths"] + tf.cast(alive, tf.int32),
         ids=_write(v["ids"], v["t"], word),
         attention=attention)

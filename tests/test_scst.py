@@ -152,7 +152,7 @@ def test_samples_are_scored_under_the_policy_that_drew_them(name):
   for k in range(4):
     loss, _ = policy_gradient_loss(
         logits, words, lengths, advantage[k], num_words=1.0,
-        banned_ids=search.banned_words((), start_id=1, pad_id=0))
+        banned_ids=search.banned_words(search.PLAIN_TOKENS))
     np.testing.assert_allclose(-float(loss), sampled.log_probs[k, 0],
                                rtol=1e-4)
 

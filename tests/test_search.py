@@ -190,14 +190,15 @@ def test_banned_word_is_never_emitted_and_the_rest_renormalised():
   decoder = TableDecoder(TABLE)
   features = tf.zeros([50, 3])
   expected = np.log(0.9 / 0.95)
-  beam = search.beam_search(decoder, features, 2, 6, banned_ids=(A,))
-  greedy = search.greedy(decoder, features, 6, banned_ids=(A,))
+  no_a = search.PLAIN_TOKENS._replace(banned=(A,))
+  beam = search.beam_search(decoder, features, 2, 6, tokens=no_a)
+  greedy = search.greedy(decoder, features, 6, tokens=no_a)
   for result in (beam, greedy):
     assert result.ids[0, 0].numpy().tolist()[:2] == [B, END]
     np.testing.assert_allclose(float(result.log_probs[0, 0]), expected,
                                rtol=1e-5)
   sampled = search.sample(decoder, features, 6, seed=(3, 4),
-                          banned_ids=(A,)).ids.numpy()
+                          tokens=no_a).ids.numpy()
   assert not (sampled == A).any()
   assert (search.sample(decoder, features, 6, seed=(3, 4)).ids.numpy()
           == A).any()  # Without the ban "a" is the likelier first word.
@@ -323,7 +324,7 @@ def test_wide_beam_returns_the_exhaustive_top_k(scoring):
   features = tf.constant(np.arange(6)[:, None] * [1.0, 0.0], tf.float32)
   banned = (PAD, START)
   result = search.beam_search(RecordingDecoder(tables, 4), features, 27, 4,
-                              top_k=5, banned_ids=banned, **options)
+                              top_k=5, **options)
   for image in range(6):
     every = exhaustive(tables[image], 4, banned, _score_fn(**options))
     np.testing.assert_allclose(result.scores[image].numpy(),
@@ -348,8 +349,7 @@ def test_any_beam_returns_the_best_finished_caption_it_saw(beam_size,
   features = tf.constant(np.arange(8)[:, None] * [1.0, 0.0], tf.float32)
   banned = (PAD, START)
   decoder = RecordingDecoder(tables, 4)
-  result = search.beam_search(decoder, features, beam_size, 4,
-                              banned_ids=banned, **options)
+  result = search.beam_search(decoder, features, beam_size, 4, **options)
   score = _score_fn(**options)
   for image in range(8):
     every = {c[2]: c[0] for c in exhaustive(tables[image], 4, banned,
@@ -376,7 +376,7 @@ def test_early_stop_gives_the_full_search_result(scoring, monkeypatch):
   def run():
     counter = search.StepCounter(ImageTablesDecoder(tables))
     result = search.beam_search(counter, features, 3, 12, top_k=2,
-                                banned_ids=(PAD, START), **options)
+                                **options)
     return result, int(counter.steps.numpy())
   early, early_steps = run()
   monkeypatch.setattr(search, "_settled", lambda best, pool: tf.zeros_like(

@@ -131,8 +131,8 @@ size = decoder.encoder.input_shape[1]
 images = tf.stack([pipeline.decode_image(tf.io.read_file(path), size)
                    for path in sys.argv[3:]])
 result = search.greedy(
-    decoder, decoder.encode({"image": images}), start_id=vocab.start_id,
-    end_id=vocab.end_id, pad_id=vocab.pad_id, banned_ids=(vocab.unk_id,),
+    decoder, decoder.encode({"image": images}),
+    tokens=vocab.special_tokens(),
     no_repeat_ngram_size=decoding.DEFAULTS["no_repeat_ngram_size"])
 print(json.dumps({
     "captions": [" ".join(vocab.decode(ids)) for ids in

@@ -57,7 +57,7 @@ def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
   expected = Captioner.__new__(Captioner)  # Reuse the trained decoder.
   expected.decoder, expected.vocab = trainer.decoder, trainer.vocab
   expected.image_size, expected._searches = 32, {}
-  expected.banned_ids = (trainer.vocab.unk_id,)
+  expected.tokens = trainer.vocab.special_tokens()
   reloaded = Captioner(str(tmp_path / "run"), which="latest")
   assert reloaded.model.step == 30
   want = expected.caption_records(records, beam_size=2)

@@ -19,6 +19,13 @@ BAD_ENDINGS = ("a", "an", "the", "this", "that", "his", "her", "its",
                "their", "and", "or", "with", "in", "on", "of", "at", "to",
                "for", "into", "onto", "near", "under", "by")
 
+SpecialTokens = collections.namedtuple("SpecialTokens",
+                                       "start end pad banned")
+SpecialTokens.__doc__ = """The special words' ids, as the searches,
+training, SCST, inference, the export and the figures use them: <start>,
+<end>, <pad>, and ``banned``, the words a caption never holds (the
+library's captioners ban <unk>); made by ``Vocabulary.special_tokens``."""
+
 
 class Vocabulary:
   """Maps words to integer ids and back.
@@ -43,6 +50,13 @@ class Vocabulary:
   start_id = 1
   end_id = 2
   unk_id = 3
+
+  @classmethod
+  def special_tokens(cls, ban_unknown=True):
+    """The ``SpecialTokens`` of every vocabulary; <unk> banned unless
+    ``ban_unknown`` is False."""
+    return SpecialTokens(cls.start_id, cls.end_id, cls.pad_id,
+                         (cls.unk_id,) if ban_unknown else ())
 
   def __len__(self):
     return len(self.words)

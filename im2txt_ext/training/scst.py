@@ -115,9 +115,7 @@ class SelfCritical(objectives.LossTerm):
     self.scorer = CiderD({image_id: [tokenize(c) for c in captions]
                           for image_id, captions in references.items()})
     self._word_ids = self.scorer.word_table(vocab.words)  # Vocab -> scorer.
-    self._banned = dict(banned_ids=(vocab.unk_id,), start_id=vocab.start_id,
-                        pad_id=vocab.pad_id)
-    self._ids = dict(end_id=vocab.end_id, **self._banned)
+    self.tokens = vocab.special_tokens()
 
   def rewards(self, image_ids, word_ids):
     """CIDEr-D of captions given as vocabulary ids (NumPy, on the host).
@@ -148,13 +146,14 @@ class SelfCritical(objectives.LossTerm):
     k = self.samples
     tiled = tf.repeat(inputs.features, k, axis=0)  # [B*K, ...], image-major
     sampled = search.sample(self.decoder, tiled, self.max_length,
-                            self.temperature, seed=inputs.seed, **self._ids)
+                            self.temperature, seed=inputs.seed,
+                            tokens=self.tokens)
     words, lengths = sampled.ids[:, 0], sampled.lengths[:, 0]  # [B*K, T]
     image_ids = inputs.batch["image_id"]
     reward = self._reward(tf.repeat(image_ids, k), words)
     if self.baseline == "greedy":
       greedy = search.greedy(self.decoder, inputs.features, self.max_length,
-                             **self._ids)
+                             tokens=self.tokens)
       baseline = tf.repeat(self._reward(image_ids, greedy.ids[:, 0]), k)
     else:
       per_image = tf.reshape(reward, [-1, k])  # [B, K]
@@ -182,7 +181,7 @@ class SelfCritical(objectives.LossTerm):
         [tf.reduce_sum(words_each), tf.cast(tf.size(words_each), tf.float32)])
     policy, entropy = policy_gradient_loss(
         logits / self.temperature, words, lengths, reward - baseline,
-        num_words, search.banned_words(**self._banned))
+        num_words, search.banned_words(self.tokens))
     return policy, {
         "policy_loss": policy,
         "reward": tf.reduce_sum(reward) / num_samples,

@@ -275,10 +275,7 @@ class Trainer:
     max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
         lambda f: search.greedy(self.decoder, f, max_length,
-                                start_id=self.vocab.start_id,
-                                end_id=self.vocab.end_id,
-                                pad_id=self.vocab.pad_id,
-                                banned_ids=(self.vocab.unk_id,)),
+                                tokens=self.vocab.special_tokens()),
         reduce_retracing=True)
 
   def _resume_input(self, dataset, distributed, latest):
