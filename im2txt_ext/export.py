@@ -34,7 +34,7 @@ GNMT) is chosen at export time.
 
 Decoders that feed their RNN the word alone (Show and Tell, the RNN
 baseline) are exported with their precomputed word inputs
-(``CaptionDecoder.precompute_word_inputs``): a quarter to a third faster a
+(``word_inputs.PrecomputedWordInputs``): a quarter to a third faster a
 step on a CPU, for a [V, 4H] table more in the export (20.8 MB for the
 Flickr8k Show and Tell model).
 
@@ -54,6 +54,7 @@ import tensorflow as tf
 from im2txt_ext import decoding, runs, search
 from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.errors import InputError
+from im2txt_ext.models import word_inputs
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
 
@@ -121,8 +122,8 @@ class CaptionModule(tf.Module):
   """The exported object: a decoder with its encoder, vocabulary and search.
 
   Args:
-    decoder: CaptionDecoder with its encoder; its word inputs are
-      precomputed here (``CaptionDecoder.precompute_word_inputs``).
+    decoder: CaptionDecoder with its encoder; the search runs it with its
+      inference-only speed-ups (``word_inputs.for_inference``).
     words: list of str. The vocabulary, by id.
     image_size: int. S, the encoder's input side.
     feature_shape: tuple. (D,) or (L, D), the decoder's features per image.
@@ -148,12 +149,9 @@ class CaptionModule(tf.Module):
                   search.longest_caption(decoder))
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
-    # export does), so that TF1 loaders such as saved_model_cli find them;
-    # with the decoder's precomputed word inputs, where it has them.
+    # export does), so that TF1 loaders such as saved_model_cli find them.
     self.weights = [v.value for v in decoder.variables]
-    table = decoder.precompute_word_inputs()
-    if table is not None:
-      self.weights.append(table)
+    self.searched = word_inputs.for_inference(decoder)
     self.words = tf.constant(words)
     self.image_size = image_size
     self.feature_shape = tuple(feature_shape)
@@ -217,7 +215,7 @@ class CaptionModule(tf.Module):
     """features -> SearchResult; an XLA-compiled tf.function where asked and
     the sizes are Python ints (XLA needs them at compile time)."""
     run = lambda features: search.beam_search(  # noqa: E731
-        self.decoder, features, beam_size, max_length, top_k=k,
+        self.searched, features, beam_size, max_length, top_k=k,
         tokens=self.tokens, length_normalization=self.length_normalization,
         **rules)
     fixed = all(isinstance(x, int) for x in (beam_size, max_length, k))

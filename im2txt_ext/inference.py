@@ -15,6 +15,7 @@ from im2txt_ext import decoding, runs, search
 from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.data.tfrecords import read_image_bytes
 from im2txt_ext.errors import InputError
+from im2txt_ext.models import word_inputs
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -52,7 +53,8 @@ class Captioner:
                allow_unk=False, overrides=()):
     self.model = runs.TrainedModel(run_dir, which, with_encoder, overrides)
     self.decoder = self.model.decoder
-    self.decoder.precompute_word_inputs()
+    # What the searches run: with the inference-only speed-ups.
+    self.searched = word_inputs.for_inference(self.decoder)
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
     self.tokens = self.vocab.special_tokens(ban_unknown=not allow_unk)
@@ -69,14 +71,14 @@ class Captioner:
         options["bad_ending_ids"] = self.bad_ending_ids
       if method == "beam":
         run = lambda f: search.beam_search(  # noqa: E731
-            self.decoder, f, beam_size, max_length, top_k=top_k,
+            self.searched, f, beam_size, max_length, top_k=top_k,
             tokens=self.tokens, **options)
       elif method == "greedy":
         run = lambda f: search.greedy(  # noqa: E731
-            self.decoder, f, max_length, tokens=self.tokens, **options)
+            self.searched, f, max_length, tokens=self.tokens, **options)
       else:
         run = lambda f: search.sample(  # noqa: E731
-            self.decoder, f, max_length, temperature, top_k=top_k or 0,
+            self.searched, f, max_length, temperature, top_k=top_k or 0,
             tokens=self.tokens, **options)
       # Without AutoGraph (the search is written in graph ops) a bad option
       # raises its own one-line ValueError while tracing.

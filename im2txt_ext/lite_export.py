@@ -17,7 +17,7 @@ computed in float32); int8 (dynamic-range quantisation: weight matrices of
 1024 values or more in 8 bits, activations in float; the smallest, but its
 CNN runs slower on a CPU than in float: BENCHMARKS.md). The step runs the
 word embedding and the RNN's input projection, not the SavedModel's
-precomputed [V, 4H] table (``CaptionDecoder.precompute_word_inputs``),
+precomputed [V, 4H] table (``word_inputs.PrecomputedWordInputs``),
 which would make the file larger by that table.
 """
 

@@ -20,6 +20,7 @@ from attention.soft_attention import SoftAttention
 from attention.soft_attention import doubly_stochastic_penalty
 from attention.visualize import attention_figure
 from im2txt_ext import search
+from im2txt_ext.models import word_inputs
 from im2txt_ext.training import objectives
 from im2txt_ext.training.losses import masked_cross_entropy
 
@@ -135,7 +136,7 @@ def check_teacher_forced_matches_steps(decoder, features=None, ids=None):
   ids = _input_ids() if ids is None else ids
   logits, aux = decoder.teacher_forced(features, ids, training=False)
   # The input is not the word alone: no word-input table to look up.
-  assert decoder.precompute_word_inputs() is None
+  assert word_inputs.for_inference(decoder) is decoder
   state = decoder.initial_state(features)
   for t in range(ids.shape[1]):
     out = decoder.step(ids[:, t], state)

@@ -70,30 +70,38 @@ def test_precomputed_input_step_is_the_keras_cell(cell):
       np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def _steps(decoder, features, ids):
+  """Logits [B, T, V] of ``decoder``'s steps fed ``ids`` (inference)."""
+  state, logits = decoder.initial_state(features), []
+  for t in range(ids.shape[1]):
+    out = decoder.step(ids[:, t], state)
+    state = out.state
+    logits.append(out.logits)
+  return tf.stack(logits, axis=1)
+
+
 @pytest.mark.parametrize("cls,cell", DECODERS)
 def test_precomputed_word_inputs_give_the_same_steps(cls, cell):
   decoder = cls(V, embedding_size=E, hidden_size=H, dropout=0.5, cell=cell)
   features, ids = _inputs()
   fused, _ = decoder.teacher_forced(features, ids)
   trainable = [v.path for v in decoder.trainable_variables]
-  table = decoder.precompute_word_inputs()
-  assert table.shape[0] == V and not table.trainable
+  fast = word_inputs.for_inference(decoder)
+  assert isinstance(fast, word_inputs.PrecomputedWordInputs)
+  assert fast.table.shape[0] == V and not fast.table.trainable
+  # Outside the model: the decoder's variables are unchanged.
   assert [v.path for v in decoder.trainable_variables] == trainable
-  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
-  np.testing.assert_allclose(fused, stepped, atol=1e-5)
-  # A snapshot: new weights need a refresh; training steps never read it.
+  np.testing.assert_allclose(_steps(fast, features, ids), fused, atol=1e-5)
+  # A snapshot: new weights need a new wrapper; the decoder never reads it.
   embedding = decoder.word_embedding.embeddings
   embedding.assign(embedding * 2.0)
   fused, _ = decoder.teacher_forced(features, ids)
-  stale, _ = decoder.sampled_forward(features, ids, 0.0, False)
-  assert not np.allclose(fused, stale, atol=1e-3)
-  table.assign(tf.fill(table.shape, np.nan))
-  state = decoder.initial_state(features, training=True)
-  assert np.isfinite(decoder.step(ids[:, 0], state, training=True).logits
-                     ).all()
-  decoder.precompute_word_inputs()
-  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
-  np.testing.assert_allclose(fused, stepped, atol=1e-5)
+  assert not np.allclose(_steps(fast, features, ids), fused, atol=1e-3)
+  np.testing.assert_allclose(_steps(decoder, features, ids), fused,
+                             atol=1e-5)
+  np.testing.assert_allclose(
+      _steps(word_inputs.for_inference(decoder), features, ids), fused,
+      atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
@@ -102,9 +110,9 @@ def test_precomputed_word_inputs_under_mixed_precision(precision):
     decoder = ShowAndTell(V, embedding_size=E, hidden_size=H, dropout=0.0)
   features, ids = _inputs()
   fused, _ = decoder.teacher_forced(features, ids)
-  table = decoder.precompute_word_inputs()
-  assert table.dtype == decoder.rnn.cell.compute_dtype != tf.float32
-  stepped, _ = decoder.sampled_forward(features, ids, 0.0, False)
+  fast = word_inputs.for_inference(decoder)
+  assert fast.table.dtype == decoder.rnn.cell.compute_dtype != tf.float32
+  stepped = _steps(fast, features, ids)
   assert stepped.dtype == tf.float32
   np.testing.assert_allclose(fused, stepped, atol=3e-2)
 

@@ -55,7 +55,8 @@ def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
   # The latest checkpoint reloads into a fresh model with identical captions.
   records = trainer.val_records
   expected = Captioner.__new__(Captioner)  # Reuse the trained decoder.
-  expected.decoder, expected.vocab = trainer.decoder, trainer.vocab
+  expected.decoder = expected.searched = trainer.decoder
+  expected.vocab = trainer.vocab
   expected.image_size, expected._searches = 32, {}
   expected.tokens = trainer.vocab.special_tokens()
   reloaded = Captioner(str(tmp_path / "run"), which="latest")

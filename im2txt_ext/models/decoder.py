@@ -31,8 +31,6 @@ import collections
 import keras
 import tensorflow as tf
 
-from im2txt_ext.models import word_inputs
-
 StepOutput = collections.namedtuple("StepOutput", "logits state attention")
 
 
@@ -98,7 +96,6 @@ class CaptionDecoder(keras.Model):
     self.input_dropout = keras.layers.Dropout(dropout)
     self.output_dropout = keras.layers.Dropout(dropout)
     self.logits_layer = keras.layers.Dense(vocab_size, name="logits")
-    self.word_input_table = None  # See precompute_word_inputs.
 
   # -- Serialisation ---------------------------------------------------------
 
@@ -162,43 +159,6 @@ class CaptionDecoder(keras.Model):
   def embed(self, word_ids, training=False):
     """int32 [B] or [B, T] -> float32 [B, E] or [B, T, E], with dropout."""
     return self.input_dropout(self.word_embedding(word_ids), training=training)
-
-  def rnn_on_words(self, word_ids, cell_state, training=False):
-    """One step of ``self.rnn``'s cell fed the words' embeddings: int32 [B]
-    and the cell state -> (hidden [B, H], new cell state list).
-
-    After ``precompute_word_inputs``, inference (training=False) takes each
-    word's input projection from that table instead
-    (``im2txt_ext.models.word_inputs``).
-    """
-    if training or self.word_input_table is None:
-      hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),
-                                         cell_state, training=training)
-      return hidden, list(cell_state)
-    return word_inputs.cell_step(
-        self.rnn.cell, tf.gather(self.word_input_table, word_ids), cell_state)
-
-  def precompute_word_inputs(self):
-    """Computes (or refreshes) ``self.word_input_table``, every word's input
-    projection into the RNN cell, so that inference steps look it up. It is
-    a snapshot of the current weights, for a decoder that will not train
-    again (the captioner and the export call it).
-
-    Returns the tf.Variable [V, G], or None for a decoder without
-    ``self.rnn`` (the attention decoders' cell input is not the word alone).
-    """
-    if getattr(self, "rnn", None) is None:
-      return None
-    if not (self.word_embedding.built and self.rnn.cell.built):
-      raise ValueError("build the decoder before precomputing word inputs")
-    table = word_inputs.project_vocabulary(self.word_embedding.embeddings,
-                                           self.rnn.cell)
-    if self.word_input_table is None:
-      self.word_input_table = tf.Variable(table, trainable=False,
-                                          name="word_input_table")
-    else:
-      self.word_input_table.assign(table)
-    return self.word_input_table
 
   def output_logits(self, hidden, training=False):
     """[..., H] -> float32 [..., V] logits, the shared output layer with
@@ -267,3 +227,21 @@ class CaptionDecoder(keras.Model):
     features = self.encode(batch, training)
     logits, _ = self.teacher_forced(features, batch["input_ids"], training)
     return logits
+
+
+class WordFedDecoder(CaptionDecoder):
+  """Base of the decoders whose RNN reads the word alone at each step (Show
+  and Tell, the RNN baseline): ``self.rnn``'s cell on E y_{t-1}, then
+  ``emit``, the variant's output from the cell's. At inference the cell may
+  start from precomputed input projections instead
+  (``word_inputs.PrecomputedWordInputs``), outside the model."""
+
+  def step(self, word_ids, state, training=False):
+    hidden, cell_state = self.rnn.cell(self.embed(word_ids, training),
+                                       state["cell"], training=training)
+    return self.emit(hidden, list(cell_state), state, training)
+
+  def emit(self, hidden, cell_state, state, training=False):
+    """The step after the cell: h_t [B, H], the new cell state and the
+    previous state -> StepOutput."""
+    raise NotImplementedError

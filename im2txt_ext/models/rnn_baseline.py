@@ -11,12 +11,12 @@ the vanilla cell, to answer the "RNN vs LSTM" question by experiment.
 import keras
 import tensorflow as tf
 
-from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
+from im2txt_ext.models.decoder import StepOutput, WordFedDecoder
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
 
 @keras.saving.register_keras_serializable(package="im2txt_ext")
-class RNNBaseline(CaptionDecoder):
+class RNNBaseline(WordFedDecoder):
   """RNN baseline decoder; see CaptionDecoder for the arguments.
 
   Defaults to the vanilla tanh cell of the equations above.
@@ -37,9 +37,8 @@ class RNNBaseline(CaptionDecoder):
             "image_logits": tf.cast(self.image_logits(features),
                                     tf.float32)}
 
-  def step(self, word_ids, state, training=False):
-    hidden, cell_state = self.rnn_on_words(word_ids, state["cell"],
-                                           training)
+  def emit(self, hidden, cell_state, state, training=False):
+    """p(S_t | I, h_t) = softmax(L_h h_t + L_I I)."""
     logits = self.output_logits(hidden, training) + state["image_logits"]
     return StepOutput(logits, {"cell": cell_state,
                                "image_logits": state["image_logits"]}, None)

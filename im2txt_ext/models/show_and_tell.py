@@ -9,13 +9,12 @@ gives p_{t+1} = softmax(W h_t) (eq. 12).
 import keras
 import tensorflow as tf
 
-from im2txt_ext.models import word_inputs
-from im2txt_ext.models.decoder import CaptionDecoder, StepOutput
+from im2txt_ext.models.decoder import StepOutput, WordFedDecoder
 from im2txt_ext.models.decoder import make_rnn, zero_cell_state
 
 
 @keras.saving.register_keras_serializable(package="im2txt_ext")
-class ShowAndTell(CaptionDecoder):
+class ShowAndTell(WordFedDecoder):
   """Show and Tell decoder; see CaptionDecoder for the other arguments.
 
   The ``cell`` argument lets the same model run with a GRU or vanilla RNN.
@@ -43,23 +42,17 @@ class ShowAndTell(CaptionDecoder):
     return config
 
   def initial_state(self, features, training=False):
-    """Feeds the image embedding once, from the zero state: features
-    [B, D] -> {"cell": [...]}. Inference skips the zero state's h W_h
-    (``word_inputs.cell_step``)."""
+    """Feeds the image embedding once, from the zero state (eq. 10):
+    features [B, D] -> {"cell": [...]}."""
     image_input = self.image_dropout(self.image_embedding(features),
                                      training=training)
-    cell = self.rnn.cell
-    if training or not cell.built:  # Keras's cell builds on its first call.
-      zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
-      _, cell_state = cell(image_input, zeros, training=training)
-    else:
-      _, cell_state = word_inputs.cell_step(
-          cell, word_inputs.input_projection(cell, image_input))
+    zeros = zero_cell_state(self.rnn, tf.shape(features)[0])
+    _, cell_state = self.rnn.cell(image_input, zeros, training=training)
     return {"cell": list(cell_state)}
 
-  def step(self, word_ids, state, training=False):
-    hidden, cell_state = self.rnn_on_words(word_ids, state["cell"],
-                                           training)
+  def emit(self, hidden, cell_state, state, training=False):
+    """p_{t+1} = softmax(W h_t) (eq. 12)."""
+    del state
     return StepOutput(self.output_logits(hidden, training),
                       {"cell": cell_state}, None)
 

@@ -1,4 +1,4 @@
-"""Keras RNN cell steps from a given input projection, for faster inference.
+"""Precomputed word inputs: a faster inference step for word-fed decoders.
 
 When the RNN's input at a step is the word embedding W_e S_t (Show and
 Tell's eq. 11, the RNN baseline's W_s S_t), its input projection
@@ -8,8 +8,10 @@ GRU, H for a vanilla cell), and ``cell_step`` runs the cell from a row of
 it, so an inference step does one matmul fewer (h W_h and the output layer
 are left). On a CPU a step over one image's few beams is bound by reading
 the weights, and the lookup saves a quarter to a third of its time
-(docs/export_and_serving.md). ``cell_step`` from the zero state (Show and
-Tell's image step, eq. 10) skips h W_h as well, since h is 0.
+(docs/export_and_serving.md). ``PrecomputedWordInputs`` wraps a trained
+``WordFedDecoder`` (Show and Tell, the RNN baseline) so: the decoder-step
+contract for the searches, outside the model, which the Captioner and the
+export use (``for_inference``).
 
 The equations are those of Keras's LSTMCell (gates i, f, c, o), GRUCell
 (gates z, r, h; ``reset_after`` or not) and SimpleRNNCell; the tests check
@@ -19,6 +21,8 @@ on the embedding needs the embedding itself.
 
 import keras
 import tensorflow as tf
+
+from im2txt_ext.models.decoder import WordFedDecoder
 
 
 def _input_bias(cell):
@@ -96,3 +100,48 @@ def cell_step(cell, projected, state=None):
     h = act(projected + recurrent(h, recurrent_kernel))
     return h, [h]
   raise TypeError(f"no precomputed-input step for {type(cell).__name__}")
+
+
+class PrecomputedWordInputs(tf.Module):
+  """A trained WordFedDecoder for inference, stepping its cell from a table
+  of every word's input projection (a snapshot of the weights, made once).
+
+  It has the decoder-step contract (``initial_state``, ``step``, and the
+  attributes the searches read), so the searches and the export run it as
+  they run the decoder; steps are in inference mode (no dropout).
+
+  Args:
+    decoder: a built WordFedDecoder that will not train again.
+  """
+
+  def __init__(self, decoder):
+    super().__init__(name="precomputed_word_inputs")
+    if not (decoder.word_embedding.built and decoder.rnn.cell.built):
+      raise ValueError("build the decoder before precomputing word inputs")
+    self.decoder = decoder
+    # [V, G] in the cell's compute dtype.
+    self.table = tf.Variable(project_vocabulary(
+        decoder.word_embedding.embeddings, decoder.rnn.cell),
+                             trainable=False, name="word_input_table")
+    self.vocab_size = decoder.vocab_size
+    self.has_attention = decoder.has_attention
+    self.static_state = decoder.static_state
+
+  def initial_state(self, features, training=False):
+    del training
+    return self.decoder.initial_state(features)
+
+  def step(self, word_ids, state, training=False):
+    del training
+    hidden, cell_state = cell_step(self.decoder.rnn.cell,
+                                   tf.gather(self.table, word_ids),
+                                   state["cell"])
+    return self.decoder.emit(hidden, cell_state, state)
+
+
+def for_inference(decoder):
+  """The decoder as the searches should run it for inference: wrapped in
+  PrecomputedWordInputs where it is a WordFedDecoder, else itself."""
+  if isinstance(decoder, WordFedDecoder):
+    return PrecomputedWordInputs(decoder)
+  return decoder
