@@ -6,8 +6,9 @@ trained, evaluated and reported, through the library's public commands.
 
 Steps, each skipped when its output exists (so an interrupted comparison
 resumes where it stopped, and a killed training run from its checkpoint):
-  1. im2txt-extract-features: cached features of every image (pooled for
-     the no-attention models and retrieval, spatial for attention);
+  1. im2txt-extract-features: cached features of every image (spatial for
+     attention; pooled for the no-attention models and retrieval, as the
+     spatial ones' mean where those are extracted too);
   2. im2txt-word2vec on the training captions, where an experiment asks;
   3. per experiment and seed: im2txt-train (checkpoints picked by validation
      BLEU-4), then im2txt-evaluate on the test split (beam search);
@@ -122,7 +123,9 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
   paths = suite.paths(data_dir)
   started = time.time()
   kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
-  needed = sorted(set(kinds.values()) | {"pooled"})  # Retrieval: pooled.
+  # Retrieval needs pooled features; spatial ones, where needed, come
+  # first: the pooled are their mean.
+  needed = sorted(set(kinds.values()) | {"pooled"}, reverse=True)
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
   step = Step(output, len(needed) + uses_word2vec + 2 * len(seeds) *
@@ -135,14 +138,20 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
   for kind, path in features.items():
     if features_complete(path):
       step.skip(f"{kind} features")
-      continue
-    step(f"{kind} features ({suite.encoder})",
-         "im2txt_ext.cli.extract_features",
-         [f"--encoder={suite.encoder}", f"--weights={suite.encoder_weights}",
-          f"--captions={captions}", f"--images={paths['images_dir']}",
-          f"--kind={kind}", f"--output={path}",
-          *([f"--image_size={suite.image_size}"] if suite.image_size else [])],
-         f"features_{kind}")
+    elif kind == "pooled" and "spatial" in features:
+      step("pooled features (the mean of the spatial ones)",
+           "im2txt_ext.cli.extract_features",
+           [f"--from_spatial={features['spatial']}", f"--output={path}"],
+           "features_pooled")
+    else:
+      step(f"{kind} features ({suite.encoder})",
+           "im2txt_ext.cli.extract_features",
+           [f"--encoder={suite.encoder}",
+            f"--weights={suite.encoder_weights}", f"--captions={captions}",
+            f"--images={paths['images_dir']}", f"--kind={kind}",
+            f"--output={path}", *([f"--image_size={suite.image_size}"]
+                                  if suite.image_size else [])],
+           f"features_{kind}")
   word2vec = os.path.join(output, "word2vec")
   if uses_word2vec:
     if os.path.exists(os.path.join(word2vec, "vectors.txt")):

@@ -79,6 +79,25 @@ def test_round_trip(encoder, records, tmp_path, kind, row_shape):
   assert index["shape"] == [10, *row_shape]
 
 
+def test_pooled_features_from_spatial_ones(encoder, records, tmp_path):
+  """The mean over the locations is the encoder's pooled output: the
+  comparison driver encodes the images once for both kinds."""
+  spatial = str(tmp_path / "spatial.npy")
+  features.extract_features(records, encoder, spatial, "spatial",
+                            batch_size=4, progress=False)
+  pooled = str(tmp_path / "out" / "pooled.npy")
+  index = features.pool_features(spatial, pooled)
+  assert (index["kind"], index["shape"], index["pooled_from"]) == (
+      "pooled", [10, 128], spatial)
+  image_ids, array = features.load_features(pooled)
+  assert image_ids == [r.image_id for r in records]
+  assert array.dtype == np.float16
+  np.testing.assert_allclose(array, _expected(encoder, records, "pooled"),
+                             rtol=2e-3, atol=2e-3)
+  with pytest.raises(InputError, match="holds pooled features, not spatial"):
+    features.pool_features(pooled, str(tmp_path / "again.npy"))
+
+
 def test_resume_after_interruption(encoder, records, tmp_path):
   full = str(tmp_path / "full.npy")
   features.extract_features(records, encoder, full, batch_size=4,

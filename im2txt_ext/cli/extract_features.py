@@ -7,6 +7,10 @@ r"""Encodes a dataset's images once and caches the features for training.
   # A 14x14 attention grid, as VGG's conv5 gave the paper at 224 px:
   im2txt-extract-features --encoder=efficientnet_lite2 --image_size=448 ...
 
+  # The pooled features of spatial ones, without encoding the images again:
+  im2txt-extract-features --from_spatial=features/lite0_spatial.npy \
+    --output=features/lite0_pooled.npy
+
 A killed run resumes when started again with the same flags.
 """
 
@@ -51,6 +55,10 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 _SKIP_BAD_IMAGES = flags.DEFINE_boolean(
     "skip_bad_images", False, "Leave zero rows for missing or corrupt image "
     "files (listed in the index) instead of stopping with an error.")
+_FROM_SPATIAL = flags.DEFINE_string(
+    "from_spatial", None, "A finished spatial features file: write its "
+    "pooled features (each row's mean over its locations, the encoder's "
+    "pooled output) to --output instead of encoding images.")
 _LIMIT = flags.DEFINE_integer(
     "limit", None, "Encode only the first N images, for smoke runs and "
     "timing.", lower_bound=1)
@@ -84,6 +92,14 @@ def _records():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _FROM_SPATIAL.value:
+    if _KIND.value != "pooled":
+      raise InputError("--from_spatial writes pooled features; drop "
+                       f"--kind={_KIND.value}")
+    index = features.pool_features(_FROM_SPATIAL.value, _OUTPUT.value)
+    print(f"{_OUTPUT.value}: {index['rows_done']} rows, the mean over the "
+          f"locations of {_FROM_SPATIAL.value}")
+    return
   records = _records()[:_LIMIT.value]
   weights = None if _WEIGHTS.value == "none" else _WEIGHTS.value
   encoder = backbones.build_encoder(_ENCODER.value, weights, _IMAGE_SIZE.value)

@@ -193,6 +193,41 @@ def extract_features(records, encoder, output, kind="pooled", batch_size=32,
   }
 
 
+def pool_features(spatial, output):
+  """Writes the pooled features of a finished spatial cache without encoding
+  the images again: each row's mean over its locations, which is what every
+  encoder's pooled output is (the global average of the map that its
+  spatial output flattens), float16 rounding apart.
+
+  Args:
+    spatial: str. A finished spatial features file (``.npy``).
+    output: str. Path of the pooled ``.npy`` file; the index goes beside it,
+      written last, so that an interrupted call leaves no finished cache.
+
+  Returns:
+    The pooled cache's index: the spatial one's, with kind "pooled", its
+    shape and "pooled_from".
+  """
+  index = read_index(spatial)
+  if index["kind"] != "spatial":
+    raise InputError(f"holds {index['kind']} features, not spatial ones",
+                     spatial)
+  if not output.endswith(".npy"):
+    raise InputError("the features file name must end in .npy", output)
+  _, maps = load_features(spatial)
+  index = dict(index, kind="pooled", shape=[maps.shape[0], maps.shape[2]],
+               pooled_from=spatial)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  array = np.lib.format.open_memmap(output, mode="w+", dtype=np.float16,
+                                    shape=tuple(index["shape"]))
+  for start in range(0, len(maps), 1024):
+    array[start:start + 1024] = maps[start:start + 1024].astype(
+        np.float32).mean(axis=1)
+  array.flush()
+  _write_index(index_path(output), index)
+  return index
+
+
 def load_features(path):
   """Loads a finished features cache.
 
