@@ -1,7 +1,7 @@
 """The cost of self-critical training: its step against cross-entropy's.
 
   make bench-scst       (python -m benchmarks.bench_scst; needs runs/demo,
-                         which make demo trains)
+                         which make demo-full trains)
 
 Both steps are the real trainer's, on the demo (Show and Tell, scene CNN
 trained end to end, batches of 64 scenes) from runs/demo's weights, so the
