@@ -89,8 +89,8 @@ class LossInputs:
 class LossTerm:
   """Base of the loss terms: no preparation, no statistics."""
 
-  # True where the term needs the teacher-forced pass (no scheduled
-  # sampling), with the reason.
+  # Where the term needs the teacher-forced pass (no scheduled sampling):
+  # why, as a phrase for the error message; None otherwise.
   teacher_forcing_only = None
 
   def prepare(self, inputs):
