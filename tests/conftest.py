@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny scene dataset generated once per session."""
 
+import ast
 import os
 import pathlib
 
@@ -9,6 +10,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def console_scripts():
+  """{command: (module, function)} of setup.py's console scripts."""
+  tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.keyword) and node.arg == "entry_points":
+      scripts = ast.literal_eval(node.value)["console_scripts"]
+      return {name: tuple(target.split(":")) for name, target in
+              (script.split("=") for script in scripts)}
+  return {}
 
 
 @pytest.fixture(scope="session")

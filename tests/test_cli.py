@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, console_scripts
 
 
 def _run(module, *args, timeout=300):
@@ -155,17 +155,13 @@ def test_evaluate_command(trained_run, scene_data, tmp_path):
   assert len(per_image) == 16 and len(per_image[0]["references"]) == 5
 
 
-def _console_scripts():
-  """(command, module, function) of every console script in setup.py."""
-  text = (REPO / "setup.py").read_text()
-  return re.findall(r'"(im2txt-[\w-]+)=([\w.]+):(\w+)"', text)
-
-
 def test_setup_declares_the_console_scripts():
-  assert len(_console_scripts()) >= 14
+  assert len(console_scripts()) >= 14
 
 
-@pytest.mark.parametrize("command, module, function", _console_scripts())
+@pytest.mark.parametrize("command, module, function", [
+    (command, module, function)
+    for command, (module, function) in console_scripts().items()])
 def test_console_script_help_shows_its_usage_and_flags(command, module,
                                                        function):
   """--help as an installed console script runs it: its __main__ is a stub

@@ -35,6 +35,8 @@ import shlex
 import subprocess
 import sys
 
+from conftest import console_scripts
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 DOCS = [REPO / "README.md", REPO / "BENCHMARKS.md",
@@ -148,17 +150,6 @@ def simple_commands(line):
     else:
       current.append(word)
   return commands
-
-
-def console_scripts():
-  """{command: (module, function)} of setup.py."""
-  tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
-  for node in ast.walk(tree):
-    if isinstance(node, ast.keyword) and node.arg == "entry_points":
-      scripts = ast.literal_eval(node.value)["console_scripts"]
-      return {name: tuple(target.split(":")) for name, target in
-              (script.split("=") for script in scripts)}
-  return {}
 
 
 def setup_extras():
