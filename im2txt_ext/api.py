@@ -218,21 +218,20 @@ def _export_search(saved, options):
 
 
 def _signature_inputs(saved, signature, options):
-  """{input name: tensor} of caption_with_options besides the images: the
-  options given, the export's sizes and the decoding defaults otherwise."""
-  sizes = dict(zip(SIZES["beam"], saved.search_defaults.numpy().tolist()))
-  sizes["top_k"] = min(sizes["top_k"],
-                       options.get("beam_size", sizes["beam_size"]))
-  values = {**decoding.defaults_of("beam"), **sizes, **options}
+  """{input name: tensor} of caption_with_options besides the images
+  (``export.option_values``; the API's top_k is the signature's k)."""
+  values = export.option_values(saved, {
+      "k" if name == "top_k" else name: value
+      for name, value in options.items()})
   inputs = {}
   for name, spec in signature.structured_input_signature[1].items():
-    option = "top_k" if name == "k" else name
     if name != "images":
       try:
-        inputs[name] = tf.constant(values[option], spec.dtype)
+        inputs[name] = tf.constant(values[name], spec.dtype)
       except TypeError:
+        option = "top_k" if name == "k" else name
         raise InputError(f"{option} must be of type {spec.dtype.name}, got "
-                         f"{values[option]!r}") from None
+                         f"{values[name]!r}") from None
   return inputs
 
 

@@ -270,6 +270,32 @@ def load(path):
   return tf.saved_model.load(path)
 
 
+def default_sizes(saved):
+  """{beam_size, max_length, k} of a loaded export's serving_default; {}
+  for exports written before they were kept."""
+  defaults = getattr(saved, "search_defaults", None)
+  return {} if defaults is None else dict(
+      zip(("beam_size", "max_length", "k"), defaults.numpy().tolist()))
+
+
+def option_values(saved, options):
+  """{input: value} of caption_with_options besides the images: the
+  ``options`` given, else the export's sizes (its k at most the beam size
+  given), else the library's decoding defaults. InputError where a size is
+  neither given nor kept by the export."""
+  sizes = default_sizes(saved)
+  if "k" in sizes and "k" not in options and "beam_size" in options:
+    sizes["k"] = min(sizes["k"], options["beam_size"])
+  values = {**{name: decoding.DEFAULTS[name]
+               for name in decoding.SIGNATURE_OPTIONS}, **sizes, **options}
+  missing = [name for name in ("beam_size", "max_length", "k")
+             if name not in values]
+  if missing:
+    raise InputError(f"give {', '.join(missing)} (this export does not "
+                     "say its defaults)")
+  return values
+
+
 def write_atomically(target, write, marker="saved_model.pb",
                      kind="a SavedModel"):
   """Runs ``write(folder)`` on a new folder beside ``target``, then swaps it in.

@@ -49,6 +49,7 @@ Each request is logged as one line, e.g. "POST /api/caption 200 48.2 ms"
 silences it).
 """
 
+import functools
 import io
 import logging
 import math
@@ -127,9 +128,8 @@ class Model:
     self._options = self._saved.signatures["caption_with_options"]
     # The export's default sizes, where it says them (exports before the
     # search rules did not).
-    defaults = getattr(self._saved, "search_defaults", None)
-    self.default_sizes = {} if defaults is None else dict(
-        zip(_SIZES, defaults.numpy().tolist()))
+    self.default_sizes = export.default_sizes(self._saved)
+    self._option_values = functools.partial(export.option_values, self._saved)
     self._batcher = batching.Batcher(
         self._caption_batch, max_batch, batch_timeout_ms / 1e3) \
         if max_batch > 1 else None
@@ -161,16 +161,15 @@ class Model:
       self._batcher.close()
 
   def _signature_inputs(self, options):
-    """((name, value), ...) of every input of ``_options`` but the images,
-    sorted; () for ``_default``. Equal for requests that may share a call."""
+    """((name, value), ...) of every input of ``_options`` but the images
+    (``export.option_values``), sorted; () for ``_default``. Equal for
+    requests that may share a call."""
     if not options:
       return ()
-    sizes = {**self.default_sizes, **options}
-    missing = [name for name in _SIZES if name not in sizes]
-    if missing:
-      raise BadImage(f"give {', '.join(missing)} (this export does not "
-                     "say its defaults)")
-    return tuple(sorted({**_RULES, **sizes}.items()))
+    try:
+      return tuple(sorted(self._option_values(options).items()))
+    except errors.InputError as e:
+      raise BadImage(str(e)) from None
 
   def _caption_batch(self, key, images):
     """One call of the signature for a list of image bytes: a (captions,

@@ -126,6 +126,10 @@ def test_api_multipart_and_raw_bytes(client, scene_data):
   # One option alone: the export's default sizes for the others.
   defaults = client.post("/api/caption?beam_size=2", data=data)
   assert untimed(defaults.json) == answer
+  # A beam narrower than the export's k: as many captions as beams.
+  narrow = client.post("/api/caption?beam_size=1", data=data)
+  assert narrow.status_code == 200, narrow.json
+  assert len(narrow.json["captions"]) == 1
   rules = client.post("/api/caption?no_repeat_ngram_size=1&min_length=3"
                       "&no_bad_endings=1&length_penalty=0.5"
                       "&diversity_groups=2&diversity_strength=1", data=data)
