@@ -49,6 +49,8 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
   suite.update(
       images_dir=str(FLICKR8K / "images"), report_images=15,
       attention_images=1, retrieval_neighbours=5, max_length=10,
+      # Not the repository's docs/results/flickr8k.json.
+      results_file=str(tmp_path / "flickr8k.json"),
       curves=list(names), experiments=[dict(e, set=tiny) for e in
                                        suite["experiments"]
                                        if e["name"] in names])
@@ -71,6 +73,9 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
     assert metrics["images"] == SLICE["test"]
     assert 0 <= metrics["BLEU-4"] <= 1 and metrics["perplexity"] > 1
   assert results["retrieval"]["images"] == SLICE["test"]
+  table = json.loads((tmp_path / "flickr8k.json").read_text())
+  assert [row["name"] for row in table["rows"] if row["kind"] == "measured"
+          ] == list(names)
   html = (output / "report.html").read_text()
   assert html.count("class='image'") == SLICE["test"]
   # The photos, and the one attention figure (re-encoded as JPEG).
