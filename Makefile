@@ -37,7 +37,7 @@ PYTEST_ARGS ?=
 # Processes that run the test files side by side (pytest-xdist): one per
 # core, at most 4 (each holds its own TensorFlow and session fixtures);
 # TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= auto
+TEST_WORKERS ?= logical
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
 SEARCH_BASELINE ?=
 
