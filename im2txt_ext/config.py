@@ -81,6 +81,15 @@ class TrainConfig:
   train_encoder_after: int = -1  # Step from which the CNN is fine-tuned end to
   #                                end (im2txt's second phase); -1 = never,
   #                                0 = from the start.
+  encoder_learning_rate_scale: float = 1.0  # The fine-tuned CNN's learning
+  #                                rate as a fraction of the decoder's
+  #                                (e.g. 0.1).
+  encoder_batch_norm: str = "auto"  # The fine-tuned CNN's BatchNorm:
+  #                                "frozen" (its moving statistics, inference
+  #                                mode; scale and offset still train),
+  #                                "batch" (batch statistics, moving ones
+  #                                updated) or "auto" (frozen for pretrained
+  #                                model.encoder_weights, batch for random).
   checkpoint_every: int = 200  # Steps between checkpoints.
   keep_checkpoints: int = 3  # Most recent checkpoints kept (plus the best).
   validate_every: int = 500  # Steps between validations (greedy captions;

@@ -173,16 +173,46 @@ def test_two_phase_training_fine_tunes_the_cnn_from_its_step(scene_data,
   config = tiny_config(scene_data, num_steps=6, train_encoder_after=3,
                        checkpoint_every=3, validate_every=100)
   trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
-  encoder = trainer.decoder.encoder
-  kernel = encoder.get_layer("scene_cnn").get_layer("block0_conv").kernel
-  start = kernel.numpy()
+  cnn = trainer.decoder.encoder.get_layer("scene_cnn")
+  kernel = cnn.get_layer("block0_conv").kernel
+  moving_mean = cnn.get_layer("block0_bn").moving_mean
+  start, start_mean = kernel.numpy(), moving_mean.numpy()
   trainer.config.train.num_steps = 3
   trainer.train()
   np.testing.assert_array_equal(kernel.numpy(), start)  # Phase 1: frozen.
+  np.testing.assert_array_equal(moving_mean.numpy(), start_mean)
   trainer.config.train.num_steps = 6
   trainer.train()
-  assert np.abs(kernel.numpy() - start).max() > 0  # Phase 2: fine-tuned.
+  assert np.abs(kernel.numpy() - start).max() > 0  # Phase 2: fine-tuned,
+  # with batch statistics ("auto" for a CNN from random weights).
+  assert np.abs(moving_mean.numpy() - start_mean).max() > 0
   assert int(trainer.optimizer.iterations.numpy()) == 6
+
+
+def test_fine_tuning_with_frozen_batch_norm_and_a_zero_cnn_rate(scene_data,
+                                                                tmp_path):
+  """encoder_batch_norm "frozen" keeps the CNN's moving statistics, and
+  encoder_learning_rate_scale 0 its weights, while the decoder trains."""
+  config = tiny_config(scene_data, num_steps=3, checkpoint_every=3,
+                       validate_every=100, encoder_batch_norm="frozen",
+                       encoder_learning_rate_scale=0.0)
+  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
+  cnn = trainer.decoder.encoder.get_layer("scene_cnn")
+  watched = [cnn.get_layer("block0_conv").kernel,
+             cnn.get_layer("block0_bn").gamma,
+             cnn.get_layer("block0_bn").moving_mean,
+             cnn.get_layer("block0_bn").moving_variance]
+  start = [v.numpy() for v in watched]
+  output = trainer.decoder.logits_layer.kernel
+  start_output = output.numpy()
+  trainer.train()
+  for variable, value in zip(watched, start):
+    np.testing.assert_array_equal(variable.numpy(), value)
+  assert np.abs(output.numpy() - start_output).max() > 0
+  config.train.encoder_batch_norm = "moving"
+  with pytest.raises(InputError, match="unknown train.encoder_batch_norm "
+                     "'moving': use auto, frozen or batch"):
+    Trainer(config, str(tmp_path / "other"), quiet=True)
 
 
 def test_scheduled_sampling_draws_have_their_own_streams():

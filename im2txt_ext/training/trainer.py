@@ -42,7 +42,7 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import bleu4
-from im2txt_ext.training import distribute, objectives, scst
+from im2txt_ext.training import distribute, objectives, optimizers, scst
 from im2txt_ext.training.cider_d import CiderD
 
 
@@ -76,33 +76,19 @@ def load_split_records(config, which):
   return records
 
 
-def learning_rate(config):
-  t = config.train
-  if t.lr_schedule == "constant":
-    return t.learning_rate
-  if t.lr_schedule == "exponential":
-    return tf.keras.optimizers.schedules.ExponentialDecay(
-        t.learning_rate, t.lr_decay_steps, t.lr_decay_rate, staircase=True)
-  if t.lr_schedule == "cosine":
-    return tf.keras.optimizers.schedules.CosineDecay(t.learning_rate,
-                                                     t.num_steps)
-  raise InputError(f"unknown lr_schedule {t.lr_schedule!r}: use constant, "
-                   "exponential or cosine")
-
-
-def make_optimizer(config):
-  rate = learning_rate(config)
-  if config.train.optimizer == "adam":
-    optimizer = keras.optimizers.Adam(rate)
-  elif config.train.optimizer == "sgd":
-    optimizer = keras.optimizers.SGD(rate)
-  else:
-    raise InputError(f"unknown optimizer {config.train.optimizer!r}: use "
-                     "adam or sgd")
-  if config.train.precision == "mixed_float16":
-    # Dynamic loss scaling keeps small float16 gradients from underflowing.
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
+def encoder_batch_statistics(config):
+  """Whether the CNN, while it is fine-tuned, normalises with batch
+  statistics and updates its moving ones (``train.encoder_batch_norm``
+  "batch"), rather than keeping those it has, in inference mode ("frozen").
+  "auto": frozen for pretrained weights, batch statistics for a CNN that
+  starts from random ones (``model.encoder_weights`` "")."""
+  mode = config.train.encoder_batch_norm
+  if mode == "auto":
+    return not config.model.encoder_weights
+  if mode not in ("frozen", "batch"):
+    raise InputError(f"unknown train.encoder_batch_norm {mode!r}: use auto, "
+                     "frozen or batch")
+  return mode == "batch"
 
 
 def objective_of(config, decoder, vocab, records):
@@ -221,11 +207,11 @@ class Trainer:
       # and is made after the restore (``_resume_input``).
       distributed = distribute.distribute_dataset(self.strategy, dataset)
       self.iterator = iter(dataset) if distributed is dataset else None
-      self.optimizer = make_optimizer(config)
       # Slots for every variable that may ever train, the CNN's too, so the
       # optimiser is the same object before and after im2txt's second phase.
-      self.optimizer.build(self._all_trainable_variables())
-      self.optimizer.built = True  # As Keras' own apply() marks it.
+      self.optimizer = optimizers.make_optimizer(
+          config, self._all_trainable_variables(), self._encoder_variables())
+      self._encoder_training = encoder_batch_statistics(config)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.best_score = tf.Variable(-1.0, trainable=False, name="best_score")
     # "best_bleu": its name from when BLEU-4 alone chose, kept so that
@@ -300,13 +286,25 @@ class Trainer:
     distribute.discard(manager.directory, self.strategy)
 
   def _all_trainable_variables(self):
+    return self._while_encoder_trains(
+        lambda: list(self.decoder.trainable_variables))
+
+  def _encoder_variables(self):
+    """The CNN's variables that train once it is fine-tuned ([] without
+    an encoder in the model)."""
+    encoder = self.decoder.encoder
+    return [] if encoder is None else self._while_encoder_trains(
+        lambda: list(encoder.trainable_variables))
+
+  def _while_encoder_trains(self, read):
     encoder = self.decoder.encoder
     if encoder is None or encoder.trainable:
-      return list(self.decoder.trainable_variables)
+      return read()
     encoder.trainable = True
-    variables = list(self.decoder.trainable_variables)
-    encoder.trainable = False
-    return variables
+    try:
+      return read()
+    finally:
+      encoder.trainable = False
 
   def _attach(self, batch):
     return self.features.attach(batch) if self.features else batch
@@ -353,7 +351,8 @@ class Trainer:
 
     def forward_backward(batch, sampling_prob, seed, words):
       with tf.GradientTape() as tape:
-        features = self.decoder.encode(batch, training=True)
+        features = self.decoder.encode(batch,
+                                       training=self._encoder_training)
         inputs = objectives.LossInputs(
             self.decoder, features, batch, seed, words, sampling_prob,
             scheduled_sampling, smoothing)
