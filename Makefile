@@ -43,6 +43,7 @@ SEARCH_BASELINE ?=
 
 .PHONY: install demo demo-full scenes compare flickr8k test bench bench-data bench-train bench-search \
         bench-word2vec bench-serve bench-load bench-input bench-scst \
+        bench-finetune \
         bench-lite scst \
         serve clean
 
@@ -147,6 +148,9 @@ bench-lite: install scenes $(RUN)/config.json
 # The input pipeline alone against what the training step consumes.
 bench-input: install
 	$(PYTHON) -m benchmarks.bench_input
+
+bench-finetune: install
+	$(PYTHON) -m benchmarks.bench_finetune
 
 # SCST's training step against cross-entropy's, from the demo run's weights.
 bench-scst: install $(RUN)/config.json
