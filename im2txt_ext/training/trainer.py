@@ -3,8 +3,9 @@
 Minimises an objective made of loss strategies (``objectives``: masked
 cross-entropy with optional label smoothing and scheduled sampling, each
 variant's own terms, SCST) and owns the rest: the gradient tape, the
-distribution, loss scaling, global-norm clipping and the update (Adam or
-SGD with a schedule), TensorBoard scalars, a progress bar, and periodic
+distribution, loss scaling, global-norm clipping and the update
+(``optimizers``: Adam or SGD with a schedule, a smaller rate for a
+fine-tuned CNN), TensorBoard scalars, a progress bar, and periodic
 validation (greedy captions, BLEU-4) that prints sample captions.
 ``train.scst`` adds self-critical training on CIDEr-D (``scst``) to the same
 step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0) and
