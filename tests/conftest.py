@@ -12,15 +12,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-def console_scripts():
-  """{command: (module, function)} of setup.py's console scripts."""
+def setup_argument(name, default=None):
+  """The literal value of setup.py's ``setup(name=...)`` argument."""
   tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
   for node in ast.walk(tree):
-    if isinstance(node, ast.keyword) and node.arg == "entry_points":
-      scripts = ast.literal_eval(node.value)["console_scripts"]
-      return {name: tuple(target.split(":")) for name, target in
-              (script.split("=") for script in scripts)}
-  return {}
+    if isinstance(node, ast.keyword) and node.arg == name:
+      return ast.literal_eval(node.value)
+  return default
+
+
+def console_scripts():
+  """{command: (module, function)} of setup.py's console scripts."""
+  scripts = setup_argument("entry_points", {}).get("console_scripts", [])
+  return {name: tuple(target.split(":")) for name, target in
+          (script.split("=") for script in scripts)}
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ import shlex
 import subprocess
 import sys
 
-from conftest import console_scripts
+from conftest import console_scripts, setup_argument
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -152,14 +152,6 @@ def simple_commands(line):
   return commands
 
 
-def setup_extras():
-  tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
-  for node in ast.walk(tree):
-    if isinstance(node, ast.keyword) and node.arg == "extras_require":
-      return {key.value for key in node.value.keys}
-  return set()
-
-
 def makefile_variables():
   text = (REPO / "Makefile").read_text(encoding="utf-8")
   return set(re.findall(r"\$\((\w+)\)", text)) | set(
@@ -167,6 +159,7 @@ def makefile_variables():
 
 
 SCRIPTS = console_scripts()
+EXTRAS = set(setup_argument("extras_require", {}))
 
 
 # ---------------------------------------------------------------------------
@@ -182,9 +175,9 @@ class Command:
 
 
 def _extras_problems(extras):
-  unknown = set(filter(None, extras.split(","))) - setup_extras()
+  unknown = set(filter(None, extras.split(","))) - EXTRAS
   return [f"unknown extras {sorted(unknown)} (setup.py: "
-          f"{sorted(setup_extras())})"] if unknown else []
+          f"{sorted(EXTRAS)})"] if unknown else []
 
 
 def _path_problems(args):
