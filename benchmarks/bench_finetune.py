@@ -48,6 +48,7 @@ def step_fn(config, decoder, batch, train_encoder, batch_statistics):
           decoder, features, batch, tf.constant([0, 0]), words))
     optimizer.apply(tape.gradient(loss, variables), variables)
     return loss
+  step()  # Traced now, while encoder.trainable is this mode's.
   return lambda: step().numpy()
 
 

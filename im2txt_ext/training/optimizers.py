@@ -74,7 +74,6 @@ def make_optimizer(config, variables, encoder_variables=()):
     # Dynamic loss scaling keeps small float16 gradients from underflowing.
     optimizer = keras.optimizers.LossScaleOptimizer(inner)
   optimizer.build(variables)
-  optimizer.built = True  # As Keras' own apply() marks it.
   if encoder_variables and t.encoder_learning_rate_scale != 1:
     inner.scale_variables(encoder_variables, t.encoder_learning_rate_scale)
   return optimizer
