@@ -11,7 +11,9 @@ resumes where it stopped, and a killed training run from its checkpoint):
      spatial ones' mean where those are extracted too);
   2. im2txt-word2vec on the training captions, where an experiment asks;
   3. per experiment and seed: im2txt-train (checkpoints picked by validation
-     BLEU-4), then im2txt-evaluate on the test split (beam search);
+     BLEU-4), then im2txt-evaluate on the test split (beam search); an
+     experiment that sets "data.features=" trains and is evaluated on the
+     images themselves (e.g. to fine-tune the CNN);
   4. im2txt-retrieve: the nearest-neighbour consensus baseline;
   5. the report (experiments/report.py): results.md, results.json,
      curves.png, attention figures and report.html.
@@ -222,10 +224,17 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
   if os.path.exists(os.path.join(test_dir, "metrics.json")):
     step.skip(f"evaluate {label}")
     return
+  # A run trained from images (an experiment that sets "data.features=",
+  # e.g. to fine-tune the CNN) is evaluated on images with its own CNN.
+  from im2txt_ext import runs
+  from im2txt_ext.config import ExperimentConfig
+  cached = ExperimentConfig.load(os.path.join(
+      directory, runs.CONFIG_FILE)).data.features
   step(f"evaluate {label}", "im2txt_ext.cli.evaluate",
        [f"--run_dir={directory}", f"--captions={paths['test_captions']}",
         f"--split={suite.test_split}", f"--images_dir={paths['images_dir']}",
-        f"--features={features}", f"--beam_size={suite.beam_size}",
+        *([f"--features={features}"] if cached else []),
+        f"--beam_size={suite.beam_size}",
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
         f"--output_dir={test_dir}", "--show=0",
         *(f"--set={o}" for o in experiment.evaluate_set)],

@@ -67,7 +67,9 @@ class TrainConfig:
   scheduled_sampling_ramp: int = 1000  # Steps over which it rises from 0.
   init_from: str = ""  # Run directory whose vocabulary and best checkpoint
   #                      start this run (e.g. cross-entropy weights for
-  #                      SCST); "" = fresh initialisation.
+  #                      SCST; or, trained on cached features, the decoder
+  #                      of a run from images that fine-tunes the CNN);
+  #                      "" = fresh initialisation.
   scst: bool = False  # Self-critical sequence training: policy gradient on
   #                     the CIDEr-D of sampled captions (training/scst.py).
   scst_samples: int = 5  # Captions sampled per image each SCST step.
@@ -92,10 +94,13 @@ class TrainConfig:
   #                                model.encoder_weights, batch for random).
   checkpoint_every: int = 200  # Steps between checkpoints.
   keep_checkpoints: int = 3  # Most recent checkpoints kept (plus the best).
-  validate_every: int = 500  # Steps between validations (greedy captions;
-  #                            the best checkpoint by BLEU-4, by CIDEr-D
-  #                            with scst).
+  validate_every: int = 500  # Steps between validations (greedy captions
+  #                            scored by BLEU-4 and CIDEr-D; best_by picks
+  #                            the best checkpoint).
   validation_images: int = 200  # Validation images captioned each time.
+  best_by: str = "auto"  # The validation score that picks the best
+  #                        checkpoint: "BLEU-4", "CIDEr-D" or "auto" (CIDEr-D
+  #                        for SCST, the reward it optimises; else BLEU-4).
   log_every: int = 50  # Steps between TensorBoard scalars.
   seed: int = 0  # Seed of initialisation, shuffling and sampling.
   strategy: str = "default"  # Devices (im2txt_ext.training.distribute):

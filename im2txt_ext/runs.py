@@ -137,21 +137,47 @@ class TrainedModel:
                                   overrides)
     self.run_dir = run_dir
     self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
-    # A decoder trained on cached features has no encoder weights in its
-    # checkpoints: restore it alone, then give it its (pretrained) encoder.
-    trained_with_encoder = not self.config.data.features
-    self.decoder = build_decoder(self.config, len(self.vocab),
-                                 with_encoder and trained_with_encoder)
+    if with_encoder and self.config.data.features:
+      self.decoder, self.step = restore_with_encoder(
+          self.config, len(self.vocab), run_dir, which)
+      return
+    self.decoder = build_decoder(self.config, len(self.vocab), with_encoder)
     dummy = {"input_ids": tf.zeros([1, 2], tf.int32)}
-    if with_encoder and trained_with_encoder:
+    if with_encoder:
       size = image_size(self.config)
       dummy["image"] = tf.zeros([1, size, size, 3])
     else:
       dummy["features"] = tf.zeros((1,) + feature_shape(self.config))
     build_from_batch(self.decoder, dummy)
     self.step = restore_weights(self.decoder, run_dir, which)
-    if with_encoder and not trained_with_encoder:
-      self.decoder.attach_encoder(build_encoder_of(self.config))
+
+
+def trained_on_features(run_dir):
+  """Whether the run in ``run_dir`` trained on cached features."""
+  return bool(ExperimentConfig.load(os.path.join(
+      run_dir, CONFIG_FILE)).data.features)
+
+
+def restore_with_encoder(config, vocab_size, run_dir, which="best"):
+  """``config``'s decoder with the weights of ``run_dir``, a run trained on
+  cached features (its checkpoints hold no encoder), then given the
+  (pretrained) encoder of ``config``, which must be the one those features
+  came from: to caption images, or to fine-tune the CNN under the decoder.
+  Returns (decoder, the checkpoint's step)."""
+  source = ExperimentConfig.load(os.path.join(run_dir, CONFIG_FILE))
+  def encoder_of(c):
+    return c.model.encoder, c.model.encoder_weights, image_size(c)
+  if encoder_of(source) != encoder_of(config):
+    raise InputError(f"the run trained on features of encoder, weights and "
+                     f"image size {encoder_of(source)}, not "
+                     f"{encoder_of(config)}", run_dir)
+  decoder = build_decoder(config, vocab_size, with_encoder=False)
+  build_from_batch(decoder, {
+      "input_ids": tf.zeros([1, 2], tf.int32),
+      "features": tf.zeros((1,) + feature_shape(config))})
+  step = restore_weights(decoder, run_dir, which)
+  decoder.attach_encoder(build_encoder_of(config))
+  return decoder, step
 
 
 def count_saved_model_weights(path):

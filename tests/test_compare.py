@@ -60,7 +60,14 @@ def test_compare_end_to_end(scene_data, tmp_path):
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
            "set": ["train.init_from={run:st}", "train.scst=true",
                    "train.scst_samples=2", "train.num_steps=3",
-                   "train.checkpoint_every=3", "train.validate_every=3"]}]})
+                   "train.checkpoint_every=3", "train.validate_every=3"]},
+          {"name": "st_cnn", "label": "Show and Tell, CNN fine-tuned",
+           "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
+           "set": ["train.init_from={run:st}", "data.features=",
+                   "train.train_encoder_after=0",
+                   "train.encoder_learning_rate_scale=0.1",
+                   "train.num_steps=2", "train.checkpoint_every=2",
+                   "train.validate_every=2"]}]})
   output = tmp_path / "results"
   command = [sys.executable, "-m", "experiments.compare", f"--suite={suite}",
              f"--data={root}", f"--output={output}", "--meteor=false"]
@@ -68,7 +75,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   result = subprocess.run(command, capture_output=True, text=True,
                           cwd=str(REPO), env=env, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert "[16/16] retrieval baseline" in result.stdout
+  assert "[20/20] retrieval baseline" in result.stdout
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
@@ -77,7 +84,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
                       "distinct", "training s"]
   assert [r[0] for r in cells[1:]] == [
       "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
-      "retrieval: 3 nearest training images, cider consensus", "paper: X"]
+      "Show and Tell, CNN fine-tuned", "retrieval: 3 nearest training images, cider consensus", "paper: X"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
   assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", "n/a", ""]
   retrieval = cells[-2]
@@ -86,6 +93,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert retrieval[5] == f"{len(set(captions)) / len(captions):.3f}"
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
+  assert " images of the test split, beam 2;" in table
+  assert "features: scene_cnn at 32 px (" in table
   results = json.loads((output / "results.json").read_text())
   # The test evaluation took the experiment's overrides, and says so.
   assert [r["metrics"].get("overrides") for r in
@@ -106,6 +115,15 @@ def test_compare_end_to_end(scene_data, tmp_path):
                                                    "st-seed1")
   assert [r["summary"]["steps"] for r in
           results["experiments"]["st_scst"]] == [3, 3]
+  # Trained from the images, its CNN fine-tuned, and evaluated on them
+  # with that CNN (cached features would have been refused).
+  cnn = json.loads((output / "runs" / "st_cnn-seed0" /
+                    "config.json").read_text())
+  assert cnn["data"]["features"] == "" and cnn["train"][
+      "train_encoder_after"] == 0
+  assert [r["summary"]["steps"] for r in
+          results["experiments"]["st_cnn"]] == [2, 2]
+  assert 0 <= results["experiments"]["st_cnn"][1]["metrics"]["BLEU-1"] <= 1
 
   # The machine-readable table, and the markdown made from it.
   document = json.loads((tmp_path / "docs" / "tiny.json").read_text())
@@ -119,7 +137,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
       f"--data={root} --output={output} --only=st"
   assert st["device"] == devices.describe() and len(st["date"]) == 10
   assert [r["kind"] for r in document["rows"]] == [
-      "measured"] * 3 + ["retrieval", "published"]
+      "measured"] * 4 + ["retrieval", "published"]
   printed = subprocess.run(
       [sys.executable, "-m", "experiments.report",
        f"--results_file={tmp_path / 'docs' / 'tiny.json'}"],
@@ -142,7 +160,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   again = subprocess.run(command, capture_output=True, text=True,
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("done before, skipped") == 16
+  assert again.stdout.count("done before, skipped") == 20
 
 
 def test_results_file_updates_the_rows_it_measured(tmp_path):

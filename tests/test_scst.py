@@ -3,6 +3,8 @@ the policy gradient pushes the right way, the samples are scored under the
 policy that drew them for every decoder, and an SCST run raises validation
 CIDEr-D over its cross-entropy start."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -252,6 +254,29 @@ def test_scst_alone_skips_cross_entropy_and_keeps_the_best_cider_d(
       next(trainer.iterator), tf.constant(0.0), tf.constant([0, 2]))
   assert "cross_entropy" not in logged
   assert float(logged["loss"]) == float(logged["policy_loss"])
+
+
+def test_best_by_picks_the_checkpoint_score_of_any_run(scene_data,
+                                                      tmp_path):
+  """train.best_by "CIDEr-D" picks a cross-entropy run's best checkpoint by
+  CIDEr-D (e.g. to start SCST from), "auto" by BLEU-4; a bad name is a
+  one-line error before anything is written."""
+  from im2txt_ext.training.trainer import best_checkpoint_score
+  config = tiny_config(scene_data, num_steps=2, validate_every=2,
+                       checkpoint_every=2, best_by="CIDEr-D")
+  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
+  summary = trainer.train()
+  scores, _ = trainer.validate()
+  assert trainer.selection == "val_cider_d"
+  assert summary["best_val_cider_d"] == pytest.approx(
+      scores["val_cider_d"], abs=1e-6)
+  config.train.best_by = "auto"
+  assert best_checkpoint_score(config) == "val_bleu4"
+  config.train.best_by = "METEOR"
+  with pytest.raises(InputError, match="unknown train.best_by 'METEOR': use "
+                     "auto, BLEU-4 or CIDEr-D"):
+    Trainer(config, str(tmp_path / "bad"), quiet=True)
+  assert not os.path.exists(tmp_path / "bad" / "config.json")
 
 
 @pytest.fixture(scope="module")

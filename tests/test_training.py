@@ -215,6 +215,57 @@ def test_fine_tuning_with_frozen_batch_norm_and_a_zero_cnn_rate(scene_data,
     Trainer(config, str(tmp_path / "other"), quiet=True)
 
 
+def test_fine_tuning_starts_from_a_run_on_cached_features(scene_data,
+                                                        tmp_path):
+  """train.init_from a run on cached features, training from images: the
+  decoder starts with that run's best weights and the CNN with the weights
+  its features came from; a run on another CNN's features is refused."""
+  from im2txt_ext.data import readers
+  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.features import extract_features
+  weights = str(tmp_path / "scene_cnn.weights.h5")
+  encoder = build_encoder("scene_cnn", None, 32)
+  encoder.get_layer("scene_cnn").save_weights(weights)
+  config = tiny_config(scene_data, num_steps=4, checkpoint_every=4,
+                       validate_every=4, train_encoder_after=-1)
+  config.model.encoder, config.model.encoder_weights = "scene_cnn", weights
+  records = [r for name in ("train_captions", "val_captions") for r in
+             readers.read_dataset(getattr(config.data, name),
+                                  config.data.images_dir)]
+  features = str(tmp_path / "pooled.npy")
+  extract_features(records, encoder, features, "pooled", batch_size=16)
+  config.data.features = features
+  Trainer(config, str(tmp_path / "head"), quiet=True).train()
+  head = runs.TrainedModel(str(tmp_path / "head"), with_encoder=False)
+
+  config.data.features = ""
+  config.train.init_from = str(tmp_path / "head")
+  config.train.train_encoder_after = 0
+  trainer = Trainer(config, str(tmp_path / "tuned"), quiet=True)
+  cnn = trainer.decoder.encoder.get_layer("scene_cnn")
+  for got, want in zip(cnn.weights, encoder.get_layer("scene_cnn").weights):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  decoder_weights = [w for w in trainer.decoder.weights
+                     if not any(w is v for v in cnn.weights)]
+  assert len(decoder_weights) == len(head.decoder.weights)
+  for got, want in zip(decoder_weights, head.decoder.weights):
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+  kernel = cnn.get_layer("block0_conv").kernel.numpy()
+  trainer.train()  # It fine-tunes, and its checkpoints reload with the CNN.
+  assert np.abs(cnn.get_layer("block0_conv").kernel.numpy() -
+                kernel).max() > 0
+  tuned = runs.TrainedModel(str(tmp_path / "tuned"), which="latest")
+  np.testing.assert_array_equal(
+      tuned.decoder.encoder.get_layer("scene_cnn")
+      .get_layer("block0_conv").kernel.numpy(),
+      cnn.get_layer("block0_conv").kernel.numpy())
+
+  config.model.encoder_weights = ""  # Another (random) CNN.
+  with pytest.raises(InputError, match="the run trained on features of "
+                     "encoder, weights and image size"):
+    Trainer(config, str(tmp_path / "other"), quiet=True)
+
+
 def test_scheduled_sampling_draws_have_their_own_streams():
   """Every draw of 8 word positions of 4 training steps (seed [0, step], as
   the trainer passes it) has a seed of its own; with seed + [t, 0] for the

@@ -6,18 +6,18 @@ variant's own terms, SCST) and owns the rest: the gradient tape, the
 distribution, loss scaling, global-norm clipping and the update
 (``optimizers``: Adam or SGD with a schedule, a smaller rate for a
 fine-tuned CNN), TensorBoard scalars, a progress bar, and periodic
-validation (greedy captions, BLEU-4) that prints sample captions.
+validation (greedy captions, BLEU-4 and CIDEr-D) that prints sample
+captions.
 ``train.scst`` adds self-critical training on CIDEr-D (``scst``) to the same
-step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0) and
-validates on CIDEr-D too; ``train.init_from`` starts a run from another
-run's weights.
+step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0);
+``train.init_from`` starts a run from another run's weights.
 
 Checkpoints hold the model, the optimiser, the step and the position of the
 input iterator, so a run killed at any moment resumes from its last
 checkpoint with the same optimiser state and data order, losing at most the
-steps since that checkpoint. The checkpoint with the best validation score,
-BLEU-4 (CIDEr-D for SCST, the reward it optimises), is kept apart in
-``best/``.
+steps since that checkpoint. The checkpoint with the best validation score
+(``train.best_by``: BLEU-4, or CIDEr-D for SCST, the reward it optimises,
+by default) is kept apart in ``best/``.
 
 The same loop runs under any tf.distribute strategy (``train.strategy``; see
 ``distribute``): the global batch is split over the replicas, the
@@ -90,6 +90,20 @@ def encoder_batch_statistics(config):
     raise InputError(f"unknown train.encoder_batch_norm {mode!r}: use auto, "
                      "frozen or batch")
   return mode == "batch"
+
+
+def best_checkpoint_score(config):
+  """The key in ``Trainer.validate``'s scores of the one that picks the best
+  checkpoint (``train.best_by``); "auto": CIDEr-D for SCST, the reward it
+  optimises, else BLEU-4."""
+  by = config.train.best_by
+  if by == "auto":
+    by = "CIDEr-D" if config.train.scst else "BLEU-4"
+  keys = {name: key for key, name in _SCORE_NAMES.items()}
+  if by not in keys:
+    raise InputError(f"unknown train.best_by {by!r}: use auto, BLEU-4 or "
+                     "CIDEr-D")
+  return keys[by]
 
 
 def objective_of(config, decoder, vocab, records):
@@ -200,8 +214,17 @@ class Trainer:
         drop_remainder=self.strategy.num_replicas_in_sync > 1)
     with self.strategy.scope():
       with distribute.precision_scope(config.train.precision):
-        self.decoder = runs.build_decoder(config, len(self.vocab),
-                                          with_encoder=self.features is None)
+        self._initialised_at = None
+        if self.features is None and config.train.init_from and \
+            runs.trained_on_features(config.train.init_from):
+          # From images, starting at a run on cached features (e.g. to
+          # fine-tune the CNN under its decoder): that decoder, then the
+          # CNN the features came from.
+          self.decoder, self._initialised_at = runs.restore_with_encoder(
+              config, len(self.vocab), config.train.init_from)
+        else:
+          self.decoder = runs.build_decoder(
+              config, len(self.vocab), with_encoder=self.features is None)
         first = self._attach(next(iter(dataset.take(1))))
         runs.build_from_batch(self.decoder, first)
       # Per-replica batches; a distributed iterator cannot be checkpointed
@@ -242,7 +265,9 @@ class Trainer:
                          f"config ({first})", latest) from None
       print(f"resumed from {latest} at step {int(self.step.numpy())}")
     elif config.train.init_from:
-      step = runs.restore_weights(self.decoder, config.train.init_from)
+      step = self._initialised_at
+      if step is None:
+        step = runs.restore_weights(self.decoder, config.train.init_from)
       print(f"initialised from {config.train.init_from} (step {step})")
     else:
       matrix = runs.embedding_source_matrix(config, self.vocab)
@@ -253,12 +278,10 @@ class Trainer:
     self.objective = objective_of(config, self.decoder, self.vocab,
                                   self.train_records)
     validated = self.val_records[:config.train.validation_images]
-    # The score that picks the best checkpoint: for SCST the CIDEr-D it
-    # optimises, the validation images' references its corpus.
-    self.selection = "val_cider_d" if config.train.scst else "val_bleu4"
+    self.selection = best_checkpoint_score(config)
+    # CIDEr-D's corpus: the validated images' references.
     self._val_cider_d = CiderD({
-        r.image_id: [tokenize(c) for c in r.captions] for r in validated
-    }) if config.train.scst else None
+        r.image_id: [tokenize(c) for c in r.captions] for r in validated})
     max_length = config.data.max_caption_length + 1
     self._greedy = tf.function(
         lambda f: search.greedy(self.decoder, f, max_length,
@@ -417,18 +440,18 @@ class Trainer:
 
   def validate(self):
     """Greedy captions {image id: str} of the first train.validation_images
-    validation images, and their scores: {"val_bleu4": corpus BLEU-4, and
-    for SCST "val_cider_d": CIDEr-D}; ``selection`` names the one that
-    picks the best checkpoint."""
+    validation images, and their scores: {"val_bleu4": corpus BLEU-4,
+    "val_cider_d": CIDEr-D}; ``selection`` names the one that picks the
+    best checkpoint."""
     records = self.val_records[:self.config.train.validation_images]
     captions = inference.caption_records(
         self.decoder, self.vocab, records, self.pipeline_config.image_size,
         self._greedy, self.features)
     scores = {"val_bleu4": bleu4(captions,
-                                 {r.image_id: r.captions for r in records})}
-    if self._val_cider_d is not None:
-      scores["val_cider_d"] = float(np.mean(self._val_cider_d.score(
-          list(captions), [tokenize(c) for c in captions.values()])))
+                                 {r.image_id: r.captions for r in records}),
+              "val_cider_d": float(np.mean(self._val_cider_d.score(
+                  list(captions),
+                  [tokenize(c) for c in captions.values()])))}
     return scores, captions
 
   # -- The loop ---------------------------------------------------------------
