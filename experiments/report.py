@@ -370,9 +370,11 @@ def write_report(suite, output, seeds, paths, seconds, command="",
   if unrecorded and len(summaries) > unrecorded:
     devices += f" ({unrecorded} of the runs did not record theirs)"
   with open(os.path.join(output, "results.md"), "w") as f:
-    f.write(f"# {suite.name}\n\n{len(records)} test images, beam "
-            f"{suite.beam_size}; mean ± sample standard deviation over seeds "
-            f"{', '.join(map(str, seeds))}; features: {suite.encoder} "
+    size = f" at {suite.image_size} px" if suite.image_size else ""
+    f.write(f"# {suite.name}\n\n{len(records)} images of the "
+            f"{suite.test_split or 'test'} split, beam {suite.beam_size}; "
+            f"mean ± sample standard deviation over seeds "
+            f"{', '.join(map(str, seeds))}; features: {suite.encoder}{size} "
             f"({suite.encoder_weights}), frozen; trained on {devices}."
             f"\n\n{table_md}\n\n"
             f"Whole comparison: {seconds / 60:.1f} minutes.\n\n"

@@ -22,6 +22,9 @@ SAMPLE_OPTIONS = ("top_p",)
 # (and of the page's API); the length normalisation is fixed at export.
 SIGNATURE_OPTIONS = tuple(name for name in RULES + BEAM_OPTIONS
                           if name != "length_normalization")
+# The search sizes of caption_with_options, the first inputs it takes;
+# serving_default keeps the export's in its search_defaults variable.
+SIGNATURE_SIZES = ("beam_size", "max_length", "k")
 
 DEFAULTS = dict(length_penalty=1.0, length_normalization="plain",
                 min_length=0, no_bad_endings=False, no_repeat_ngram_size=3,

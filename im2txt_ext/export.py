@@ -57,8 +57,6 @@ from im2txt_ext.errors import InputError
 from im2txt_ext.models import word_inputs
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
-# The sizes of serving_default, as search_defaults keeps them.
-SIZES = ("beam_size", "max_length", "k")
 
 # The options of caption_with_options passed to the search as tensors;
 # no_bad_endings switches between two lists of ids instead.
@@ -277,7 +275,7 @@ def default_sizes(saved):
   for exports written before they were kept."""
   defaults = getattr(saved, "search_defaults", None)
   return {} if defaults is None else dict(
-      zip(SIZES, defaults.numpy().tolist()))
+      zip(decoding.SIGNATURE_SIZES, defaults.numpy().tolist()))
 
 
 def option_values(saved, options):
@@ -290,7 +288,8 @@ def option_values(saved, options):
     sizes["k"] = min(sizes["k"], options["beam_size"])
   values = {**{name: decoding.DEFAULTS[name]
                for name in decoding.SIGNATURE_OPTIONS}, **sizes, **options}
-  missing = [name for name in SIZES if name not in values]
+  missing = [name for name in decoding.SIGNATURE_SIZES
+             if name not in values]
   if missing:
     raise InputError(f"give {', '.join(missing)} (this export does not "
                      "say its defaults)")

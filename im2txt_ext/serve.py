@@ -73,9 +73,8 @@ _log.setLevel(logging.INFO)  # Request lines, whatever absl's verbosity.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
-# The search options of caption_with_options, with the library's defaults
-# (their types too).
-_SIZES = ("beam_size", "max_length", "k")
+# The search options of caption_with_options besides its sizes
+# (decoding.SIGNATURE_SIZES), with the library's defaults (their types too).
 _RULES = {name: decoding.DEFAULTS[name]
           for name in decoding.SIGNATURE_OPTIONS}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -209,7 +208,7 @@ def _options(args):
   length_penalty, repetition_penalty and diversity_strength numbers,
   no_bad_endings 0/1)."""
   options = {}
-  for name in _SIZES + tuple(_RULES):
+  for name in decoding.SIGNATURE_SIZES + tuple(_RULES):
     text = args.get(name)
     if text is None or text == "":
       continue
