@@ -84,7 +84,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
                       "distinct", "training s"]
   assert [r[0] for r in cells[1:]] == [
       "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
-      "Show and Tell, CNN fine-tuned", "retrieval: 3 nearest training images, cider consensus", "paper: X"]
+      "Show and Tell, CNN fine-tuned",
+      "retrieval: 3 nearest training images, cider consensus", "paper: X"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
   assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", "n/a", ""]
   retrieval = cells[-2]
