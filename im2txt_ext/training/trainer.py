@@ -214,13 +214,14 @@ class Trainer:
         drop_remainder=self.strategy.num_replicas_in_sync > 1)
     with self.strategy.scope():
       with distribute.precision_scope(config.train.precision):
-        self._initialised_at = None
+        initialised_at = None
         if self.features is None and config.train.init_from and \
             runs.trained_on_features(config.train.init_from):
           # From images, starting at a run on cached features (e.g. to
           # fine-tune the CNN under its decoder): that decoder, then the
-          # CNN the features came from.
-          self.decoder, self._initialised_at = runs.restore_with_encoder(
+          # CNN the features came from; on a resume too, so that the
+          # variables and the optimiser's slots come in the same order.
+          self.decoder, initialised_at = runs.restore_with_encoder(
               config, len(self.vocab), config.train.init_from)
         else:
           self.decoder = runs.build_decoder(
@@ -265,7 +266,7 @@ class Trainer:
                          f"config ({first})", latest) from None
       print(f"resumed from {latest} at step {int(self.step.numpy())}")
     elif config.train.init_from:
-      step = self._initialised_at
+      step = initialised_at
       if step is None:
         step = runs.restore_weights(self.decoder, config.train.init_from)
       print(f"initialised from {config.train.init_from} (step {step})")
