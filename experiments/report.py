@@ -67,8 +67,25 @@ def evaluation(folder):
   return metrics
 
 
+def training_seconds(directory):
+  """A run's training time with that of the run it started from
+  (``train.init_from``), and so on back: what its row cost to train.
+  A starting run without the driver's summary.json counts as 0, said."""
+  seconds = read_json(os.path.join(directory, "summary.json"))["seconds"]
+  start = read_json(os.path.join(directory, "config.json"))["train"].get(
+      "init_from")
+  if not start:
+    return seconds
+  if not os.path.exists(os.path.join(start, "summary.json")):
+    print(f"{start}/summary.json: absent; the training time of {directory} "
+          "counts its own run only")
+    return seconds
+  return seconds + training_seconds(start)
+
+
 def collect(suite, output, seeds):
-  """{experiment name: [per-seed dict(seed, metrics, summary, run_dir)]}."""
+  """{experiment name: [per-seed dict(seed, metrics, summary, run_dir,
+  seconds)]}; ``seconds``: ``training_seconds``."""
   runs = {}
   for experiment in suite.experiments:
     runs[experiment.name] = []
@@ -77,7 +94,8 @@ def collect(suite, output, seeds):
       runs[experiment.name].append({
           "seed": seed, "run_dir": directory,
           "metrics": evaluation(os.path.join(directory, "test")),
-          "summary": read_json(os.path.join(directory, "summary.json"))})
+          "summary": read_json(os.path.join(directory, "summary.json")),
+          "seconds": training_seconds(directory)})
   return runs
 
 
@@ -124,8 +142,7 @@ def rows(suite, runs, retrieval, command=""):
         "seeds": [r["seed"] for r in seeded],
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
-        "training_seconds": mean_sd([r["summary"]["seconds"]
-                                     for r in seeded]),
+        "training_seconds": mean_sd([r["seconds"] for r in seeded]),
         "command": f"{command} --only={experiment.name}" if command else "",
         "device": "; ".join(devices),
         "date": datetime.datetime.fromtimestamp(
@@ -369,14 +386,22 @@ def write_report(suite, output, seeds, paths, seconds, command="",
   unrecorded = sum("device" not in s for s in summaries)
   if unrecorded and len(summaries) > unrecorded:
     devices += f" ({unrecorded} of the runs did not record theirs)"
+  tuned = sorted(name for name, seeded in runs.items() if read_json(
+      os.path.join(seeded[0]["run_dir"], "config.json"))["train"].get(
+          "train_encoder_after", -1) >= 0)
+  encoder_state = ("fine-tuned" if len(tuned) == len(runs) else
+                   f"frozen, fine-tuned in {', '.join(tuned)}" if tuned else
+                   "frozen")
   with open(os.path.join(output, "results.md"), "w") as f:
     size = f" at {suite.image_size} px" if suite.image_size else ""
     f.write(f"# {suite.name}\n\n{len(records)} images of the "
             f"{suite.test_split or 'test'} split, beam {suite.beam_size}; "
             f"mean ± sample standard deviation over seeds "
             f"{', '.join(map(str, seeds))}; features: {suite.encoder}{size} "
-            f"({suite.encoder_weights}), frozen; trained on {devices}."
-            f"\n\n{table_md}\n\n"
+            f"({suite.encoder_weights}), {encoder_state}; trained on "
+            f"{devices}.\n\n{table_md}\n\n"
+            "Training s: a run started from another (train.init_from) "
+            "counts that run's time too.\n\n"
             f"Whole comparison: {seconds / 60:.1f} minutes.\n\n"
             + "".join(f"- {n}\n" for n in notes))
   with open(os.path.join(output, "results.json"), "w") as f:

@@ -95,7 +95,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
   assert " images of the test split, beam 2;" in table
-  assert "features: scene_cnn at 32 px (" in table
+  assert f"features: scene_cnn at 32 px ({weights}), frozen, " \
+      "fine-tuned in st_cnn; trained on" in table
   results = json.loads((output / "results.json").read_text())
   # The test evaluation took the experiment's overrides, and says so.
   assert [r["metrics"].get("overrides") for r in
@@ -139,6 +140,12 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert st["device"] == devices.describe() and len(st["date"]) == 10
   assert [r["kind"] for r in document["rows"]] == [
       "measured"] * 4 + ["retrieval", "published"]
+  # A row started from another run counts that run's training time too.
+  seconds = {name: [r["summary"]["seconds"] for r in seeded]
+             for name, seeded in results["experiments"].items()}
+  for row in document["rows"][2:4]:
+    assert row["training_seconds"]["mean"] == pytest.approx(np.mean(
+        np.add(seconds["st"], seconds[row["name"]])))
   printed = subprocess.run(
       [sys.executable, "-m", "experiments.report",
        f"--results_file={tmp_path / 'docs' / 'tiny.json'}"],
