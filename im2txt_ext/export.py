@@ -202,8 +202,8 @@ class CaptionModule(tf.Module):
     # No more beams than the words the search may emit (as the Captioner).
     beam_size, max_length, k = search._after(search._check(
         beam_size, max_length, k, search.emitted_words(
-            self.decoder, self.tokens), search.longest_caption(self.decoder)),
-        (beam_size, max_length, k))
+            self.decoder, self.tokens), search.longest_caption(self.decoder),
+        top_k_name="k"), (beam_size, max_length, k))
     result = self._search(beam_size, max_length, k, rules)(features)
     out = {"captions": self.to_text(result.ids),
            "log_probs": result.log_probs}

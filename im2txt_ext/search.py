@@ -136,16 +136,18 @@ def _in_range(value, low, high, message, shown=()):
 
 
 def _check(beam_size, max_length, top_k=None, words=None,
-           longest=MAX_LENGTH):
+           longest=MAX_LENGTH, top_k_name="top_k"):
   """Checks the search sizes; returns the assertions to run in the graph.
 
   ``words``: how many words the search may emit (the vocabulary less the
   banned words), the most beams it can keep; None: not checked.
   ``longest``: the largest max_length (``longest_caption(decoder)``).
+  ``top_k_name``: what the caller calls top_k in its messages (the
+  export's signatures and the web API: ``k``).
   """
   top_k = beam_size if top_k is None else top_k
   for value, name in ((beam_size, "beam size"), (max_length, "max length"),
-                      (top_k, "top_k")):
+                      (top_k, top_k_name)):
     if not tf.is_tensor(value) and not isinstance(value, int):
       raise ValueError(f"{name} must be an integer, got {value!r}")
   beam_rule = (1, 1 << 30, "beam size must be a positive integer, got {}",
@@ -155,8 +157,8 @@ def _check(beam_size, max_length, top_k=None, words=None,
   return (_in_range(beam_size, *beam_rule) +
           _in_range(max_length, 1, longest, "max length must be in 1..{}, "
                     "got {}", (longest,)) +
-          _in_range(top_k, 1, beam_size, "top_k must be in 1..{}, got {}",
-                    (beam_size,)))
+          _in_range(top_k, 1, beam_size,
+                    top_k_name + " must be in 1..{}, got {}", (beam_size,)))
 
 
 def _check_rules(rules):

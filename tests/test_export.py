@@ -252,7 +252,7 @@ def test_empty_batch_and_bad_options(loaded):
   assert out["captions"].shape == [0, TOP_K]
   options = loaded.signatures["caption_with_options"]
   for (beam, length, k), message in [
-      ((2, 5, 3), "top_k must be in 1..2, got 3"),
+      ((2, 5, 3), "assertion failed: \\[k must be in 1..2, got 3"),
       ((0, 5, 1), "beam size must be a positive integer up to 20, the "
        "words the search may emit, got 0"),
       ((21, 5, 1), "up to 20, the words the search may emit, got 21"),

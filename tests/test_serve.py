@@ -156,8 +156,7 @@ def test_api_refuses_bad_uploads(client, scene_data):
     response = client.post("/api/caption", data=body)
     assert response.status_code == status, (message, response.json)
     assert message in response.json["error"]
-  for query, message in [("?beam_size=2&k=3", "top_k must be in 1..2, got 3"),
-                         ("?beam_size=x&max_length=5&k=1",
+  for query, message in [("?beam_size=x&max_length=5&k=1",
                           "beam_size must be an integer, got 'x'"),
                          ("?repetition_penalty=high",
                           "repetition_penalty must be a number"),
@@ -170,6 +169,10 @@ def test_api_refuses_bad_uploads(client, scene_data):
                           "up to 20, the words the search may emit")]:
     response = client.post("/api/caption" + query, data=data)
     assert response.status_code == 400 and message in response.json["error"]
+  # The API's name of the option, not the Python API's top_k.
+  response = client.post("/api/caption?beam_size=2&k=3", data=data)
+  assert response.status_code == 400
+  assert response.json["error"] == "k must be in 1..2, got 3"
 
 
 def test_concurrent_requests(server, scene_data):
@@ -424,7 +427,7 @@ def test_page_in_headless_chromium(browser, server, scene_data, tmp_path):
   assert browser.find_element(By.ID, "time").text.startswith("Answered in ")
   ask(2, 3)  # More captions than beams: the API's error.
   error = wait.until(lambda d: d.find_element(By.ID, "error").text)
-  assert "top_k must be in 1..2, got 3" in error
+  assert error == "Error: k must be in 1..2, got 3"  # The API's name.
   assert not browser.find_elements(By.CSS_SELECTOR, "#results li")
 
   not_image = tmp_path / "notes.png"
