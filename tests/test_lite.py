@@ -189,11 +189,15 @@ def test_int8_weights_keep_the_captions_within_tolerance(
   """Dynamic-range int8 stores each weight matrix of 1024 values or more
   (here the CNN's convolutions) in 8 bits, 256 levels, so a
   word flips only where two words' scores are closer than that rounding
-  moves them. Tolerance: >= 90% of the float32 captions' words, position
-  by position over 16 images, and the best caption's log-probability
-  within 0.05 nats on average (measured: 100% and 0.0006 nats); a broken
-  quantisation (wrong scales, a dropped bias) fails both by far. The
-  trained scene models' figures, where the decoder is quantised too, are
+  moves them. Tolerance over 16 images: >= 90% of the float32 captions'
+  words, position by position, >= 3 in 4 captions the same, and where the
+  same, their log-probability within 0.05 nats on average (measured: 100%,
+  16 of 16 and 0.0006 nats). A flipped word sends the beam elsewhere, and
+  its caption is another sentence with its own log-probability (a CI run
+  once had one of 16 images 2.97 nats away), so only same captions'
+  log-probabilities are compared. A broken quantisation
+  (wrong scales, a dropped bias) fails all three by far. The trained
+  scene models' figures, where the decoder is quantised too, are
   bench_lite's."""
   _, _, float32 = show_and_tell_lite
   with open(int8_lite / lite.MANIFEST_FILE) as f:
@@ -213,8 +217,10 @@ def test_int8_weights_keep_the_captions_within_tolerance(
     matches += sum(a == b for a, b in zip(g_words, w_words))
     words += max(len(g_words), len(w_words), 1)
   assert matches / words >= 0.9, (matches, words)
-  assert np.mean([abs(g["log_prob"] - w["log_prob"])
-                  for g, w in zip(got, want)]) < 0.05
+  same = [(g["log_prob"], w["log_prob"]) for g, w in zip(got, want)
+          if g["caption"] == w["caption"]]
+  assert len(same) >= 0.75 * len(want), (len(same), len(want))
+  assert np.mean([abs(g - w) for g, w in same]) < 0.05, same
 
 
 class GrowingState:
