@@ -217,7 +217,8 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
                 "--quiet", *(f"--set={o}" for o in overrides)],
                f"train_{experiment.name}_seed{seed}")
     summary = json.loads(out.strip().splitlines()[-1])
-    summary["resumed"] = resumed  # Then "seconds" covers the last part only.
+    # "seconds" covers every part: the checkpoints keep the time so far.
+    summary["resumed"] = resumed
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2)
   test_dir = os.path.join(directory, "test")

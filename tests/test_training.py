@@ -80,13 +80,17 @@ def test_resume_in_process_continues_the_same_run(scene_data, tmp_path):
 def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):
   run_dir = str(tmp_path / "run")
   config = tiny_config(scene_data, num_steps=10, checkpoint_every=5)
-  Trainer(config, run_dir, quiet=True).train()
+  first = Trainer(config, run_dir, quiet=True).train()
   saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
   # --set train.num_steps=15 with no --config: trains the run further.
+  started = time.time()
   summary = Trainer(apply_overrides(ExperimentConfig(),
                                     ["train.num_steps=15"]), run_dir,
                     quiet=True, overrides=["train.num_steps=15"]).train()
   assert summary["steps"] == 15
+  # The run's training time counts both parts (the checkpoint keeps it).
+  assert first["seconds"] < summary["seconds"] < \
+      first["seconds"] + time.time() - started
   resumed = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
   assert resumed.train.num_steps == 15
   saved.train.num_steps = 15

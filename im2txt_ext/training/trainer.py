@@ -239,10 +239,13 @@ class Trainer:
       self._encoder_training = encoder_batch_statistics(config)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.best_score = tf.Variable(-1.0, trainable=False, name="best_score")
+      # Wall time trained so far, over every resume: the summary's "seconds".
+      self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                 name="training_seconds")
     # "best_bleu": its name from when BLEU-4 alone chose, kept so that
     # existing runs resume.
     state = dict(model=self.decoder, optimizer=self.optimizer, step=self.step,
-                 best_bleu=self.best_score)
+                 best_bleu=self.best_score, seconds=self.seconds)
     if self.iterator is not None:
       state["iterator"] = self.iterator
     self.checkpoint = tf.train.Checkpoint(**state)
@@ -465,6 +468,10 @@ class Trainer:
         tf.summary.create_noop_writer()
     start = int(self.step.numpy())
     history, started = [], time.time()
+    before = float(self.seconds.numpy())  # A resumed run's earlier parts.
+    # Saved with each checkpoint; the time since the last one, whose steps
+    # a resume trains again, is not counted twice.
+    elapsed = lambda: before + time.time() - started  # noqa: E731
     self.history = history  # The loss of each step of this call.
     bar = tqdm(total=t.num_steps, initial=start, disable=self.quiet,
                desc=self.config.name, unit="step", dynamic_ncols=True)
@@ -500,13 +507,15 @@ class Trainer:
       if done % t.validate_every == 0 or done == t.num_steps:
         self._validate_and_keep_best(done, writer)
       if done % t.checkpoint_every == 0 or done == t.num_steps:
+        self.seconds.assign(elapsed())
         self._save(self.manager, done)
     bar.close()
+    self.seconds.assign(elapsed())
     return {"steps": int(self.step.numpy()),
             "first_loss": history[0] if history else None,
             "final_loss": float(np.mean(history[-20:])) if history else None,
             f"best_{self.selection}": float(self.best_score.numpy()),
-            "seconds": time.time() - started,
+            "seconds": float(self.seconds.numpy()),
             "device": devices.describe()}
 
   def _validate_and_keep_best(self, step, writer):
