@@ -16,8 +16,8 @@ decoder (2017, sec. 3.1) over the words, attending to the image:
   p(y_{t+1} | y_{<=t}, a) = softmax(L_o Drop(LN(x^K_t)))    (K blocks)
 
 with attention(Q, K, V) = softmax(Q K^T / sqrt(W / N)) V per head (eq. 1).
-L_o is the base class's shared output layer, or, with ``tied_embeddings``,
-the word embedding's transpose (Press and Wolf 2017).
+L_o is the base class's shared output layer (with ``tied_embeddings``, the
+word embedding's transpose, after a projection W -> E where they differ).
 
 The layers: ``keras.layers.MultiHeadAttention`` (through
 ``cached_attention.CachedMultiHeadAttention``), ``LayerNormalization``,
@@ -68,36 +68,6 @@ class LocationEmbedding(keras.layers.Layer):
 
   def call(self, memory):
     return memory + tf.cast(self.table, memory.dtype)
-
-
-@keras.saving.register_keras_serializable(package="attention")
-class TiedOutput(keras.layers.Layer):
-  """Logits from the word embedding's transpose: [..., E] -> [..., V]."""
-
-  def __init__(self, embedding, **kwargs):
-    super().__init__(**kwargs)
-    self.embedding = embedding
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(
-        embedding=keras.saving.serialize_keras_object(self.embedding))
-    return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    embedding = keras.saving.deserialize_keras_object(config.pop("embedding"))
-    return cls(embedding, **config)
-
-  def build(self, input_shape):
-    self.bias = self.add_weight(shape=(self.embedding.input_dim,),
-                                initializer="zeros", name="bias")
-
-  def call(self, hidden):
-    matrix = tf.cast(self.embedding.embeddings, hidden.dtype)
-    return tf.matmul(hidden, matrix, transpose_b=True) + tf.cast(
-        self.bias, hidden.dtype)
 
 
 @keras.saving.register_keras_serializable(package="attention")
@@ -206,9 +176,6 @@ class TransformerDecoder(CaptionDecoder):
       True.
     pooled_token: bool. Prepend the projected mean feature as one more
       memory entry. Defaults to False.
-    tied_embeddings: bool. Output logits from the word embedding's
-      transpose (after a projection W -> E where they differ) instead of
-      the shared output layer. Defaults to False.
     max_positions: int. M, the most words a caption can be fed, in
       training (the input captions' length) and in search (``max_length``).
       Defaults to 40.
@@ -234,7 +201,7 @@ class TransformerDecoder(CaptionDecoder):
   def __init__(self, vocab_size, num_layers=3, num_heads=8,
                feed_forward_size=None, positions="learned",
                location_embedding=True, pooled_token=False,
-               tied_embeddings=False, max_positions=40,
+               max_positions=40,
                attention_dropout=0.0, activation="gelu", attention_block=-1,
                attention_head=None, **kwargs):
     super().__init__(vocab_size, **kwargs)
@@ -261,7 +228,6 @@ class TransformerDecoder(CaptionDecoder):
     self.positions = positions
     self.max_steps = max_positions  # The search's max_length bound.
     self.pooled_token = pooled_token
-    self.tied_embeddings = tied_embeddings
     self.attention_dropout = attention_dropout
     self.activation = activation
     self.attention_block = attention_block % num_layers
@@ -290,11 +256,6 @@ class TransformerDecoder(CaptionDecoder):
           name=f"block_{i}"))
     self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5,
                                                       name="final_norm")
-    if tied_embeddings:
-      self.tied_projection = keras.layers.Dense(
-          self.embedding_size, use_bias=False, name="tied_projection") \
-          if self.embedding_size != width else None
-      self.tied_output = TiedOutput(self.word_embedding, name="tied_output")
 
   @property
   def blocks(self):
@@ -307,7 +268,7 @@ class TransformerDecoder(CaptionDecoder):
         feed_forward_size=self.feed_forward_size, positions=self.positions,
         location_embedding=self.location_embedding is not None,
         pooled_token=self.pooled_token,
-        tied_embeddings=self.tied_embeddings, max_positions=self.max_steps,
+        max_positions=self.max_steps,
         attention_dropout=self.attention_dropout, activation=self.activation,
         attention_block=self.attention_block,
         attention_head=self.attention_head)
@@ -400,11 +361,3 @@ class TransformerDecoder(CaptionDecoder):
     chosen = tf.reduce_mean(chosen, axis=1) if self.attention_head is None \
         else chosen[:, self.attention_head]
     return chosen[..., 1:] if self.pooled_token else chosen
-
-  def output_logits(self, hidden, training=False):
-    if not self.tied_embeddings:
-      return super().output_logits(hidden, training)
-    hidden = self.output_dropout(hidden, training=training)
-    if self.tied_projection is not None:
-      hidden = self.tied_projection(hidden)
-    return tf.cast(self.tied_output(hidden), tf.float32)

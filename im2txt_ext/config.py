@@ -47,6 +47,8 @@ class ModelConfig:
   embeddings_init: str = ""  # "" (random), a vectors file (GloVe/word2vec
   #                            text) or "glove6b50d".
   freeze_embeddings: bool = False  # Keep the word embedding fixed.
+  tied_embeddings: bool = False  # Logits from the word embedding's
+  #                                transpose (Press and Wolf 2017).
   decoder_options: dict = dataclasses.field(default_factory=dict)  # Extra
   #   keyword arguments of the chosen decoder class (see its docstring).
 

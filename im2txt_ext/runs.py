@@ -54,6 +54,7 @@ def build_decoder(config, vocab_size, with_encoder):
         hidden_size=config.model.hidden_size, dropout=config.model.dropout,
         cell=config.model.cell, encoder=encoder,
         freeze_embeddings=config.model.freeze_embeddings,
+        tied_embeddings=config.model.tied_embeddings,
         **config.model.decoder_options)
   except (ValueError, TypeError) as e:  # A bad option of the decoder.
     first = (str(e).splitlines() or ["bad option"])[0][:300]

@@ -1,6 +1,8 @@
 """The no-attention decoders: shapes, parameter counts, step/sequence
 agreement, masking and overfitting a handful of captions."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -153,6 +155,39 @@ def test_show_and_tell_parameter_count():
               + (E + H + 1) * 4 * H  # LSTM (im2txt's formula)
               + H * V + V)  # logits
   assert _num_params(decoder) == expected
+
+
+@pytest.mark.parametrize("embedding_size", [E, H])
+def test_tied_embeddings_share_the_word_embedding(embedding_size):
+  """Press and Wolf (2017): logits = (h P) W_e^T + b, P only where H != E;
+  no [H, V] output kernel, and the output's gradient reaches W_e."""
+  decoder = ShowAndTell(V, embedding_size=embedding_size, hidden_size=H,
+                        dropout=0.0, tied_embeddings=True)
+  features, ids = _inputs()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    decoder.teacher_forced(features, ids)
+  assert not [w for w in caught if "unbuilt" in str(w.message)]
+  projection = 0 if embedding_size == H else H * embedding_size
+  assert _num_params(decoder) == (
+      V * embedding_size + D * embedding_size + embedding_size
+      + (embedding_size + H + 1) * 4 * H + projection + V)
+
+  hidden = tf.random.stateless_normal([B, H], [0, 1])
+  layer = decoder.logits_layer
+  layer.bias.assign(tf.range(V, dtype=tf.float32) / V)
+  projected = hidden if layer.projection is None else hidden @ \
+      layer.projection.kernel
+  np.testing.assert_allclose(
+      decoder.output_logits(hidden),
+      projected @ tf.transpose(decoder.word_embedding.embeddings)
+      + layer.bias, atol=1e-5)
+  with tf.GradientTape() as tape:
+    tape.watch(hidden)
+    logits = decoder.output_logits(hidden)
+    loss = tf.reduce_sum(tf.nn.log_softmax(logits)[:, 5])
+  gradient = tape.gradient(loss, decoder.word_embedding.embeddings)
+  assert np.abs(tf.convert_to_tensor(gradient).numpy()).sum(1).min() > 0
 
 
 def test_rnn_baseline_parameter_count_and_image_in_output():

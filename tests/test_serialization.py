@@ -28,7 +28,7 @@ OPTIONS = {
     "rnn_baseline": {"cell": "gru"},
     "show_and_tell": {"image_dropout": 0.2, "freeze_embeddings": True},
     "soft_attention": {"score": "dot", "gating": False,
-                       "doubly_stochastic": 0.5},
+                       "doubly_stochastic": 0.5, "tied_embeddings": True},
     "hard_attention": {"inference": "argmax", "entropy_weight": 0.1},
     "transformer": {"num_heads": 4, "num_layers": 1, "pooled_token": True,
                     "positions": "sinusoidal", "max_positions": 12,
@@ -102,12 +102,12 @@ def test_custom_layers_serialise():
   from attention.hard_attention import HardAttention
   from attention.soft_attention import SoftAttention
   from attention.transformer import DecoderBlock, LocationEmbedding
-  from attention.transformer import TiedOutput
+  from im2txt_ext.models.tied_logits import TiedLogits
   layers = [SoftAttention(4, name="additive"), SoftAttention(4, score="dot"),
             HardAttention(4, inference="argmax", entropy_weight=0.1),
             CachedMultiHeadAttention(2, 4, dropout=0.1),
             DecoderBlock(8, 2, 16, 0.1, 0.2, "relu"), LocationEmbedding(),
-            TiedOutput(keras.layers.Embedding(V, E)),
+            TiedLogits(keras.layers.Embedding(V, E)),
             backbones.ImagePreprocessing(1.0, (-104.0, -117.0, -124.0),
                                          bgr=True),
             backbones.CoordinateChannels()]

@@ -31,6 +31,8 @@ import collections
 import keras
 import tensorflow as tf
 
+from im2txt_ext.models.tied_logits import TiedLogits
+
 StepOutput = collections.namedtuple("StepOutput", "logits state attention")
 
 
@@ -74,6 +76,8 @@ class CaptionDecoder(keras.Model):
       when batches carry images instead of cached features.
     freeze_embeddings: bool. Keep the word embedding fixed in training.
     cell: str. "lstm", "gru" or "rnn".
+    tied_embeddings: bool. Logits from the word embedding's transpose
+      (``TiedLogits``) instead of an output layer of their own.
   """
 
   feature_kind = "pooled"  # Which encoder output the decoder reads.
@@ -81,7 +85,7 @@ class CaptionDecoder(keras.Model):
 
   def __init__(self, vocab_size, embedding_size=512, hidden_size=512,
                dropout=0.3, encoder=None, freeze_embeddings=False,
-               cell="lstm", **kwargs):
+               cell="lstm", tied_embeddings=False, **kwargs):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.embedding_size = embedding_size
@@ -89,13 +93,15 @@ class CaptionDecoder(keras.Model):
     self.dropout_rate = dropout
     self.freeze_embeddings = freeze_embeddings
     self.cell_type = cell
+    self.tied_embeddings = tied_embeddings
     self.encoder = encoder
     self.word_embedding = keras.layers.Embedding(
         vocab_size, embedding_size, trainable=not freeze_embeddings,
         name="word_embedding")
     self.input_dropout = keras.layers.Dropout(dropout)
     self.output_dropout = keras.layers.Dropout(dropout)
-    self.logits_layer = keras.layers.Dense(vocab_size, name="logits")
+    self.logits_layer = TiedLogits(self.word_embedding, name="logits") \
+        if tied_embeddings else keras.layers.Dense(vocab_size, name="logits")
 
   # -- Serialisation ---------------------------------------------------------
 
@@ -106,7 +112,8 @@ class CaptionDecoder(keras.Model):
         vocab_size=self.vocab_size, embedding_size=self.embedding_size,
         hidden_size=self.hidden_size, dropout=self.dropout_rate,
         encoder=keras.saving.serialize_keras_object(self.encoder),
-        freeze_embeddings=self.freeze_embeddings, cell=self.cell_type)
+        freeze_embeddings=self.freeze_embeddings, cell=self.cell_type,
+        tied_embeddings=self.tied_embeddings)
     return config
 
   @classmethod

@@ -148,8 +148,8 @@ class Objective(LossTerm):
 
   def statistics(self, inputs):
     """{index: the k-th term's statistics} for the terms that have any."""
-    return {str(k): stats for k, term in enumerate(self.terms)
-            if (stats := term.statistics(inputs))}
+    per_term = [term.statistics(inputs) for term in self.terms]
+    return {str(k): stats for k, stats in enumerate(per_term) if stats}
 
   def update(self, totals):
     for k, term in enumerate(self.terms):
