@@ -5,6 +5,8 @@ Shape letters: B batch, T caption length, L locations (4x4 maps), D feature
 channels, W model width (16), V vocabulary (20).
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -53,6 +55,20 @@ def test_cached_steps_give_the_parallel_logits(options):
   if not options.get("pooled_token"):  # Weights over L locations sum to 1.
     np.testing.assert_allclose(tf.reduce_sum(aux["attention"], -1),
                                np.ones([3, 6]), rtol=1e-5)
+
+
+def test_tied_embeddings_leave_no_layer_unbuilt():
+  """Tied, the decoder has no output kernel of its own and nothing unbuilt
+  (its untied output layer once stayed unbuilt, and Keras warned so)."""
+  decoder = _decoder(tied_embeddings=True)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    runs.build_from_batch(decoder, {"features": _features(),
+                                    "input_ids": _input_ids()})
+  assert not [w for w in caught if "unbuilt" in str(w.message)]
+  paths = [w.path for w in decoder.weights]
+  assert any(p.endswith("logits/projection/kernel") for p in paths), paths
+  assert not any(p.endswith("logits/kernel") for p in paths), paths
 
 
 def test_the_step_loop_of_the_base_class_agrees():
