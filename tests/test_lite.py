@@ -187,17 +187,17 @@ def test_the_other_decoders_caption_like_the_library(decoder, overrides,
 def test_int8_weights_keep_the_captions_within_tolerance(
     show_and_tell_lite, int8_lite, scene_data):
   """Dynamic-range int8 stores each weight matrix of 1024 values or more
-  (here the CNN's convolutions) in 8 bits, 256 levels, so a word flips
-  only where two words' scores are closer than that rounding moves them. Tolerance over 16 images: >= 90% of the float32 captions'
-  words, position by position, >= 3 in 4 captions the same, and where the
-  same, their log-probability within 0.05 nats on average (measured: 100%,
-  16 of 16 and 0.0006 nats). A flipped word sends the beam elsewhere, and
-  its caption is another sentence with its own log-probability (a CI run
-  once had one of 16 images 2.97 nats away), so only same captions'
-  log-probabilities are compared. A broken quantisation (wrong scales, a
-  dropped bias) fails all three by far. The trained
-  scene models' figures, where the decoder is quantised too, are
-  bench_lite's."""
+  (here the CNN's convolutions) in 8 bits, 256 levels, so a word flips only
+  where two words' scores are closer than that rounding moves them.
+  Tolerance over 16 images: >= 90% of the float32 captions' words, position
+  by position, >= 3 in 4 captions the same, and where the same, their
+  log-probability within 0.05 nats on average (measured: 100%, 16 of 16 and
+  0.0006 nats). A flipped word sends the beam elsewhere, and its caption is
+  another sentence with its own log-probability (a CI run once had one of 16
+  images 2.97 nats away), so only same captions' log-probabilities are
+  compared. A broken quantisation (wrong scales, a dropped bias) fails all
+  three by far. The trained scene models' figures, where the decoder is
+  quantised too, are bench_lite's."""
   _, _, float32 = show_and_tell_lite
   with open(int8_lite / lite.MANIFEST_FILE) as f:
     assert json.load(f)["weights"] == "int8"
