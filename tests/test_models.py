@@ -177,7 +177,6 @@ def test_tied_embeddings_share_the_word_embedding(embedding_size):
       projected @ tf.transpose(decoder.word_embedding.embeddings)
       + layer.bias, atol=1e-5)
   with tf.GradientTape() as tape:
-    tape.watch(hidden)
     logits = decoder.output_logits(hidden)
     loss = tf.reduce_sum(tf.nn.log_softmax(logits)[:, 5])
   gradient = tape.gradient(loss, decoder.word_embedding.embeddings)
