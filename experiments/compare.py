@@ -13,16 +13,20 @@ resumes where it stopped, and a killed training run from its checkpoint):
   3. per experiment and seed: im2txt-train (checkpoints picked by validation
      BLEU-4), then im2txt-evaluate on the test split (beam search); an
      experiment that sets "data.features=" trains and is evaluated on the
-     images themselves (e.g. to fine-tune the CNN);
+     images themselves (e.g. to fine-tune the CNN). --jobs=N runs up to N
+     of these side by side, an experiment that starts from another's run
+     ("{run:NAME}") after that run;
   4. im2txt-retrieve: the nearest-neighbour consensus baseline;
   5. the report (experiments/report.py): results.md, results.json,
      curves.png, attention figures and report.html.
 """
 
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from absl import flags
@@ -44,23 +48,38 @@ flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
 flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
                     "weights: imagenet or a weights file.")
 flags.DEFINE_list("only", None, "Run only these experiments (by name).")
+flags.DEFINE_integer("jobs", 1, "Trainings (an experiment and seed, with "
+                     "its test evaluation) run side by side; each is its own "
+                     "process, so on a CPU the cores are shared.",
+                     lower_bound=1)
 flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
                      "the suite's table shows it.")
 
 
 class Step:
-  """Runs the numbered steps of a comparison, each a logged subprocess."""
+  """Runs the numbered steps of a comparison, each a logged subprocess;
+  ``side_by_side``: steps may run in several threads at once, so each
+  prints a line when it starts and one when it ends."""
 
-  def __init__(self, output, total):
+  def __init__(self, output, total, side_by_side=False):
     self.logs = os.path.join(output, "logs")
     os.makedirs(self.logs, exist_ok=True)
     self.done, self.total = 0, total
+    self.side_by_side = side_by_side
+    self.lock = threading.Lock()
+
+  def number(self):
+    with self.lock:
+      self.done += 1
+      return f"[{self.done}/{self.total}]"
 
   def __call__(self, what, module, args, log_name):
     """Runs ``python -m module args``; returns its stdout. A failure raises
     InputError with the command's last error line and its log file."""
-    self.done += 1
-    print(f"[{self.done}/{self.total}] {what} ...", end=" ", flush=True)
+    number = self.number()
+    print(f"{number} {what} ...", end="\n" if self.side_by_side else " ",
+          flush=True)
+    ended = f"{number} {what}: " if self.side_by_side else ""
     log = os.path.join(self.logs, log_name + ".log")
     started = time.time()
     with open(log, "w") as f:
@@ -75,14 +94,40 @@ class Step:
       last = next((line for line in reversed(lines)
                    if line.startswith("error:") or "Error" in line),
                   lines[-1] if lines else "no output")
-      print("failed")
+      print(f"{ended}failed", flush=True)
       raise InputError(f"{what} failed: {last[:300]} (full log)", log)
-    print(f"{seconds:.0f} s", flush=True)
+    print(f"{ended}{seconds:.0f} s", flush=True)
     return result.stdout
 
   def skip(self, what):
-    self.done += 1
-    print(f"[{self.done}/{self.total}] {what}: done before, skipped")
+    print(f"{self.number()} {what}: done before, skipped", flush=True)
+
+
+def side_by_side(tasks, jobs):
+  """Runs ``tasks`` (key -> (keys it needs done first, a function of no
+  arguments)) in up to ``jobs`` threads, each task once those it needs
+  have finished; needs outside ``tasks`` are taken as met. After a failure
+  no task starts; those running finish, then the first error is raised."""
+  pending = dict(tasks)
+  finished, running, errors = set(), {}, []
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    while running or (pending and not errors):
+      ready = [key for key, (needs, _) in pending.items()
+               if not (set(needs) & set(tasks)) - finished]
+      for key in ready[:0 if errors else jobs - len(running)]:
+        running[pool.submit(pending.pop(key)[1])] = key
+      if not running:
+        raise ValueError(f"tasks {sorted(pending)} wait on each other")
+      done, _ = concurrent.futures.wait(
+          running, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in done:
+        key = running.pop(future)
+        if future.exception():
+          errors.append(future.exception())
+        else:
+          finished.add(key)
+  if errors:
+    raise errors[0]
 
 
 def features_complete(path):
@@ -115,12 +160,12 @@ def expand(setting, output, seed, word2vec):
 
 
 def compare(suite, data_dir, output, seeds, meteor=True, command="",
-            order=None):
+            order=None, jobs=1):
   """Runs the comparison; returns the report's table (markdown),
   then the suite's sample captions.
   ``command``: the command line that ran it, and ``order``: the whole
   suite's experiment names where ``suite`` holds some, for the results
-  file."""
+  file; ``jobs``: trainings run side by side."""
   from experiments import report
   paths = suite.paths(data_dir)
   started = time.time()
@@ -131,7 +176,7 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
   step = Step(output, len(needed) + uses_word2vec + 2 * len(seeds) *
-              len(suite.experiments) + 1)
+              len(suite.experiments) + 1, side_by_side=jobs > 1)
   features = {kind: os.path.join(output, "features",
                                  f"{suite.encoder}_{kind}.npy")
               for kind in needed}
@@ -163,10 +208,16 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
            [f"--corpus={paths['train_captions']}", f"--output_dir={word2vec}",
             *suite.word2vec], "word2vec")
 
-  for experiment in suite.experiments:
-    for seed in seeds:
-      train_and_evaluate(step, suite, experiment, seed, output, paths,
-                         features[kinds[experiment.name]], word2vec, meteor)
+  def training(experiment, seed):
+    return lambda: train_and_evaluate(
+        step, suite, experiment, seed, output, paths,
+        features[kinds[experiment.name]], word2vec, meteor)
+  side_by_side({
+      (experiment.name, seed): (
+          [(name, seed) for setting in experiment.set
+           for name in RUN_PLACEHOLDER.findall(setting)],
+          training(experiment, seed))
+      for experiment in suite.experiments for seed in seeds}, jobs)
 
   retrieval = os.path.join(output, "retrieval")
   if os.path.exists(os.path.join(retrieval, "metrics.json")):
@@ -264,7 +315,8 @@ def main(argv):
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
   meteor = FLAGS.meteor and "METEOR" in suite.metrics
-  print(compare(suite, FLAGS.data, output, seeds, meteor, command, order))
+  print(compare(suite, FLAGS.data, output, seeds, meteor, command, order,
+                FLAGS.jobs))
 
 
 def entry():

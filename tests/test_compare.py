@@ -1,12 +1,14 @@
-"""make compare's driver end to end on tiny data: features, word2vec, three
-experiments (one fine-tuning another with SCST) over two seeds, evaluation,
-the retrieval baseline and every report file; then a second call that finds
-everything done."""
+"""make compare's driver end to end on tiny data: features, word2vec, four
+experiments (two starting from another's run) over two seeds, two trainings
+side by side, evaluation, the retrieval baseline and every report file;
+then a second call that finds everything done."""
 
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -72,10 +74,18 @@ def test_compare_end_to_end(scene_data, tmp_path):
   command = [sys.executable, "-m", "experiments.compare", f"--suite={suite}",
              f"--data={root}", f"--output={output}", "--meteor=false"]
   env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-  result = subprocess.run(command, capture_output=True, text=True,
-                          cwd=str(REPO), env=env, timeout=600)
+  result = subprocess.run(command + ["--jobs=2"], capture_output=True,
+                          text=True, cwd=str(REPO), env=env, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert "[20/20] retrieval baseline" in result.stdout
+  assert "[20/20] retrieval baseline ..." in result.stdout
+  # Side by side, each step says when it starts and when it ends; a run
+  # that starts from another's starts after that one's test evaluation.
+  lines = result.stdout.splitlines()
+  def line(pattern):
+    return next(i for i, text in enumerate(lines) if pattern in text)
+  for seed in (0, 1):
+    assert line(f"evaluate st seed {seed}: ") < line(
+        f"train st_scst seed {seed} ...") < line(f"train st_scst seed {seed}: ")
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
@@ -169,6 +179,59 @@ def test_compare_end_to_end(scene_data, tmp_path):
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("done before, skipped") == 20
+
+
+def test_side_by_side_keeps_order_and_the_limit():
+  """Tasks run at most ``jobs`` at a time, each after those it needs."""
+  from experiments.compare import side_by_side
+  lock, events, running = threading.Lock(), [], []
+
+  def task(key):
+    def run():
+      with lock:
+        running.append(key)
+        events.append(("start", key, len(running)))
+      time.sleep(0.05)
+      with lock:
+        running.remove(key)
+        events.append(("end", key))
+    return run
+  tasks = {("a", 0): ([], task("a0")), ("a", 1): ([], task("a1")),
+           ("b", 0): ([("a", 0), ("elsewhere", 0)], task("b0")),
+           ("b", 1): ([("a", 1)], task("b1")), ("c", 0): ([], task("c0"))}
+  side_by_side(tasks, jobs=2)
+  starts = [e for e in events if e[0] == "start"]
+  assert sorted(e[1] for e in starts) == ["a0", "a1", "b0", "b1", "c0"]
+  assert max(e[2] for e in starts) == 2  # Two at once, never three.
+  for first, then in (("a0", "b0"), ("a1", "b1")):
+    assert events.index(("end", first)) < events.index(
+        next(e for e in starts if e[1] == then))
+  events.clear()
+  side_by_side(tasks, jobs=1)
+  assert [e[1] for e in events if e[0] == "start"] == [
+      "a0", "a1", "b0", "b1", "c0"]  # One at a time: the given order.
+
+
+def test_side_by_side_stops_starting_after_a_failure():
+  """A failure lets the running tasks finish, starts no more and raises."""
+  from experiments.compare import side_by_side
+  from im2txt_ext.errors import InputError
+  started, finished = [], []
+
+  def fails():
+    started.append("fails")
+    raise InputError("train x failed: boom")
+
+  def slow():
+    started.append("slow")
+    time.sleep(0.2)
+    finished.append("slow")
+  with pytest.raises(InputError, match="train x failed: boom"):
+    side_by_side({"fails": ([], fails), "slow": ([], slow),
+                  "later": ([], lambda: started.append("later")),
+                  "needs": (["fails"], lambda: started.append("needs"))},
+                 jobs=2)
+  assert sorted(started) == ["fails", "slow"] and finished == ["slow"]
 
 
 def test_results_file_updates_the_rows_it_measured(tmp_path):
