@@ -143,6 +143,9 @@ def rows(suite, runs, retrieval, command=""):
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
         "training_seconds": mean_sd([r["seconds"] for r in seeded]),
+        "per_seed": [{"seed": r["seed"], "metrics": {
+            m: r["metrics"].get(m) for m in suite.metrics},
+            "training_seconds": r["seconds"]} for r in seeded],
         "command": f"{command} --only={experiment.name}" if command else "",
         "device": "; ".join(devices),
         "date": datetime.datetime.fromtimestamp(

@@ -145,6 +145,11 @@ def test_compare_end_to_end(scene_data, tmp_path):
   bleu = [r["metrics"]["BLEU-1"] for r in results["experiments"]["st"]]
   assert st["metrics"]["BLEU-1"] == pytest.approx(
       {"mean": np.mean(bleu), "sd": np.std(bleu, ddof=1)})
+  assert st["per_seed"] == [
+      {"seed": r["seed"], "metrics": {m: r["metrics"].get(m) for m in (
+          "BLEU-1", "BLEU-2", "CIDEr-D", "perplexity", "distinct")},
+       "training_seconds": r["summary"]["seconds"]}
+      for r in results["experiments"]["st"]]
   assert st["command"] == f"python -m experiments.compare --suite={suite} " \
       f"--data={root} --output={output} --only=st"
   assert st["device"] == devices.describe() and len(st["date"]) == 10
