@@ -42,7 +42,8 @@ flags.DEFINE_string("data", "data/scenes", "Data directory the suite's file "
                     "names are relative to.")
 flags.DEFINE_string("output", None, "Results directory; default "
                     "results/<suite name>.")
-flags.DEFINE_list("seeds", None, "Override the suite's seeds, e.g. 0,1.")
+flags.DEFINE_list("seeds", None, "Override the suite's seeds (every "
+                  "experiment's), e.g. 0,1.")
 flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
                     "of im2txt_ext.encoders).")
 flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
@@ -159,15 +160,17 @@ def expand(setting, output, seed, word2vec):
                                                           word2vec))
 
 
-def compare(suite, data_dir, output, seeds, meteor=True, command="",
+def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
             order=None, jobs=1):
   """Runs the comparison; returns the report's table (markdown),
   then the suite's sample captions.
+  ``seeds``: every experiment's, where given (default: the suite's);
   ``command``: the command line that ran it, and ``order``: the whole
   suite's experiment names where ``suite`` holds some, for the results
   file; ``jobs``: trainings run side by side."""
   from experiments import report
   paths = suite.paths(data_dir)
+  seeds = suite.experiment_seeds(seeds)
   started = time.time()
   kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
   # Retrieval needs pooled features; spatial ones, where needed, come
@@ -175,8 +178,8 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
   needed = sorted(set(kinds.values()) | {"pooled"}, reverse=True)
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
-  step = Step(output, len(needed) + uses_word2vec + 2 * len(seeds) *
-              len(suite.experiments) + 1, side_by_side=jobs > 1)
+  step = Step(output, len(needed) + uses_word2vec + 2 * sum(
+      map(len, seeds.values())) + 1, side_by_side=jobs > 1)
   features = {kind: os.path.join(output, "features",
                                  f"{suite.encoder}_{kind}.npy")
               for kind in needed}
@@ -217,7 +220,8 @@ def compare(suite, data_dir, output, seeds, meteor=True, command="",
           [(name, seed) for setting in experiment.set
            for name in RUN_PLACEHOLDER.findall(setting)],
           training(experiment, seed))
-      for experiment in suite.experiments for seed in seeds}, jobs)
+      for experiment in suite.experiments
+      for seed in seeds[experiment.name]}, jobs)
 
   retrieval = os.path.join(output, "retrieval")
   if os.path.exists(os.path.join(retrieval, "metrics.json")):
@@ -305,7 +309,7 @@ def main(argv):
       raise InputError(f"no experiments named {sorted(unknown)}", FLAGS.suite)
     suite.experiments = [e for e in suite.experiments if e.name in FLAGS.only]
   try:
-    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else suite.seeds
+    seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   except ValueError:
     raise InputError(f"--seeds must be integers, got {FLAGS.seeds}") from None
   output = FLAGS.output or os.path.join("results", suite.name)

@@ -85,11 +85,12 @@ def training_seconds(directory):
 
 def collect(suite, output, seeds):
   """{experiment name: [per-seed dict(seed, metrics, summary, run_dir,
-  seconds)]}; ``seconds``: ``training_seconds``."""
+  seconds)]} for ``seeds`` {experiment name: its seeds};
+  ``seconds``: ``training_seconds``."""
   runs = {}
   for experiment in suite.experiments:
     runs[experiment.name] = []
-    for seed in seeds:
+    for seed in seeds[experiment.name]:
       directory = run_dir(output, experiment.name, seed)
       runs[experiment.name].append({
           "seed": seed, "run_dir": directory,
@@ -358,10 +359,23 @@ def markdown_table_html(table_md):
   return "".join(out) + "</table>"
 
 
+def seeds_phrase(seeds):
+  """"0, 1, 2" where every experiment of ``seeds`` {name: its seeds} has
+  the same, else which has which: "0, 1, 2 for a, b; 0 for c"."""
+  by_seeds = {}
+  for name, own in seeds.items():
+    by_seeds.setdefault(", ".join(map(str, own)), []).append(name)
+  if len(by_seeds) == 1:
+    return next(iter(by_seeds))
+  return "; ".join(f"{listed} for {', '.join(names)}"
+                   for listed, names in by_seeds.items())
+
+
 def write_report(suite, output, seeds, paths, seconds, command="",
                  order=None):
   """Writes every report file of a finished comparison; returns the table,
   then the captions of the first ``suite.show_captions`` test images.
+  ``seeds``: {experiment name: its seeds};
   ``command``: the driver's command line, recorded in the results file;
   ``order``: the whole suite's experiment names, the results file's row
   order (default: the suite's)."""
@@ -400,7 +414,7 @@ def write_report(suite, output, seeds, paths, seconds, command="",
     f.write(f"# {suite.name}\n\n{len(records)} images of the "
             f"{suite.test_split or 'test'} split, beam {suite.beam_size}; "
             f"mean ± sample standard deviation over seeds "
-            f"{', '.join(map(str, seeds))}; features: {suite.encoder}{size} "
+            f"{seeds_phrase(seeds)}; features: {suite.encoder}{size} "
             f"({suite.encoder_weights}), {encoder_state}; trained on "
             f"{devices}.\n\n{table_md}\n\n"
             "Training s: a run started from another (train.init_from) "

@@ -39,6 +39,9 @@ class Experiment:
   evaluate_set: list = dataclasses.field(default_factory=list)  # Overrides
   #   of the run's config for its test evaluation only (im2txt-evaluate
   #   --set), for what only inference reads; chosen on the dev split.
+  seeds: list = dataclasses.field(default_factory=list)  # Its own seeds,
+  #   e.g. three for a main row and one for a costly variant; empty: the
+  #   suite's.
 
 
 @dataclasses.dataclass
@@ -63,7 +66,8 @@ class Suite:
   encoder_weights: str = "imagenet"
   image_size: int = 0  # Encoder input side; 0 = the encoder's default.
   seeds: list = dataclasses.field(default_factory=lambda: [0])  # Every
-  #   experiment is trained once per seed; the table gives mean and spread.
+  #   experiment is trained once per seed (unless it names its own); the
+  #   table gives mean and spread.
   beam_size: int = 3  # Evaluation search on the test split.
   max_length: int = 20
   retrieval_neighbours: int = 10  # The retrieval baseline's k and its
@@ -104,16 +108,28 @@ class Suite:
     if set(suite.curves) - set(names):
       raise InputError(f"curves names unknown experiments "
                        f"{sorted(set(suite.curves) - set(names))}", path)
+    seeds = suite.experiment_seeds()
     for i, experiment in enumerate(suite.experiments):
       for setting in experiment.set:
         for name in RUN_PLACEHOLDER.findall(setting):
           if name not in names[:i]:
             raise InputError(f"experiment {experiment.name}: {{run:{name}}} "
                              "must name an experiment listed before it", path)
+          if set(seeds[experiment.name]) - set(seeds[name]):
+            raise InputError(
+                f"experiment {experiment.name}: seeds {seeds[experiment.name]}"
+                f" not all among those of {name}, whose runs it starts from "
+                f"({seeds[name]})", path)
       if not os.path.isfile(experiment.config):
         raise InputError(f"experiment {experiment.name}: config not found",
                          experiment.config)
     return suite
+
+  def experiment_seeds(self, override=None):
+    """{experiment name: its seeds}: ``override`` for all where given, else
+    each experiment's own, else the suite's."""
+    return {e.name: list(override or e.seeds or self.seeds)
+            for e in self.experiments}
 
   def paths(self, data_dir):
     """Absolute-ish paths of the data files; a missing one raises InputError

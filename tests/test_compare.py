@@ -1,6 +1,6 @@
 """make compare's driver end to end on tiny data: features, word2vec, four
-experiments (two starting from another's run) over two seeds, two trainings
-side by side, evaluation, the retrieval baseline and every report file;
+experiments (two starting from another's run) over two seeds (one of them
+with a seed of its own), two trainings side by side, evaluation, the retrieval baseline and every report file;
 then a second call that finds everything done."""
 
 import json
@@ -58,7 +58,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
            "config": tiny_config(tmp_path / "soft.json", "soft_attention"),
            "set": ["model.embeddings_init={word2vec}"]},
-          {"name": "st_scst", "label": "Show and Tell + SCST",
+          {"name": "st_scst", "label": "Show and Tell + SCST", "seeds": [1],
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
            "set": ["train.init_from={run:st}", "train.scst=true",
                    "train.scst_samples=2", "train.num_steps=3",
@@ -77,15 +77,15 @@ def test_compare_end_to_end(scene_data, tmp_path):
   result = subprocess.run(command + ["--jobs=2"], capture_output=True,
                           text=True, cwd=str(REPO), env=env, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert "[20/20] retrieval baseline ..." in result.stdout
+  assert "[18/18] retrieval baseline ..." in result.stdout
   # Side by side, each step says when it starts and when it ends; a run
   # that starts from another's starts after that one's test evaluation.
   lines = result.stdout.splitlines()
   def line(pattern):
     return next(i for i, text in enumerate(lines) if pattern in text)
-  for seed in (0, 1):
-    assert line(f"evaluate st seed {seed}: ") < line(
-        f"train st_scst seed {seed} ...") < line(f"train st_scst seed {seed}: ")
+  assert line("evaluate st seed 1: ") < line(
+      "train st_scst seed 1 ...") < line("train st_scst seed 1: ")
+  assert "st_scst seed 0" not in result.stdout  # Its own seeds only.
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
@@ -104,7 +104,9 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert retrieval[5] == f"{len(set(captions)) / len(captions):.3f}"
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
-  assert " images of the test split, beam 2;" in table
+  assert " images of the test split, beam 2; mean ± sample standard " \
+      "deviation over seeds 0, 1 for st, soft_w2v, st_cnn; 1 for st_scst;" \
+      in table
   assert f"features: scene_cnn at 32 px ({weights}), frozen, " \
       "fine-tuned in st_cnn; trained on" in table
   results = json.loads((output / "results.json").read_text())
@@ -126,7 +128,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert scst["scst"] and scst["init_from"] == str(output / "runs" /
                                                    "st-seed1")
   assert [r["summary"]["steps"] for r in
-          results["experiments"]["st_scst"]] == [3, 3]
+          results["experiments"]["st_scst"]] == [3]
   # Trained from the images, its CNN fine-tuned, and evaluated on them
   # with that CNN (cached features would have been refused).
   cnn = json.loads((output / "runs" / "st_cnn-seed0" /
@@ -156,11 +158,13 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert [r["kind"] for r in document["rows"]] == [
       "measured"] * 4 + ["retrieval", "published"]
   # A row started from another run counts that run's training time too.
-  seconds = {name: [r["summary"]["seconds"] for r in seeded]
+  seconds = {name: {r["seed"]: r["summary"]["seconds"] for r in seeded}
              for name, seeded in results["experiments"].items()}
   for row in document["rows"][2:4]:
+    assert row["seeds"] == list(seconds[row["name"]])
     assert row["training_seconds"]["mean"] == pytest.approx(np.mean(
-        np.add(seconds["st"], seconds[row["name"]])))
+        [seconds["st"][seed] + seconds[row["name"]][seed]
+         for seed in row["seeds"]]))
   printed = subprocess.run(
       [sys.executable, "-m", "experiments.report",
        f"--results_file={tmp_path / 'docs' / 'tiny.json'}"],
@@ -183,7 +187,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   again = subprocess.run(command, capture_output=True, text=True,
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("done before, skipped") == 20
+  assert again.stdout.count("done before, skipped") == 18
 
 
 def test_side_by_side_keeps_order_and_the_limit():
@@ -282,6 +286,23 @@ def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
   with pytest.raises(InputError, match=r"experiment scst: \{run:st\} must "
                      "name an experiment listed before it"):
     Suite.load(suite)
+
+
+def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  suite = {"seeds": [0, 1], "experiments": [
+      {"name": "st", "config": config, "seeds": [0]},
+      {"name": "scst", "config": config, "set": ["train.init_from={run:st}"]}]}
+  with pytest.raises(InputError, match=r"experiment scst: seeds \[0, 1\] not "
+                     r"all among those of st, whose runs it starts from "
+                     r"\(\[0\]\)"):
+    Suite.load(write_json(tmp_path / "suite.json", suite))
+  suite["experiments"][1]["seeds"] = [0]
+  loaded = Suite.load(write_json(tmp_path / "suite.json", suite))
+  assert loaded.experiment_seeds() == {"st": [0], "scst": [0]}
+  assert loaded.experiment_seeds([2, 3]) == {"st": [2, 3], "scst": [2, 3]}
 
 
 def test_suite_rejects_an_unknown_metric(tmp_path):
