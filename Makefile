@@ -24,7 +24,7 @@ CONFIG ?= experiments/configs/demo.json
 SCST_RUN ?= runs/demo_scst
 EXPORT ?= exports/demo
 SUITE ?= experiments/suites/scenes.json
-# Extra flags of the comparison driver, e.g. COMPARE_ARGS="--seeds=0 --encoder=..."
+# Extra flags of the comparison driver, e.g. COMPARE_ARGS="--seeds=0 --jobs=3 --encoder=..."
 COMPARE_ARGS ?=
 PORT ?= 8000
 # Extra flags of bench-serve, e.g. "--run_dir=RUN --images='DIR/*.jpg'"
