@@ -217,8 +217,7 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
         features[kinds[experiment.name]], word2vec, meteor)
   side_by_side({
       (experiment.name, seed): (
-          [(name, seed) for setting in experiment.set
-           for name in RUN_PLACEHOLDER.findall(setting)],
+          [(name, seed) for name in experiment.runs_needed()],
           training(experiment, seed))
       for experiment in suite.experiments
       for seed in seeds[experiment.name]}, jobs)

@@ -43,6 +43,12 @@ class Experiment:
   #   e.g. three for a main row and one for a costly variant; empty: the
   #   suite's.
 
+  def runs_needed(self):
+    """Names of the experiments whose runs its "{run:NAME}" settings
+    start from."""
+    return [name for setting in self.set
+            for name in RUN_PLACEHOLDER.findall(setting)]
+
 
 @dataclasses.dataclass
 class Published:
@@ -110,16 +116,15 @@ class Suite:
                        f"{sorted(set(suite.curves) - set(names))}", path)
     seeds = suite.experiment_seeds()
     for i, experiment in enumerate(suite.experiments):
-      for setting in experiment.set:
-        for name in RUN_PLACEHOLDER.findall(setting):
-          if name not in names[:i]:
-            raise InputError(f"experiment {experiment.name}: {{run:{name}}} "
-                             "must name an experiment listed before it", path)
-          if set(seeds[experiment.name]) - set(seeds[name]):
-            raise InputError(
-                f"experiment {experiment.name}: seeds {seeds[experiment.name]}"
-                f" not all among those of {name}, whose runs it starts from "
-                f"({seeds[name]})", path)
+      for name in experiment.runs_needed():
+        if name not in names[:i]:
+          raise InputError(f"experiment {experiment.name}: {{run:{name}}} "
+                           "must name an experiment listed before it", path)
+        if set(seeds[experiment.name]) - set(seeds[name]):
+          raise InputError(
+              f"experiment {experiment.name}: seeds {seeds[experiment.name]}"
+              f" not all among those of {name}, whose runs it starts from "
+              f"({seeds[name]})", path)
       if not os.path.isfile(experiment.config):
         raise InputError(f"experiment {experiment.name}: config not found",
                          experiment.config)
