@@ -69,17 +69,26 @@ class Step:
     self.side_by_side = side_by_side
     self.lock = threading.Lock()
 
-  def number(self):
+  def announce(self, what, end="\n"):
+    """Numbers the next step and prints ``[i/n] what`` and ``end`` as one
+    write: threads' lines never interleave. Returns the number."""
     with self.lock:
       self.done += 1
-      return f"[{self.done}/{self.total}]"
+      number = f"[{self.done}/{self.total}]"
+      self.say(f"{number} {what}{end}")
+    return number
+
+  @staticmethod
+  def say(text):
+    """Writes ``text`` to stdout in one call (print writes its end apart)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
   def __call__(self, what, module, args, log_name):
     """Runs ``python -m module args``; returns its stdout. A failure raises
     InputError with the command's last error line and its log file."""
-    number = self.number()
-    print(f"{number} {what} ...", end="\n" if self.side_by_side else " ",
-          flush=True)
+    number = self.announce(f"{what} ...",
+                           end="\n" if self.side_by_side else " ")
     ended = f"{number} {what}: " if self.side_by_side else ""
     log = os.path.join(self.logs, log_name + ".log")
     started = time.time()
@@ -95,13 +104,13 @@ class Step:
       last = next((line for line in reversed(lines)
                    if line.startswith("error:") or "Error" in line),
                   lines[-1] if lines else "no output")
-      print(f"{ended}failed", flush=True)
+      self.say(f"{ended}failed\n")
       raise InputError(f"{what} failed: {last[:300]} (full log)", log)
-    print(f"{ended}{seconds:.0f} s", flush=True)
+    self.say(f"{ended}{seconds:.0f} s\n")
     return result.stdout
 
   def skip(self, what):
-    print(f"{self.number()} {what}: done before, skipped", flush=True)
+    self.announce(f"{what}: done before, skipped")
 
 
 def side_by_side(tasks, jobs):

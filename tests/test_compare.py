@@ -5,6 +5,7 @@ then a second call that finds everything done."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -219,6 +220,28 @@ def test_side_by_side_keeps_order_and_the_limit():
   side_by_side(tasks, jobs=1)
   assert [e[1] for e in events if e[0] == "start"] == [
       "a0", "a1", "b0", "b1", "c0"]  # One at a time: the given order.
+
+
+def test_side_by_side_steps_print_whole_lines(tmp_path, capsys):
+  """Steps running in several threads print each line whole: a number and
+  what started, or the same and its seconds, never two lines run together."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  from experiments.compare import Step
+  step = Step(str(tmp_path), total=8, side_by_side=True)
+  with ThreadPoolExecutor(4) as pool:
+    list(pool.map(lambda i: step(f"task {i}", "platform", [], f"t{i}"),
+                  range(8)))
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 16
+  started = [re.fullmatch(r"\[(\d)/8\] task (\d) \.\.\.", line)
+             for line in lines if line.endswith("...")]
+  ended = [re.fullmatch(r"(\[\d/8\] task \d): \d+ s", line)
+           for line in lines if not line.endswith("...")]
+  assert all(started) and all(ended) and len(started) == len(ended) == 8
+  assert sorted(int(m[1]) for m in started) == list(range(1, 9))
+  assert sorted(int(m[2]) for m in started) == list(range(8))
+  assert {m[0][:-4] for m in started} == {m[1] for m in ended}
 
 
 def test_side_by_side_stops_starting_after_a_failure():
