@@ -67,7 +67,7 @@ class Step:
     os.makedirs(self.logs, exist_ok=True)
     self.done, self.total = 0, total
     self.side_by_side = side_by_side
-    self.lock = threading.Lock()
+    self.lock = threading.RLock()
 
   def announce(self, what, end="\n"):
     """Numbers the next step and prints ``[i/n] what`` and ``end`` as one
@@ -78,11 +78,12 @@ class Step:
       self.say(f"{number} {what}{end}")
     return number
 
-  @staticmethod
-  def say(text):
-    """Writes ``text`` to stdout in one call (print writes its end apart)."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
+  def say(self, text):
+    """Writes ``text`` to stdout in one call under the lock (print writes
+    its end apart)."""
+    with self.lock:
+      sys.stdout.write(text)
+      sys.stdout.flush()
 
   def __call__(self, what, module, args, log_name):
     """Runs ``python -m module args``; returns its stdout. A failure raises
