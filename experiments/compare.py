@@ -36,25 +36,29 @@ from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("suite", "experiments/suites/scenes.json", "Suite file "
-                    "(experiments/suite.py explains its fields).")
-flags.DEFINE_string("data", "data/scenes", "Data directory the suite's file "
-                    "names are relative to.")
-flags.DEFINE_string("output", None, "Results directory; default "
-                    "results/<suite name>.")
-flags.DEFINE_list("seeds", None, "Override the suite's seeds (every "
-                  "experiment's), e.g. 0,1.")
-flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
-                    "of im2txt_ext.encoders).")
-flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
-                    "weights: imagenet or a weights file.")
-flags.DEFINE_list("only", None, "Run only these experiments (by name).")
-flags.DEFINE_integer("jobs", 1, "Trainings (an experiment and seed, with "
-                     "its test evaluation) run side by side; each is its own "
-                     "process, so on a CPU the cores are shared.",
-                     lower_bound=1)
-flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
-                     "the suite's table shows it.")
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_string("suite", "experiments/suites/scenes.json", "Suite file "
+                      "(experiments/suite.py explains its fields).")
+  flags.DEFINE_string("data", "data/scenes", "Data directory the suite's file "
+                      "names are relative to.")
+  flags.DEFINE_string("output", None, "Results directory; default "
+                      "results/<suite name>.")
+  flags.DEFINE_list("seeds", None, "Override the suite's seeds (every "
+                    "experiment's), e.g. 0,1.")
+  flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
+                      "of im2txt_ext.encoders).")
+  flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
+                      "weights: imagenet or a weights file.")
+  flags.DEFINE_list("only", None, "Run only these experiments (by name).")
+  flags.DEFINE_integer("jobs", 1, "Trainings (an experiment and seed, with "
+                       "its test evaluation) run side by side; each is its "
+                       "own process, so on a CPU the cores are shared.",
+                       lower_bound=1)
+  flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
+                       "the suite's table shows it.")
 
 
 class Step:
@@ -333,6 +337,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

@@ -27,20 +27,24 @@ from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory.")
-flags.DEFINE_string("captions", None, "Caption file of the images.")
-flags.DEFINE_string("split", "val", "Split of the caption file (the dev "
-                    "split: choose settings there); empty: all its images.")
-flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
-                    "run config's data.images_dir.")
-flags.DEFINE_string("settings", "experiments/suites/decoding.json",
-                    "Settings file: a list of {label, options}.")
-flags.DEFINE_string("output", None, "Folder for table.md and table.json.")
-flags.DEFINE_integer("limit", 0, "Only the first N images (0 = all).")
-flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
-flags.mark_flags_as_required(["run_dir", "captions", "output"])
 
-COLUMNS = ("BLEU-4", "METEOR", "CIDEr-D", "distinct", "mean length")
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_string("run_dir", None, "Training run directory.")
+  flags.DEFINE_string("captions", None, "Caption file of the images.")
+  flags.DEFINE_string("split", "val", "Split of the caption file (the dev "
+                      "split: choose settings there); empty: all its images.")
+  flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
+                      "run config's data.images_dir.")
+  flags.DEFINE_string("settings", "experiments/suites/decoding.json",
+                      "Settings file: a list of {label, options}.")
+  flags.DEFINE_string("output", None, "Folder for table.md and table.json.")
+  flags.DEFINE_integer("limit", 0, "Only the first N images (0 = all).")
+  flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+  flags.mark_flags_as_required(["run_dir", "captions", "output"])
+
+  COLUMNS = ("BLEU-4", "METEOR", "CIDEr-D", "distinct", "mean length")
 
 
 def score(candidates, references, meteor=True):
@@ -113,6 +117,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

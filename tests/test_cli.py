@@ -173,8 +173,7 @@ def test_console_script_help_shows_its_usage_and_flags(command, module,
                           capture_output=True, text=True, timeout=120,
                           cwd=str(REPO))
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  # The docstring read from the source: importing the commands here would
-  # define their flags twice in this process.
+  # The docstring read from the source, without importing TensorFlow here.
   source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
   summary = ast.get_docstring(ast.parse(source)).splitlines()[0]
   assert result.stdout.startswith(summary), result.stdout[:500]
@@ -183,6 +182,24 @@ def test_console_script_help_shows_its_usage_and_flags(command, module,
   assert not {"logtostderr", "verbosity"} & set(shown)  # absl's own.
   if command == "im2txt-caption":
     assert {"run_dir", "images", "beam_size", "method"} <= set(shown)
+
+
+def test_every_command_module_imports_in_one_process():
+  """A command defines its flags when it runs, not on import, so that a
+  program or notebook can import several (their flag names overlap:
+  --run_dir, --output, --captions, ...)."""
+  modules = sorted({module for module, _ in console_scripts().values()} |
+                   {"experiments.decoding"})
+  code = ("import importlib, sys\n"
+          "for module in sys.argv[1:]:\n"
+          "  importlib.import_module(module)\n"
+          "print('imported', len(sys.argv) - 1)")
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", code, *modules], env=env,
+                          capture_output=True, text=True, timeout=300,
+                          cwd=str(REPO))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ["imported", str(len(modules))]
 
 
 @pytest.mark.parametrize("module", ["im2txt_ext.cli.train",

@@ -1,4 +1,8 @@
-"""Command-line tools (absl flags; ``--help`` explains every flag)."""
+"""Command-line tools (absl flags; ``--help`` explains every flag).
+
+Each command defines its flags when it runs (its ``entry`` calls its
+``define_flags`` before ``run``), never on import: the commands' flag names
+overlap, and one process may import several of their modules."""
 
 import os
 import sys

@@ -14,21 +14,26 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("captions", None, "Caption file(s) in any supported "
-                          "format (COCO JSON, Karpathy JSON, Flickr token "
-                          "file, captions.txt CSV). Repeat for several.")
-flags.DEFINE_string("images_dir", None, "Folder of the images the caption "
-                    "files name.")
-flags.DEFINE_string("output_dir", None, "Folder for vocab.txt and the "
-                    "{split}-SSSSS-of-NNNNN shards.")
-flags.DEFINE_string("vocab", None, "Existing vocabulary file to use instead "
-                    "of building one from the training captions.")
-flags.DEFINE_integer("min_word_count", 4, "Words seen fewer times in the "
-                     "training captions map to <unk> (im2txt: 4).")
-flags.DEFINE_integer("num_shards", 8, "Shards per split.")
-flags.DEFINE_boolean("skip_bad_inputs", False, "Skip and count bad captions "
-                     "and images instead of stopping at the first.")
-flags.mark_flags_as_required(["captions", "images_dir", "output_dir"])
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_multi_string("captions", None, "Caption file(s) in any "
+                            "supported format (COCO JSON, Karpathy JSON, "
+                            "Flickr token file, captions.txt CSV). Repeat "
+                            "for several.")
+  flags.DEFINE_string("images_dir", None, "Folder of the images the caption "
+                      "files name.")
+  flags.DEFINE_string("output_dir", None, "Folder for vocab.txt and the "
+                      "{split}-SSSSS-of-NNNNN shards.")
+  flags.DEFINE_string("vocab", None, "Existing vocabulary file to use instead "
+                      "of building one from the training captions.")
+  flags.DEFINE_integer("min_word_count", 4, "Words seen fewer times in the "
+                       "training captions map to <unk> (im2txt: 4).")
+  flags.DEFINE_integer("num_shards", 8, "Shards per split.")
+  flags.DEFINE_boolean("skip_bad_inputs", False, "Skip and count bad captions "
+                       "and images instead of stopping at the first.")
+  flags.mark_flags_as_required(["captions", "images_dir", "output_dir"])
 
 
 def main(argv):
@@ -62,6 +67,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

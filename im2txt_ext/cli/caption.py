@@ -15,39 +15,44 @@ from im2txt_ext.cli import decoding, run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Training run directory (holds "
-                    "config.json, vocab.txt and checkpoints) or export "
-                    "folder (from im2txt-export; beam search only).")
-flags.DEFINE_string("run_dir", None, "The old name of --model, still "
-                    "accepted.")
-flags.register_multi_flags_validator(
-    ["model", "run_dir"],
-    lambda values: (values["model"] is None) != (values["run_dir"] is None),
-    "exactly one of --model and --run_dir must have a value")
-flags.DEFINE_list("images", None, "Image files and/or folders of images, "
-                  "comma-separated.")
-flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"],
-                  "Search: batched beam search, greedy, or sampling.")
-flags.DEFINE_integer("beam_size", 3, "Beams per image (method=beam).")
-flags.DEFINE_integer("max_length", 20, "Most words per caption, <end> "
-                     "included.")
-flags.DEFINE_integer("top_k", 1, "Captions printed per image (beam: at most "
-                     "beam_size); for sampling, sample among the k likeliest "
-                     "words (0 = all).")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature (method=sample); "
-                   "above 0.")
-flags.register_validator("temperature", lambda t: t > 0,
-                         "--temperature must be above 0")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
-                  "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
-                  "runs) or the latest (run directories only).")
-flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
-                    "per image).")
-flags.DEFINE_integer("batch_size", 32, "Images per batch.", lower_bound=1)
-flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
-                     "(by default the search never emits it; an export "
-                     "keeps the choice made at export time).")
-flags.mark_flags_as_required(["images"])
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  decoding.define_flags()
+  flags.DEFINE_string("model", None, "Training run directory (holds "
+                      "config.json, vocab.txt and checkpoints) or export "
+                      "folder (from im2txt-export; beam search only).")
+  flags.DEFINE_string("run_dir", None, "The old name of --model, still "
+                      "accepted.")
+  flags.register_multi_flags_validator(
+      ["model", "run_dir"],
+      lambda values: (values["model"] is None) != (values["run_dir"] is None),
+      "exactly one of --model and --run_dir must have a value")
+  flags.DEFINE_list("images", None, "Image files and/or folders of images, "
+                    "comma-separated.")
+  flags.DEFINE_enum("method", "beam", ["beam", "greedy", "sample"],
+                    "Search: batched beam search, greedy, or sampling.")
+  flags.DEFINE_integer("beam_size", 3, "Beams per image (method=beam).")
+  flags.DEFINE_integer("max_length", 20, "Most words per caption, <end> "
+                       "included.")
+  flags.DEFINE_integer("top_k", 1, "Captions printed per image (beam: at "
+                       "most beam_size); for sampling, sample among the k "
+                       "likeliest words (0 = all).")
+  flags.DEFINE_float("temperature", 1.0, "Softmax temperature "
+                     "(method=sample); above 0.")
+  flags.register_validator("temperature", lambda t: t > 0,
+                           "--temperature must be above 0")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
+                    "checkpoint: best validation BLEU-4 (CIDEr-D for SCST "
+                    "runs) or the latest (run directories only).")
+  flags.DEFINE_string("output", None, "Also write JSON lines here (one object "
+                      "per image).")
+  flags.DEFINE_integer("batch_size", 32, "Images per batch.", lower_bound=1)
+  flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
+                       "(by default the search never emits it; an export "
+                       "keeps the choice made at export time).")
+  flags.mark_flags_as_required(["images"])
 
 
 def main(argv):
@@ -90,6 +95,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

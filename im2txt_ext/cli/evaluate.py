@@ -20,44 +20,49 @@ from im2txt_ext.cli import decoding, run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Training run directory (or give "
-                    "--export).")
-flags.DEFINE_string("export", None, "Exported SavedModel directory (from "
-                    "im2txt-export) instead of a run directory; it captions "
-                    "the image files with its caption_with_options "
-                    "signature (beam search only; no perplexity).")
-flags.DEFINE_string("captions", None, "Caption file of the evaluation images "
-                    "(any supported format).")
-flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
-                    "run config's data.images_dir (with --export: needed "
-                    "unless the caption file's image paths are complete).")
-flags.DEFINE_string("split", "", "Use only records of this split (e.g. test) "
-                    "when the file holds several.")
-flags.DEFINE_string("features", "", "Cached features of these images (when "
-                    "the model was trained on cached features).")
-flags.DEFINE_enum("method", "beam", ["beam", "greedy"], "Search method "
-                  "(decoding options: see their flags).")
-flags.DEFINE_integer("beam_size", 3, "Beams per image.")
-flags.DEFINE_multi_string("set", [], "Change a field of the run's saved "
-                          "config for this evaluation (what only inference "
-                          "reads), e.g. --set model.decoder_options."
-                          "inference=expectation for hard attention.")
-flags.DEFINE_integer("max_length", 20, "Most words per caption.")
-flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
-                     "all).")
-flags.DEFINE_integer("show", 5, "Print this many images' captions.")
-flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
-flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
-                     "(by default the search never emits it; an export "
-                     "keeps the choice made at export time).")
-flags.DEFINE_boolean("perplexity", True, "Also compute the perplexity of the "
-                     "reference captions (checkpoints only).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
-                  "checkpoint.")
-flags.DEFINE_string("output_dir", None, "Writes metrics.json and "
-                    "captions.json (generated vs references) here; default: "
-                    "<run_dir>/eval or <export>/eval.")
-flags.mark_flags_as_required(["captions"])
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  decoding.define_flags()
+  flags.DEFINE_string("run_dir", None, "Training run directory (or give "
+                      "--export).")
+  flags.DEFINE_string("export", None, "Exported SavedModel directory (from "
+                      "im2txt-export) instead of a run directory; it captions "
+                      "the image files with its caption_with_options "
+                      "signature (beam search only; no perplexity).")
+  flags.DEFINE_string("captions", None, "Caption file of the evaluation "
+                      "images (any supported format).")
+  flags.DEFINE_string("images_dir", None, "Folder of the images; default: the "
+                      "run config's data.images_dir (with --export: needed "
+                      "unless the caption file's image paths are complete).")
+  flags.DEFINE_string("split", "", "Use only records of this split (e.g. "
+                      "test) when the file holds several.")
+  flags.DEFINE_string("features", "", "Cached features of these images (when "
+                      "the model was trained on cached features).")
+  flags.DEFINE_enum("method", "beam", ["beam", "greedy"], "Search method "
+                    "(decoding options: see their flags).")
+  flags.DEFINE_integer("beam_size", 3, "Beams per image.")
+  flags.DEFINE_multi_string("set", [], "Change a field of the run's saved "
+                            "config for this evaluation (what only inference "
+                            "reads), e.g. --set model.decoder_options."
+                            "inference=expectation for hard attention.")
+  flags.DEFINE_integer("max_length", 20, "Most words per caption.")
+  flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
+                       "all).")
+  flags.DEFINE_integer("show", 5, "Print this many images' captions.")
+  flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+  flags.DEFINE_boolean("allow_unk", False, "Let captions contain <unk> "
+                       "(by default the search never emits it; an export "
+                       "keeps the choice made at export time).")
+  flags.DEFINE_boolean("perplexity", True, "Also compute the perplexity of "
+                       "the reference captions (checkpoints only).")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which "
+                    "checkpoint.")
+  flags.DEFINE_string("output_dir", None, "Writes metrics.json and "
+                      "captions.json (generated vs references) here; default: "
+                      "<run_dir>/eval or <export>/eval.")
+  flags.mark_flags_as_required(["captions"])
 
 
 def _run_config():
@@ -166,6 +171,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

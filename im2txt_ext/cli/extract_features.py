@@ -27,41 +27,46 @@ from im2txt_ext.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
-_ENCODER = flags.DEFINE_enum(
-    "encoder", "efficientnet_lite0", list(backbones.ENCODERS),
-    "Image encoder.")
-_WEIGHTS = flags.DEFINE_string(
-    "weights", "imagenet",
-    "Encoder weights: 'imagenet', 'none' (random) or a weights file path.")
-_IMAGES = flags.DEFINE_string(
-    "images", None, "Directory of images: with --captions, where the "
-    "captions file's images are; alone, encode every image file in it.")
-_CAPTIONS = flags.DEFINE_list(
-    "captions", None, "Comma-separated captions files; their images are "
-    "encoded in file order, each image once.")
-_KIND = flags.DEFINE_enum(
-    "kind", "pooled", list(features.KINDS),
-    "pooled: one [D] vector per image; spatial: an [L, D] map per image.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Features file to write (.npy); its index goes beside "
-    "it as .json.", required=True)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 32, "Images per encoder call.", lower_bound=1)
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", None, "Image side in pixels. Defaults to the encoder's "
-    "native side (efficientnet_lite0/1/2: 224/240/260). A larger side gives "
-    "a finer spatial map: ceil(S/32) a side for the EfficientNets, e.g. "
-    "14x14 at 448, the grid VGG's conv5 gave Show, Attend and Tell.")
-_SKIP_BAD_IMAGES = flags.DEFINE_boolean(
-    "skip_bad_images", False, "Leave zero rows for missing or corrupt image "
-    "files (listed in the index) instead of stopping with an error.")
-_FROM_SPATIAL = flags.DEFINE_string(
-    "from_spatial", None, "A finished spatial features file: write its "
-    "pooled features (each row's mean over its locations, the encoder's "
-    "pooled output) to --output instead of encoding images.")
-_LIMIT = flags.DEFINE_integer(
-    "limit", None, "Encode only the first N images, for smoke runs and "
-    "timing.", lower_bound=1)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_enum(
+      "encoder", "efficientnet_lite0", list(backbones.ENCODERS),
+      "Image encoder.")
+  flags.DEFINE_string(
+      "weights", "imagenet",
+      "Encoder weights: 'imagenet', 'none' (random) or a weights file path.")
+  flags.DEFINE_string(
+      "images", None, "Directory of images: with --captions, where the "
+      "captions file's images are; alone, encode every image file in it.")
+  flags.DEFINE_list(
+      "captions", None, "Comma-separated captions files; their images are "
+      "encoded in file order, each image once.")
+  flags.DEFINE_enum(
+      "kind", "pooled", list(features.KINDS),
+      "pooled: one [D] vector per image; spatial: an [L, D] map per image.")
+  flags.DEFINE_string(
+      "output", None, "Features file to write (.npy); its index goes beside "
+      "it as .json.", required=True)
+  flags.DEFINE_integer(
+      "batch_size", 32, "Images per encoder call.", lower_bound=1)
+  flags.DEFINE_integer(
+      "image_size", None, "Image side in pixels. Defaults to the encoder's "
+      "native side (efficientnet_lite0/1/2: 224/240/260). A larger side gives "
+      "a finer spatial map: ceil(S/32) a side for the EfficientNets, e.g. "
+      "14x14 at 448, the grid VGG's conv5 gave Show, Attend and Tell.")
+  flags.DEFINE_boolean(
+      "skip_bad_images", False, "Leave zero rows for missing or corrupt image "
+      "files (listed in the index) instead of stopping with an error.")
+  flags.DEFINE_string(
+      "from_spatial", None, "A finished spatial features file: write its "
+      "pooled features (each row's mean over its locations, the encoder's "
+      "pooled output) to --output instead of encoding images.")
+  flags.DEFINE_integer(
+      "limit", None, "Encode only the first N images, for smoke runs and "
+      "timing.", lower_bound=1)
 
 
 def directory_records(images_dir):
@@ -76,45 +81,46 @@ def directory_records(images_dir):
 
 
 def _records():
-  if _CAPTIONS.value:
+  if FLAGS.captions:
     # Imported here: only captions files need the readers.
     from im2txt_ext.data.readers import read_dataset
     records = {}
-    for path in _CAPTIONS.value:
-      for record in read_dataset(path, images_dir=_IMAGES.value):
+    for path in FLAGS.captions:
+      for record in read_dataset(path, images_dir=FLAGS.images):
         records.setdefault(record.image_id, record)
     return list(records.values())
-  if _IMAGES.value:
-    return directory_records(_IMAGES.value)
+  if FLAGS.images:
+    return directory_records(FLAGS.images)
   raise InputError("give --images (a directory) or --captions (a file)")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _FROM_SPATIAL.value:
-    if _KIND.value != "pooled":
+  if FLAGS.from_spatial:
+    if FLAGS.kind != "pooled":
       raise InputError("--from_spatial writes pooled features; drop "
-                       f"--kind={_KIND.value}")
-    index = features.pool_features(_FROM_SPATIAL.value, _OUTPUT.value)
-    print(f"{_OUTPUT.value}: {index['rows_done']} rows, the mean over the "
-          f"locations of {_FROM_SPATIAL.value}")
+                       f"--kind={FLAGS.kind}")
+    index = features.pool_features(FLAGS.from_spatial, FLAGS.output)
+    print(f"{FLAGS.output}: {index['rows_done']} rows, the mean over the "
+          f"locations of {FLAGS.from_spatial}")
     return
-  records = _records()[:_LIMIT.value]
-  weights = None if _WEIGHTS.value == "none" else _WEIGHTS.value
-  encoder = backbones.build_encoder(_ENCODER.value, weights, _IMAGE_SIZE.value)
+  records = _records()[:FLAGS.limit]
+  weights = None if FLAGS.weights == "none" else FLAGS.weights
+  encoder = backbones.build_encoder(FLAGS.encoder, weights, FLAGS.image_size)
   result = features.extract_features(
-      records, encoder, _OUTPUT.value, _KIND.value, _BATCH_SIZE.value,
-      _SKIP_BAD_IMAGES.value, metadata={"weights": _WEIGHTS.value})
+      records, encoder, FLAGS.output, FLAGS.kind, FLAGS.batch_size,
+      FLAGS.skip_bad_images, metadata={"weights": FLAGS.weights})
   if result["skipped"]:
     print(f"skipped {len(result['skipped'])} bad images (zero rows, listed "
-          f"in {features.index_path(_OUTPUT.value)})")
-  print(f"{_OUTPUT.value}: {result['rows_done']} rows; encoded "
+          f"in {features.index_path(FLAGS.output)})")
+  print(f"{FLAGS.output}: {result['rows_done']} rows; encoded "
         f"{result['encoded']} images in {result['seconds']:.1f} s, "
         f"{result['images_per_second']:.1f} images/s")
 
 
 def entry():
+  define_flags()
   run(main)
 
 

@@ -18,28 +18,33 @@ from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("features", None, "Pooled feature cache (from "
-                    "im2txt-extract-features --kind=pooled) holding the "
-                    "training and the evaluation images.")
-flags.DEFINE_string("train_captions", None, "Caption file of the training "
-                    "images (the captions that can be retrieved).")
-flags.DEFINE_string("train_split", "train", "Use only training records of "
-                    "this split where the file holds several.")
-flags.DEFINE_string("captions", None, "Caption file of the evaluation images.")
-flags.DEFINE_string("split", "", "Use only evaluation records of this split "
-                    "(e.g. test) where the file holds several.")
-flags.DEFINE_integer("neighbours", 10, "Nearest training images whose "
-                     "captions are candidates.", lower_bound=1)
-flags.DEFINE_enum("consensus", "cider", ["cider", "bleu"], "Similarity that "
-                  "ranks the candidates by their agreement with each other.")
-flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
-                     "all).")
-flags.DEFINE_integer("show", 5, "Print this many images' captions.")
-flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
-flags.DEFINE_string("output_dir", None, "Where metrics.json and "
-                    "captions.json go.")
-flags.mark_flags_as_required(["features", "train_captions", "captions",
-                              "output_dir"])
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_string("features", None, "Pooled feature cache (from "
+                      "im2txt-extract-features --kind=pooled) holding the "
+                      "training and the evaluation images.")
+  flags.DEFINE_string("train_captions", None, "Caption file of the training "
+                      "images (the captions that can be retrieved).")
+  flags.DEFINE_string("train_split", "train", "Use only training records of "
+                      "this split where the file holds several.")
+  flags.DEFINE_string("captions", None, "Caption file of the evaluation "
+                      "images.")
+  flags.DEFINE_string("split", "", "Use only evaluation records of this split "
+                      "(e.g. test) where the file holds several.")
+  flags.DEFINE_integer("neighbours", 10, "Nearest training images whose "
+                       "captions are candidates.", lower_bound=1)
+  flags.DEFINE_enum("consensus", "cider", ["cider", "bleu"], "Similarity that "
+                    "ranks the candidates by their agreement with each other.")
+  flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
+                       "all).")
+  flags.DEFINE_integer("show", 5, "Print this many images' captions.")
+  flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
+  flags.DEFINE_string("output_dir", None, "Where metrics.json and "
+                      "captions.json go.")
+  flags.mark_flags_as_required(["features", "train_captions", "captions",
+                                "output_dir"])
 
 
 def rows_of(records, image_ids, array, path):
@@ -88,6 +93,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 

@@ -19,24 +19,29 @@ from im2txt_ext.cli import run
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "Experiment config JSON (fields of "
-                    "im2txt_ext.config.ExperimentConfig; omitted fields keep "
-                    "their defaults).")
-flags.DEFINE_string("run_dir", None, "Run directory for config, vocabulary, "
-                    "checkpoints and TensorBoard logs. A run that has a "
-                    "checkpoint resumes with its saved config (--config is "
-                    "then ignored, --set applies).")
-flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
-                          "--set train.num_steps=500 (value parsed as JSON).")
-flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
-flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker",
-                                     "tpu"],
-                  "Devices to train on, overriding train.strategy (also on "
-                  "resume): one device, all local GPUs, the machines of "
-                  "TF_CONFIG, or a TPU.")
-flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for "
-                    "--strategy=tpu (default: the local TPU).")
-flags.mark_flags_as_required(["run_dir"])
+
+
+def define_flags():
+  """This command's flags (see im2txt_ext.cli)."""
+  flags.DEFINE_string("config", None, "Experiment config JSON (fields of "
+                      "im2txt_ext.config.ExperimentConfig; omitted fields "
+                      "keep their defaults).")
+  flags.DEFINE_string("run_dir", None, "Run directory for config, vocabulary, "
+                      "checkpoints and TensorBoard logs. A run that has a "
+                      "checkpoint resumes with its saved config (--config is "
+                      "then ignored, --set applies).")
+  flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
+                            "--set train.num_steps=500 (value parsed as "
+                            "JSON).")
+  flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
+  flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker",
+                                       "tpu"],
+                    "Devices to train on, overriding train.strategy (also on "
+                    "resume): one device, all local GPUs, the machines of "
+                    "TF_CONFIG, or a TPU.")
+  flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for "
+                      "--strategy=tpu (default: the local TPU).")
+  flags.mark_flags_as_required(["run_dir"])
 
 
 def main(argv):
@@ -55,6 +60,7 @@ def main(argv):
 
 
 def entry():
+  define_flags()
   run(main)
 
 
