@@ -27,6 +27,7 @@ from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
+COLUMNS = ("BLEU-4", "METEOR", "CIDEr-D", "distinct", "mean length")
 
 
 def define_flags():
@@ -43,8 +44,6 @@ def define_flags():
   flags.DEFINE_integer("limit", 0, "Only the first N images (0 = all).")
   flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java).")
   flags.mark_flags_as_required(["run_dir", "captions", "output"])
-
-  COLUMNS = ("BLEU-4", "METEOR", "CIDEr-D", "distinct", "mean length")
 
 
 def score(candidates, references, meteor=True):
