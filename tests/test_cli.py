@@ -45,6 +45,12 @@ def trained_run(scene_data, tmp_path_factory):
       "--set=train.validate_every=3", "--set=train.train_encoder_after=0")
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 3
+  # --quiet (as the comparison driver trains): no progress bar, but a line
+  # a validation for the run's log.
+  assert re.search(r"^step 3/3: validation BLEU-4 \d\.\d{4}, CIDEr-D "
+                   r"\d\.\d{4} \(\d+ s\)$", result.stdout, re.M), \
+      result.stdout
+  assert "%|" not in result.stderr  # tqdm's bar.
   return run_dir, root
 
 

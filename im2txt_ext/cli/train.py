@@ -33,7 +33,8 @@ def define_flags():
   flags.DEFINE_multi_string("set", [], "Override one config field, e.g. "
                             "--set train.num_steps=500 (value parsed as "
                             "JSON).")
-  flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions.")
+  flags.DEFINE_boolean("quiet", False, "No progress bar or sample captions, "
+                       "only a line per validation (for logs).")
   flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker",
                                        "tpu"],
                     "Devices to train on, overriding train.strategy (also on "

@@ -143,7 +143,8 @@ class Trainer:
     strategy: optional tf.distribute.Strategy, or a name of
       ``distribute.STRATEGIES`` (default: ``config.train.strategy``; its
       "default" is the current strategy).
-    quiet: bool. No progress bar or sample captions.
+    quiet: bool. No progress bar or sample captions, only a line per
+      validation.
     overrides: ``section.field=value`` strings (``config.apply_overrides``)
       applied to the saved config of a resumed run too, e.g.
       "train.num_steps=3000" to train it further; the changed config is
@@ -505,7 +506,7 @@ class Trainer:
                             float(tf.convert_to_tensor(
                                 self.optimizer.learning_rate)))
       if done % t.validate_every == 0 or done == t.num_steps:
-        self._validate_and_keep_best(done, writer)
+        self._validate_and_keep_best(done, writer, elapsed())
       if done % t.checkpoint_every == 0 or done == t.num_steps:
         self.seconds.assign(elapsed())
         self._save(self.manager, done)
@@ -518,7 +519,7 @@ class Trainer:
             "seconds": float(self.seconds.numpy()),
             "device": devices.describe()}
 
-  def _validate_and_keep_best(self, step, writer):
+  def _validate_and_keep_best(self, step, writer, seconds):
     scores, captions = self.validate()
     # The same on every worker: the saves below are collective operations.
     scores = {name: distribute.agree(self.strategy, score)
@@ -526,10 +527,14 @@ class Trainer:
     with writer.as_default(step=step):
       for name, score in scores.items():
         tf.summary.scalar(name, score)
-    if not self.quiet:
-      tqdm.write(f"step {step}: validation " + ", ".join(
-          f"{_SCORE_NAMES[name]} {score:.4f}"
-          for name, score in scores.items()))
+    line = f"step {step}/{self.config.train.num_steps}: validation " + \
+        ", ".join(f"{_SCORE_NAMES[name]} {score:.4f}"
+                  for name, score in scores.items()) + f" ({seconds:.0f} s)"
+    if self.quiet:  # A logged run's progress, e.g. under im2txt-compare.
+      if self.is_chief:
+        print(line, flush=True)
+    else:
+      tqdm.write(line)
       for record in self.val_records[:3]:
         tqdm.write(f"  {record.image_id}: {captions[record.image_id]!r} "
                    f"(ref: {record.captions[0]!r})")
