@@ -98,12 +98,16 @@ class Step:
     log = os.path.join(self.logs, log_name + ".log")
     started = time.time()
     with open(log, "w") as f:
-      result = subprocess.run([sys.executable, "-m", module, *args],
-                              stdout=subprocess.PIPE, stderr=f, text=True,
-                              check=False)
-      f.write(result.stdout)
+      process = subprocess.Popen([sys.executable, "-m", module, *args],
+                                 stdout=subprocess.PIPE, stderr=f, text=True)
+      stdout = []
+      for line in process.stdout:  # Into the log as it comes: a long
+        f.write(line)              # training's validation lines show how
+        f.flush()                  # far it is.
+        stdout.append(line)
+      returncode = process.wait()
     seconds = time.time() - started
-    if result.returncode:
+    if returncode:
       with open(log) as f:
         lines = [line.strip() for line in f if line.strip()]
       last = next((line for line in reversed(lines)
@@ -112,7 +116,7 @@ class Step:
       self.say(f"{ended}failed\n")
       raise InputError(f"{what} failed: {last[:300]} (full log)", log)
     self.say(f"{ended}{seconds:.0f} s\n")
-    return result.stdout
+    return "".join(stdout)
 
   def skip(self, what):
     self.announce(f"{what}: done before, skipped")

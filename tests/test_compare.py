@@ -244,6 +244,41 @@ def test_side_by_side_steps_print_whole_lines(tmp_path, capsys):
   assert {m[0][:-4] for m in started} == {m[1] for m in ended}
 
 
+def test_a_step_writes_its_output_to_its_log_as_it_comes(tmp_path,
+                                                         monkeypatch):
+  """A step's stdout reaches its log line by line while it runs (a long
+  training's progress), and is returned whole when it ends."""
+  import threading
+
+  from experiments.compare import Step
+  (tmp_path / "two_parts.py").write_text(
+      "import os, sys, time\n"
+      "print('first part', flush=True)\n"
+      "for _ in range(600):  # Until the test has seen the first part.\n"
+      "  if os.path.exists(sys.argv[1]):\n"
+      "    break\n"
+      "  time.sleep(0.1)\n"
+      "print('second part')\n")
+  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+  go, log = tmp_path / "go", tmp_path / "out" / "logs" / "two.log"
+  step = Step(str(tmp_path / "out"), total=1)
+  result = []
+  thread = threading.Thread(target=lambda: result.append(
+      step("two parts", "two_parts", [str(go)], "two")))
+  thread.start()
+  seen = False
+  for _ in range(600):
+    if "first part" in (log.read_text() if log.exists() else ""):
+      seen = True
+      break
+    time.sleep(0.1)
+  go.touch()
+  thread.join(timeout=120)
+  assert seen, "the first part reached the log only at the end"
+  assert result == ["first part\nsecond part\n"]
+  assert log.read_text().splitlines()[-2:] == ["first part", "second part"]
+
+
 def test_side_by_side_stops_starting_after_a_failure():
   """A failure lets the running tasks finish, starts no more and raises."""
   from experiments.compare import side_by_side
