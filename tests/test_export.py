@@ -388,3 +388,25 @@ def test_decoding_table_scores_each_setting(exported, scene_data, tmp_path):
   markdown = (tmp_path / "out" / "table.md").read_text().splitlines()
   assert markdown[0].startswith("| setting | BLEU-4 | METEOR | CIDEr-D")
   assert markdown[3].startswith("| beam 2, min length 4 | ")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "experiments" / "suites").glob("decoding*.json")),
+    ids=lambda path: path.name)
+def test_committed_decoding_settings_take_only_their_methods_options(path):
+  """A misspelt option of a settings file would fail only once the model
+  it decodes with has loaded; each must be one Captioner.search takes."""
+  import inspect
+  from im2txt_ext import decoding
+  from im2txt_ext.inference import Captioner
+  sizes = set(inspect.signature(Captioner.search).parameters) - {
+      "self", "features", "method", "options"}
+  settings = json.loads(path.read_text())
+  labels = [setting["label"] for setting in settings]
+  assert len(set(labels)) == len(labels), "labels name the table's rows"
+  for setting in settings:
+    options = dict(setting["options"])
+    method = options.pop("method", "beam")
+    assert method in ("beam", "greedy", "sample"), setting["label"]
+    unknown = set(options) - sizes - set(decoding.options_of(method))
+    assert not unknown, (setting["label"], unknown)
