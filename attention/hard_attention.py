@@ -80,7 +80,9 @@ class HardAttention(SoftAttention):
     self.baseline_decay = baseline_decay
     self.inference = inference
     # b of eq. 10, float32 scalar; the same on every replica. Untrained
-    # state of the layer, as BatchNorm's moving mean.
+    # state of the layer, as BatchNorm's moving mean. It starts at 0, as
+    # the authors' baseline_time does (arctic-captions), so the first
+    # tens of steps push every sampled location down.
     self.reward_baseline = self.add_weight(
         shape=(), initializer="zeros", trainable=False, aggregation="mean",
         name="reward_baseline")
