@@ -46,6 +46,37 @@ def define_flags():
   flags.mark_flags_as_required(["run_dir", "captions", "output"])
 
 
+def read_settings(path):
+  """The settings of a settings file, checked before any model loads: a
+  list of {"label", "options"} with distinct labels (they name the table's
+  rows) and only options ``Captioner.search`` takes for the method. One-line
+  InputError naming the file otherwise."""
+  from im2txt_ext import decoding
+  with open(path, encoding="utf-8") as f:
+    try:
+      settings = json.load(f)
+    except json.JSONDecodeError as e:
+      raise InputError(f"not JSON: {e}", path) from None
+  if not isinstance(settings, list) or not all(
+      isinstance(s, dict) and {"label", "options"} <= set(s)
+      and isinstance(s["options"], dict) for s in settings):
+    raise InputError("must be a list of {\"label\", \"options\"}", path)
+  labels = [s["label"] for s in settings]
+  repeated = sorted({label for label in labels if labels.count(label) > 1})
+  if repeated:
+    raise InputError(f"labels name the table's rows, and {repeated[0]!r} "
+                     "names more than one", path)
+  for setting in settings:
+    options = setting["options"]
+    method = options.get("method", "beam")
+    try:
+      decoding.check_options(method, options,
+                             ("method",) + decoding.SIZES.get(method, ()))
+    except InputError as e:
+      raise InputError(f"setting {setting['label']!r}: {e}", path) from None
+  return settings
+
+
 def score(candidates, references, meteor=True):
   """The table's columns for captions {image id: str}."""
   from im2txt_ext.metrics import caption_metrics
@@ -74,16 +105,7 @@ def main(argv):
   from im2txt_ext.runs import CONFIG_FILE, cached_features
   from im2txt_ext.config import ExperimentConfig
 
-  with open(FLAGS.settings, encoding="utf-8") as f:
-    try:
-      settings = json.load(f)
-    except json.JSONDecodeError as e:
-      raise InputError(f"not JSON: {e}", FLAGS.settings) from None
-  if not isinstance(settings, list) or not all(
-      isinstance(s, dict) and {"label", "options"} <= set(s)
-      for s in settings):
-    raise InputError("must be a list of {\"label\", \"options\"}",
-                     FLAGS.settings)
+  settings = read_settings(FLAGS.settings)
   config = ExperimentConfig.load(os.path.join(FLAGS.run_dir, CONFIG_FILE))
   on_features = bool(config.data.features)
   captioner = Captioner(FLAGS.run_dir, with_encoder=not on_features)

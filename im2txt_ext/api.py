@@ -43,10 +43,6 @@ from im2txt_ext.inference import Captioner
 RUN, EXPORT = "run", "export"
 # How a path of each kind is loaded.
 LOADERS = {RUN: Captioner, EXPORT: export.load}
-# The sizes each search method takes besides its decoding options.
-SIZES = {"beam": ("beam_size", "max_length", "top_k"),
-         "greedy": ("max_length",),
-         "sample": ("max_length", "temperature", "top_k")}
 
 _models = {}  # (absolute path, kind) -> loaded model.
 
@@ -97,18 +93,16 @@ def check_options(kind, options):
     if method != "beam":
       raise InputError(f"an export searches with method beam only, not "
                        f"{method!r}")
-    allowed = ("method",) + SIZES["beam"] + decoding.SIGNATURE_OPTIONS
-    where = "an export (it searches with method beam and takes"
+    allowed = ("method",) + decoding.SIZES["beam"] + \
+        decoding.SIGNATURE_OPTIONS
+    wrong = sorted(set(options) - set(allowed))
+    if wrong:
+      raise InputError(f"{', '.join(wrong)}: not an option of an export (it "
+                       f"searches with method beam and takes "
+                       f"{', '.join(allowed)})")
   else:
-    if method not in SIZES:
-      raise InputError(f"unknown search method {method!r}: use beam, "
-                       "greedy or sample")
-    allowed = ("method",) + SIZES[method] + decoding.options_of(method)
-    where = f"the {method} search (it takes"
-  wrong = sorted(set(options) - set(allowed))
-  if wrong:
-    raise InputError(f"{', '.join(wrong)}: not an option of {where} "
-                     f"{', '.join(allowed)})")
+    decoding.check_options(method, options,
+                           ("method",) + decoding.SIZES.get(method, ()))
 
 
 def encode_image(image, name):

@@ -12,6 +12,12 @@ which no longer loses a finished caption, prefers captions of two words
 ("a man"), likelier under the model than any long one.
 """
 
+from im2txt_ext.errors import InputError
+
+# The sizes each search method takes besides its decoding options.
+SIZES = {"beam": ("beam_size", "max_length", "top_k"),
+         "greedy": ("max_length",),
+         "sample": ("max_length", "temperature", "top_k")}
 # For every method, for beam search only, for sampling only.
 RULES = ("min_length", "no_bad_endings", "no_repeat_ngram_size",
          "repetition_penalty")
@@ -41,3 +47,16 @@ def options_of(method):
 def defaults_of(method):
   """{name: default} of the options of a search method."""
   return {name: DEFAULTS[name] for name in options_of(method)}
+
+
+def check_options(method, options, sizes=()):
+  """One-line InputError unless ``method`` is a search method and every
+  name in ``options`` is one of its decoding options or of ``sizes``."""
+  if method not in SIZES:
+    raise InputError(f"unknown search method {method!r}: use beam, "
+                     "greedy or sample")
+  allowed = tuple(sizes) + options_of(method)
+  wrong = sorted(set(options) - set(allowed))
+  if wrong:
+    raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
+                     f"search (it takes {', '.join(allowed)})")

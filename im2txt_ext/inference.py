@@ -97,14 +97,7 @@ class Captioner:
     sampling top_p (see ``im2txt_ext.search``). Those not given take
     ``decoding.DEFAULTS``.
     """
-    if method not in ("beam", "greedy", "sample"):
-      raise InputError(f"unknown search method {method!r}: use beam, "
-                       "greedy or sample")
-    allowed = decoding.options_of(method)
-    wrong = sorted(set(options) - set(allowed))
-    if wrong:
-      raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
-                       f"search (it takes {', '.join(allowed)})")
+    decoding.check_options(method, options)
     options = {**decoding.defaults_of(method), **options}
     try:  # One-line errors, not TensorFlow's.
       if method == "beam":

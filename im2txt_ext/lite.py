@@ -260,10 +260,8 @@ class LiteCaptioner:
   def defaults(self, method="beam"):
     """{name: default} of a search method's options: the export's sizes,
     length normalisation and decoding rules."""
-    sizes = ("beam_size", "max_length", "top_k") if method == "beam" else \
-        ("max_length",)
     return {name: self.manifest["search"][name]
-            for name in sizes + decoding.options_of(method)
+            for name in decoding.SIZES[method] + decoding.options_of(method)
             if name not in UNSUPPORTED}
 
   def _options(self, method, options):

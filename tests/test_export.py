@@ -3,6 +3,7 @@ every decoder, the stock saved_model_cli, clear errors, atomic writes."""
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -393,20 +394,39 @@ def test_decoding_table_scores_each_setting(exported, scene_data, tmp_path):
 @pytest.mark.parametrize(
     "path", sorted((REPO / "experiments" / "suites").glob("decoding*.json")),
     ids=lambda path: path.name)
-def test_committed_decoding_settings_take_only_their_methods_options(path):
-  """A misspelt option of a settings file would fail only once the model
-  it decodes with has loaded; each must be one Captioner.search takes."""
-  import inspect
-  from im2txt_ext import decoding
-  from im2txt_ext.inference import Captioner
-  sizes = set(inspect.signature(Captioner.search).parameters) - {
-      "self", "features", "method", "options"}
-  settings = json.loads(path.read_text())
-  labels = [setting["label"] for setting in settings]
-  assert len(set(labels)) == len(labels), "labels name the table's rows"
-  for setting in settings:
-    options = dict(setting["options"])
-    method = options.pop("method", "beam")
-    assert method in ("beam", "greedy", "sample"), setting["label"]
-    unknown = set(options) - sizes - set(decoding.options_of(method))
-    assert not unknown, (setting["label"], unknown)
+def test_committed_decoding_settings_pass_the_check_before_loading(path):
+  from experiments.decoding import read_settings
+  settings = read_settings(path)
+  assert settings and all(s["label"] for s in settings)
+
+
+@pytest.mark.parametrize("setting, error", [
+    ({"label": "typo", "options": {"no_repeat_ngram": 3}},
+     "setting 'typo': no_repeat_ngram: not an option of the beam search"),
+    ({"label": "greedy", "options": {"method": "greedy", "beam_size": 3}},
+     "setting 'greedy': beam_size: not an option of the greedy search"),
+    ({"label": "nucleus", "options": {"method": "nucleus"}},
+     "setting 'nucleus': unknown search method 'nucleus'")])
+def test_decoding_table_rejects_a_wrong_setting_before_loading(
+    tmp_path, setting, error):
+  """One line naming the file and the setting, before any model loads (the
+  run directory does not even exist)."""
+  settings = tmp_path / "settings.json"
+  settings.write_text(json.dumps([
+      {"label": "beam 3", "options": {"beam_size": 3}}, setting]))
+  result = run_module("experiments.decoding", f"--run_dir={tmp_path / 'no'}",
+                      f"--captions={tmp_path / 'none.txt'}",
+                      f"--settings={settings}", f"--output={tmp_path / 'o'}")
+  assert result.returncode == 2
+  assert f"error: {settings}: {error}" in result.stderr
+  assert not (tmp_path / "o").exists()
+
+
+def test_decoding_table_rejects_repeated_labels(tmp_path):
+  from experiments.decoding import read_settings
+  settings = tmp_path / "settings.json"
+  settings.write_text(json.dumps([{"label": "a", "options": {}}] * 2))
+  with pytest.raises(InputError, match=f"^{re.escape(str(settings))}: "
+                     "labels name the table's rows, and 'a' names more "
+                     "than one$"):
+    read_settings(settings)
