@@ -31,7 +31,7 @@ import time
 
 from absl import flags
 
-from experiments.suite import RUN_PLACEHOLDER, Suite, run_dir
+from experiments.suite import RUN_PLACEHOLDER, Suite, encoder_side, run_dir
 from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
@@ -149,12 +149,43 @@ def side_by_side(tasks, jobs):
     raise errors[0]
 
 
-def features_complete(path):
+def features_path(output, suite, kind, size):
+  """Where a comparison caches features of ``kind`` at image side ``size``;
+  those at the suite's size keep the name without a size."""
+  own = f"_{size}px" if size != suite.image_size else ""
+  return os.path.join(output, "features", f"{suite.encoder}{own}_{kind}.npy")
+
+
+def features_complete(path, encoder, size):
+  """Whether ``path`` holds every row; InputError where it holds features
+  of another encoder or image side (never reused as if they were these)."""
   from im2txt_ext.encoders.features import read_index
   if not os.path.exists(path):
     return False
   index = read_index(path)
+  if (index["encoder"], index["image_size"]) != (
+      encoder, encoder_side(encoder, size)):
+    raise InputError(
+        f"features of {index['encoder']} at {index['image_size']} px, but "
+        f"the suite asks {encoder} at {encoder_side(encoder, size)} px: move "
+        "the file away or give another --output", path)
   return index["rows_done"] == len(index["image_ids"])
+
+
+def check_run_image_size(directory, encoder, size):
+  """InputError where a run of an earlier comparison (finished, or to be
+  resumed) was trained on images of another side than ``size``."""
+  from im2txt_ext import runs
+  from im2txt_ext.config import ExperimentConfig
+  path = os.path.join(directory, runs.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  trained = encoder_side(encoder, ExperimentConfig.load(path).data.image_size)
+  if trained != encoder_side(encoder, size):
+    raise InputError(
+        f"trained at {trained} px, but the suite asks "
+        f"{encoder_side(encoder, size)} px: move the run away or give "
+        "another --output", directory)
 
 
 def feature_kind(config_path):
@@ -191,35 +222,42 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   seeds = suite.experiment_seeds(seeds)
   started = time.time()
   kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
-  # Retrieval needs pooled features; spatial ones, where needed, come
-  # first: the pooled are their mean.
-  needed = sorted(set(kinds.values()) | {"pooled"}, reverse=True)
+  sizes = {e.name: e.image_size or suite.image_size
+           for e in suite.experiments}
+  for experiment in suite.experiments:
+    for seed in seeds[experiment.name]:
+      check_run_image_size(run_dir(output, experiment.name, seed),
+                           suite.encoder, sizes[experiment.name])
+  # Features by (kind, image size). Retrieval needs the suite's pooled
+  # ones; spatial ones, where needed, come first: the pooled are their mean.
+  needed = sorted({(kinds[name], sizes[name]) for name in kinds}
+                  | {("pooled", suite.image_size)}, reverse=True)
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
   step = Step(output, len(needed) + uses_word2vec + 2 * sum(
       map(len, seeds.values())) + 1, side_by_side=jobs > 1)
-  features = {kind: os.path.join(output, "features",
-                                 f"{suite.encoder}_{kind}.npy")
-              for kind in needed}
+  features = {(kind, size): features_path(output, suite, kind, size)
+              for kind, size in needed}
   captions = ",".join(dict.fromkeys(
       paths[k] for k in ("train_captions", "val_captions", "test_captions")))
-  for kind, path in features.items():
-    if features_complete(path):
-      step.skip(f"{kind} features")
-    elif kind == "pooled" and "spatial" in features:
-      step("pooled features (the mean of the spatial ones)",
+  for (kind, size), path in features.items():
+    own = f"_{size}px" if size != suite.image_size else ""
+    at = f" at {size} px" if size else ""
+    if features_complete(path, suite.encoder, size):
+      step.skip(f"{kind} features{at}")
+    elif kind == "pooled" and ("spatial", size) in features:
+      step(f"pooled features{at} (the mean of the spatial ones)",
            "im2txt_ext.cli.extract_features",
-           [f"--from_spatial={features['spatial']}", f"--output={path}"],
-           "features_pooled")
+           [f"--from_spatial={features['spatial', size]}",
+            f"--output={path}"], f"features_pooled{own}")
     else:
-      step(f"{kind} features ({suite.encoder})",
+      step(f"{kind} features ({suite.encoder}{at})",
            "im2txt_ext.cli.extract_features",
            [f"--encoder={suite.encoder}",
             f"--weights={suite.encoder_weights}", f"--captions={captions}",
             f"--images={paths['images_dir']}", f"--kind={kind}",
-            f"--output={path}", *([f"--image_size={suite.image_size}"]
-                                  if suite.image_size else [])],
-           f"features_{kind}")
+            f"--output={path}", *([f"--image_size={size}"] if size else [])],
+           f"features_{kind}{own}")
   word2vec = os.path.join(output, "word2vec")
   if uses_word2vec:
     if os.path.exists(os.path.join(word2vec, "vectors.txt")):
@@ -232,7 +270,8 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   def training(experiment, seed):
     return lambda: train_and_evaluate(
         step, suite, experiment, seed, output, paths,
-        features[kinds[experiment.name]], word2vec, meteor)
+        features[kinds[experiment.name], sizes[experiment.name]],
+        sizes[experiment.name], word2vec, meteor)
   side_by_side({
       (experiment.name, seed): (
           [(name, seed) for name in experiment.runs_needed()],
@@ -245,7 +284,7 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
     step.skip("retrieval baseline")
   else:
     step("retrieval baseline", "im2txt_ext.cli.retrieve",
-         [f"--features={features['pooled']}",
+         [f"--features={features['pooled', suite.image_size]}",
           f"--train_captions={paths['train_captions']}",
           f"--train_split={suite.train_split}",
           f"--captions={paths['test_captions']}",
@@ -263,8 +302,9 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
 
 
 def train_and_evaluate(step, suite, experiment, seed, output, paths,
-                       features, word2vec, meteor):
-  """im2txt-train then im2txt-evaluate of one experiment and seed."""
+                       features, image_size, word2vec, meteor):
+  """im2txt-train then im2txt-evaluate of one experiment and seed, on
+  ``features`` of images at side ``image_size``."""
   directory = run_dir(output, experiment.name, seed)
   label = f"{experiment.name} seed {seed}"
   summary_path = os.path.join(directory, "summary.json")
@@ -278,7 +318,7 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
         f"data.train_split={suite.train_split}",
         f"data.val_split={suite.val_split}",
         f"data.features={features}",
-        f"data.image_size={suite.image_size}",
+        f"data.image_size={image_size}",
         f"model.encoder={suite.encoder}",
         f"model.encoder_weights={suite.encoder_weights}",
         f"train.seed={seed}",

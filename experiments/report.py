@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from experiments.suite import run_dir
+from experiments.suite import encoder_side, run_dir
 
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
 
@@ -140,6 +140,8 @@ def rows(suite, runs, retrieval, command=""):
         experiment.name, "kind": "measured",
         "decoder": config["model"]["decoder"],
         "encoder": config["model"]["encoder"],
+        "image_size": encoder_side(config["model"]["encoder"],
+                                   config["data"]["image_size"]),
         "seeds": [r["seed"] for r in seeded],
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
@@ -411,11 +413,15 @@ def write_report(suite, output, seeds, paths, seconds, command="",
                    "frozen")
   with open(os.path.join(output, "results.md"), "w") as f:
     size = f" at {suite.image_size} px" if suite.image_size else ""
+    own = ", ".join(f"{e.name} at {e.image_size} px"
+                    for e in suite.experiments
+                    if e.image_size and e.image_size != suite.image_size)
     f.write(f"# {suite.name}\n\n{len(records)} images of the "
             f"{suite.test_split or 'test'} split, beam {suite.beam_size}; "
             f"mean ± sample standard deviation over seeds "
             f"{seeds_phrase(seeds)}; features: {suite.encoder}{size} "
-            f"({suite.encoder_weights}), {encoder_state}; trained on "
+            f"({suite.encoder_weights}{', ' + own if own else ''}), "
+            f"{encoder_state}; trained on "
             f"{devices}.\n\n{table_md}\n\n"
             "Training s: a run started from another (train.init_from) "
             "counts that run's time too.\n\n"

@@ -22,6 +22,12 @@ KNOWN_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L",
                  "distinct")  # and the report's share of distinct captions.
 
 
+def encoder_side(encoder, size):
+  """The image side ``size`` means for ``encoder`` (0: its default)."""
+  from im2txt_ext.encoders.backbones import encoder_spec
+  return size or encoder_spec(encoder).image_size
+
+
 def run_dir(output, name, seed):
   """Where a comparison keeps experiment ``name``'s run with ``seed``."""
   return os.path.join(output, "runs", f"{name}-seed{seed}")
@@ -42,6 +48,9 @@ class Experiment:
   seeds: list = dataclasses.field(default_factory=list)  # Its own seeds,
   #   e.g. three for a main row and one for a costly variant; empty: the
   #   suite's.
+  image_size: int = 0  # Its own encoder input side (e.g. 448 for a 14x14
+  #   map for attention, chosen on dev); 0: the suite's. Features at each
+  #   side are extracted once.
 
   def runs_needed(self):
     """Names of the experiments whose runs its "{run:NAME}" settings
@@ -125,6 +134,9 @@ class Suite:
               f"experiment {experiment.name}: seeds {seeds[experiment.name]}"
               f" not all among those of {name}, whose runs it starts from "
               f"({seeds[name]})", path)
+      if experiment.image_size < 0:
+        raise InputError(f"experiment {experiment.name}: image_size must "
+                         "be 0 (the suite's) or a side in pixels", path)
       if not os.path.isfile(experiment.config):
         raise InputError(f"experiment {experiment.name}: config not found",
                          experiment.config)

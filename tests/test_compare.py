@@ -57,6 +57,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
            "evaluate_set": ["model.dropout=0.0"]},
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
+           "image_size": 48,  # Its own side: a 6x6 map, not 4x4.
            "config": tiny_config(tmp_path / "soft.json", "soft_attention"),
            "set": ["model.embeddings_init={word2vec}"]},
           {"name": "st_scst", "label": "Show and Tell + SCST", "seeds": [1],
@@ -108,8 +109,15 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert " images of the test split, beam 2; mean ± sample standard " \
       "deviation over seeds 0, 1 for st, soft_w2v, st_cnn; 1 for st_scst;" \
       in table
-  assert f"features: scene_cnn at 32 px ({weights}), frozen, " \
-      "fine-tuned in st_cnn; trained on" in table
+  assert f"features: scene_cnn at 32 px ({weights}, soft_w2v at 48 px), " \
+      "frozen, fine-tuned in st_cnn; trained on" in table
+  # Features at each side, extracted once: the attention model's at its own.
+  from im2txt_ext.encoders.features import read_index
+  assert sorted(os.listdir(output / "features")) == [
+      "scene_cnn_48px_spatial.json", "scene_cnn_48px_spatial.npy",
+      "scene_cnn_pooled.json", "scene_cnn_pooled.npy"]
+  spatial = read_index(str(output / "features" / "scene_cnn_48px_spatial.npy"))
+  assert (spatial["image_size"], spatial["shape"][1]) == (48, 36)
   results = json.loads((output / "results.json").read_text())
   # The test evaluation took the experiment's overrides, and says so.
   assert [r["metrics"].get("overrides") for r in
@@ -145,6 +153,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   st = document["rows"][0]
   assert (st["name"], st["decoder"], st["encoder"], st["seeds"]) == (
       "st", "show_and_tell", "scene_cnn", [0, 1])
+  assert [r["image_size"] for r in document["rows"][:4]] == [32, 48, 32, 32]
   bleu = [r["metrics"]["BLEU-1"] for r in results["experiments"]["st"]]
   assert st["metrics"]["BLEU-1"] == pytest.approx(
       {"mean": np.mean(bleu), "sd": np.std(bleu, ddof=1)})
@@ -397,3 +406,31 @@ def test_compare_names_a_missing_data_path(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       f"error: {tmp_path / 'captions_train.json'}: train_captions of suite "
       "'scenes' not found")
+
+
+def test_compare_refuses_features_or_runs_at_another_image_size(tmp_path):
+  """A cached features file or an earlier run at another image side is
+  never taken for one at the side the suite asks (e.g. after a suite moves
+  an experiment to a larger grid): one line naming it."""
+  from experiments.compare import check_run_image_size, features_complete
+  from im2txt_ext.errors import InputError
+  features = tmp_path / "scene_cnn_pooled.npy"
+  np.save(features, np.zeros((1, 128), np.float16))
+  write_json(tmp_path / "scene_cnn_pooled.json", {
+      "encoder": "scene_cnn", "image_size": 32, "kind": "pooled",
+      "shape": [1, 128], "image_ids": ["a.jpg"], "rows_done": 1})
+  assert features_complete(str(features), "scene_cnn", 32)
+  for size, asked in ((48, 48), (0, 64)):  # 0: the encoder's default.
+    with pytest.raises(InputError, match=re.escape(
+        f"{features}: features of scene_cnn at 32 px, but the suite asks "
+        f"scene_cnn at {asked} px: move the file away")):
+      features_complete(str(features), "scene_cnn", size)
+  run = tmp_path / "runs" / "soft-seed0"
+  check_run_image_size(str(run), "scene_cnn", 48)  # None yet: nothing to do.
+  run.mkdir(parents=True)
+  write_json(run / "config.json", {"data": {"image_size": 32}})
+  check_run_image_size(str(run), "scene_cnn", 32)
+  with pytest.raises(InputError, match=re.escape(
+      f"{run}: trained at 32 px, but the suite asks 48 px: move the run "
+      "away")):
+    check_run_image_size(str(run), "scene_cnn", 48)

@@ -65,9 +65,14 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
       capture_output=True, text=True, cwd=str(REPO), env=env, timeout=900)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
+  # Attention at its own side (448 px: a 14x14 map), the pooled features
+  # of the no-attention models and retrieval at the suite's (224 px).
   index = json.loads((output / "features" /
-                      "efficientnet_lite0_spatial.json").read_text())
-  assert index["shape"] == [100, 49, 1280]
+                      "efficientnet_lite0_448px_spatial.json").read_text())
+  assert index["shape"] == [100, 196, 1280]
+  pooled = json.loads((output / "features" /
+                       "efficientnet_lite0_pooled.json").read_text())
+  assert (pooled["image_size"], pooled["shape"]) == (224, [100, 1280])
   results = json.loads((output / "results.json").read_text())
   for name in names:
     metrics = results["experiments"][name][0]["metrics"]
