@@ -67,11 +67,8 @@ def read_settings(path):
     raise InputError(f"labels name the table's rows, and {repeated[0]!r} "
                      "names more than one", path)
   for setting in settings:
-    options = setting["options"]
-    method = options.get("method", "beam")
     try:
-      decoding.check_options(method, options,
-                             ("method",) + decoding.SIZES.get(method, ()))
+      decoding.check_search_args(setting["options"])
     except InputError as e:
       raise InputError(f"setting {setting['label']!r}: {e}", path) from None
   return settings

@@ -101,8 +101,7 @@ def check_options(kind, options):
                        f"searches with method beam and takes "
                        f"{', '.join(allowed)})")
   else:
-    decoding.check_options(method, options,
-                           ("method",) + decoding.SIZES.get(method, ()))
+    decoding.check_search_args(options)
 
 
 def encode_image(image, name):

@@ -60,3 +60,10 @@ def check_options(method, options, sizes=()):
   if wrong:
     raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
                      f"search (it takes {', '.join(allowed)})")
+
+
+def check_search_args(args):
+  """``check_options`` of a search's keyword arguments {name: value}: its
+  method (default beam), sizes and decoding options."""
+  method = args.get("method", "beam")
+  check_options(method, args, ("method",) + SIZES.get(method, ()))
