@@ -51,9 +51,9 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
       attention_images=1, retrieval_neighbours=5, max_length=10,
       # Not the repository's docs/results/flickr8k.json.
       results_file=str(tmp_path / "flickr8k.json"),
-      curves=list(names), experiments=[dict(e, set=tiny) for e in
-                                       suite["experiments"]
-                                       if e["name"] in names])
+      curves=list(names),
+      experiments=[dict(e, set=e.get("set", []) + tiny)
+                   for e in suite["experiments"] if e["name"] in names])
   suite_path = tmp_path / "suite.json"
   suite_path.write_text(json.dumps(suite))
   output = tmp_path / "results"
@@ -73,6 +73,10 @@ def test_flickr8k_pipeline_on_a_slice(flickr8k_slice, tmp_path):
   pooled = json.loads((output / "features" /
                        "efficientnet_lite0_pooled.json").read_text())
   assert (pooled["image_size"], pooled["shape"]) == (224, [100, 1280])
+  # Soft attention keeps its checkpoint by dev CIDEr-D, the SCST reward.
+  config = json.loads((output / "runs" / "soft_attention-seed0" /
+                       "config.json").read_text())
+  assert config["train"]["best_by"] == "CIDEr-D"
   results = json.loads((output / "results.json").read_text())
   for name in names:
     metrics = results["experiments"][name][0]["metrics"]
