@@ -6,12 +6,22 @@ Prints images/s of (1) the training tf.data pipeline alone (read, decode,
 resize to 224, caption padding, bucketing, batching), and (2) feature
 extraction with one backbone (EfficientNet-Lite0, 224x224, random weights:
 speed does not depend on them), end to end into a temporary cache. Without
---images it uses 256 synthetic scene images saved as 224x224 JPEGs.
+--images it uses 256 synthetic scene images saved as 224x224 JPEGs. Then
+(3) the memory a training process takes to load a features file of
+--features_mb into its table (``FeatureLookup``), in a fresh process (Linux
+/proc): the peak growth of its resident memory, the file's pages it read
+(page cache: shared by processes, reclaimable) and its own memory after,
+each over the file's size.
 """
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+
+import numpy as np
 
 from absl import app, flags
 
@@ -27,6 +37,28 @@ flags.DEFINE_string("images", None, "Folder of JPEG images to read (default: "
 flags.DEFINE_integer("count", 256, "Images to use.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch.")
 flags.DEFINE_string("encoder", "efficientnet_lite0", "Backbone to time.")
+flags.DEFINE_integer("features_mb", 512, "Size of the features file whose "
+                     "loading is measured (float16 rows of 196x1280).")
+
+# Run in a fresh process: loads the features file argv[1] into a
+# FeatureLookup and prints its memory growth (MiB) from /proc/self/status.
+_LOAD_PROBE = """
+import json, sys
+import numpy as np
+from im2txt_ext.data import pipeline
+def status():
+  with open("/proc/self/status") as f:
+    fields = dict(line.split(":", 1) for line in f)
+  return {k: int(fields[k].split()[0]) / 1024
+          for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
+table = np.load(sys.argv[1], mmap_mode="r")
+before = status()
+lookup = pipeline.FeatureLookup([str(i) for i in range(len(table))], table)
+after = status()
+print(json.dumps({"peak": after["VmHWM"] - before["VmRSS"],
+                  "file_pages": after["RssFile"] - before["RssFile"],
+                  "own_after": after["RssAnon"] - before["RssAnon"]}))
+"""
 
 
 def _synthetic_images(folder, count):
@@ -76,6 +108,23 @@ def main(argv):
                 FLAGS.batch_size, {"image_size": 224, "images": len(records),
                                    "kind": "pooled"},
                 wall_seconds=round(time.perf_counter() - started, 2))
+
+    rows = max(1, FLAGS.features_mb * 2**20 // (196 * 1280 * 2))
+    path = os.path.join(tmp, "load.npy")
+    table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
+                                      shape=(rows, 196, 1280))
+    table[:] = 1.0
+    table.flush()
+    del table
+    size_mb = os.path.getsize(path) / 2**20
+    probe = subprocess.run([sys.executable, "-c", _LOAD_PROBE, path],
+                           capture_output=True, text=True, check=True)
+    growth = json.loads(probe.stdout.strip().splitlines()[-1])
+    common.emit("load_features_peak_memory", growth["peak"] / size_mb,
+                "x file size", None, {"features_mb": round(size_mb),
+                                      "rows": rows},
+                file_pages=round(growth["file_pages"] / size_mb, 2),
+                own_after=round(growth["own_after"] / size_mb, 2))
 
 
 if __name__ == "__main__":

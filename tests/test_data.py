@@ -460,6 +460,24 @@ def test_pipeline_reads_cached_features(scene_data):
   np.testing.assert_array_equal(batch["features"].numpy(), table[rows])
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 20, 1 << 20])
+def test_feature_lookup_fills_its_table_a_chunk_at_a_time(tmp_path,
+                                                         chunk_bytes):
+  """From a float32 memmap of 7 rows [7, 2, 3]: rows of 12 bytes (float16)
+  a chunk at a time, the last one short, give the whole table."""
+  table = np.lib.format.open_memmap(str(tmp_path / "f.npy"), mode="w+",
+                                    dtype=np.float32, shape=(7, 2, 3))
+  table[:] = np.arange(42).reshape(7, 2, 3) / 4
+  lookup = pipeline.FeatureLookup([f"{i}.jpg" for i in range(7)], table,
+                                  chunk_bytes=chunk_bytes)
+  assert lookup.values.dtype == tf.float16 and lookup.feature_shape == (2, 3)
+  np.testing.assert_array_equal(lookup.values.numpy(),
+                                np.asarray(table, np.float16))
+  rows = lookup.attach({"feature_row": lookup.rows(tf.constant(
+      ["6.jpg", "0.jpg"]))})["features"]
+  np.testing.assert_array_equal(rows.numpy(), table[[6, 0]])
+
+
 def test_pipeline_reads_tfrecords(scene_data, tmp_path):
   root, paths = scene_data
   records = readers.read_dataset(paths["test"], str(root / "images"))

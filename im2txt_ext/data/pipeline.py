@@ -137,9 +137,19 @@ class FeatureLookup:
     features: array [N, D] or [N, L, D] (a float16 memmap is fine).
   """
 
-  def __init__(self, image_ids, features):
-    self.values = tf.Variable(np.asarray(features, np.float16),
+  def __init__(self, image_ids, features, chunk_bytes=64 << 20):
+    # Filled in place a chunk of rows at a time: converting the whole array
+    # at once holds two copies at its peak (8 GB for 3.8 GB of features,
+    # enough to run a machine of side-by-side trainings out of memory).
+    shape = tuple(features.shape)
+    self.values = tf.Variable(lambda: tf.zeros(shape, tf.float16),
                               trainable=False, name="cached_features")
+    rows = max(1, chunk_bytes // (2 * int(np.prod(shape[1:]))))
+    for start in range(0, shape[0], rows):
+      stop = min(start + rows, shape[0])
+      self.values.scatter_update(tf.IndexedSlices(
+          tf.constant(np.asarray(features[start:stop], np.float16)),
+          tf.range(start, stop)))
     self.table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(image_ids)), tf.range(len(image_ids),
