@@ -31,7 +31,7 @@ import time
 
 from absl import flags
 
-from experiments.suite import RUN_PLACEHOLDER, Suite, encoder_side, run_dir
+from experiments.suite import RUN_PLACEHOLDER, Suite, run_dir
 from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
@@ -159,16 +159,17 @@ def features_path(output, suite, kind, size):
 def features_complete(path, encoder, size):
   """Whether ``path`` holds every row; InputError where it holds features
   of another encoder or image side (never reused as if they were these)."""
+  from im2txt_ext.encoders import encoder_side
   from im2txt_ext.encoders.features import read_index
   if not os.path.exists(path):
     return False
   index = read_index(path)
-  if (index["encoder"], index["image_size"]) != (
-      encoder, encoder_side(encoder, size)):
+  side = encoder_side(encoder, size)
+  if (index["encoder"], index["image_size"]) != (encoder, side):
     raise InputError(
         f"features of {index['encoder']} at {index['image_size']} px, but "
-        f"the suite asks {encoder} at {encoder_side(encoder, size)} px: move "
-        "the file away or give another --output", path)
+        f"the suite asks {encoder} at {side} px: move the file away or give "
+        "another --output", path)
   return index["rows_done"] == len(index["image_ids"])
 
 
@@ -177,15 +178,16 @@ def check_run_image_size(directory, encoder, size):
   resumed) was trained on images of another side than ``size``."""
   from im2txt_ext import runs
   from im2txt_ext.config import ExperimentConfig
+  from im2txt_ext.encoders import encoder_side
   path = os.path.join(directory, runs.CONFIG_FILE)
   if not os.path.exists(path):
     return
-  trained = encoder_side(encoder, ExperimentConfig.load(path).data.image_size)
-  if trained != encoder_side(encoder, size):
-    raise InputError(
-        f"trained at {trained} px, but the suite asks "
-        f"{encoder_side(encoder, size)} px: move the run away or give "
-        "another --output", directory)
+  trained, side = (runs.image_size(ExperimentConfig.load(path)),
+                   encoder_side(encoder, size))
+  if trained != side:
+    raise InputError(f"trained at {trained} px, but the suite asks {side} "
+                     "px: move the run away or give another --output",
+                     directory)
 
 
 def feature_kind(config_path):
@@ -241,7 +243,7 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   captions = ",".join(dict.fromkeys(
       paths[k] for k in ("train_captions", "val_captions", "test_captions")))
   for (kind, size), path in features.items():
-    own = f"_{size}px" if size != suite.image_size else ""
+    log = "features_" + os.path.basename(path)[:-len(".npy")]
     at = f" at {size} px" if size else ""
     if features_complete(path, suite.encoder, size):
       step.skip(f"{kind} features{at}")
@@ -249,7 +251,7 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
       step(f"pooled features{at} (the mean of the spatial ones)",
            "im2txt_ext.cli.extract_features",
            [f"--from_spatial={features['spatial', size]}",
-            f"--output={path}"], f"features_pooled{own}")
+            f"--output={path}"], log)
     else:
       step(f"{kind} features ({suite.encoder}{at})",
            "im2txt_ext.cli.extract_features",
@@ -257,7 +259,7 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
             f"--weights={suite.encoder_weights}", f"--captions={captions}",
             f"--images={paths['images_dir']}", f"--kind={kind}",
             f"--output={path}", *([f"--image_size={size}"] if size else [])],
-           f"features_{kind}{own}")
+           log)
   word2vec = os.path.join(output, "word2vec")
   if uses_word2vec:
     if os.path.exists(os.path.join(word2vec, "vectors.txt")):

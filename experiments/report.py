@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from experiments.suite import encoder_side, run_dir
+from experiments.suite import run_dir
 
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
 
@@ -119,6 +119,14 @@ def cell(value, digits=3):
   return f"{value['mean']:.{digits}f} ± {value['sd']:.{digits}f}"
 
 
+def trained_side(directory):
+  """The image side S a run was trained on, in pixels."""
+  from im2txt_ext import runs
+  from im2txt_ext.config import ExperimentConfig
+  return runs.image_size(ExperimentConfig.load(
+      os.path.join(directory, runs.CONFIG_FILE)))
+
+
 def rows(suite, runs, retrieval, command=""):
   """The table as rows: the suite's experiments (``kind`` "measured"), the
   retrieval baseline and the published rows, each metric as ``mean_sd``.
@@ -140,8 +148,7 @@ def rows(suite, runs, retrieval, command=""):
         experiment.name, "kind": "measured",
         "decoder": config["model"]["decoder"],
         "encoder": config["model"]["encoder"],
-        "image_size": encoder_side(config["model"]["encoder"],
-                                   config["data"]["image_size"]),
+        "image_size": trained_side(seeded[0]["run_dir"]),
         "seeds": [r["seed"] for r in seeded],
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},

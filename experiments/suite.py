@@ -22,12 +22,6 @@ KNOWN_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L",
                  "distinct")  # and the report's share of distinct captions.
 
 
-def encoder_side(encoder, size):
-  """The image side ``size`` means for ``encoder`` (0: its default)."""
-  from im2txt_ext.encoders.backbones import encoder_spec
-  return size or encoder_spec(encoder).image_size
-
-
 def run_dir(output, name, seed):
   """Where a comparison keeps experiment ``name``'s run with ``seed``."""
   return os.path.join(output, "runs", f"{name}-seed{seed}")

@@ -93,13 +93,8 @@ def check_options(kind, options):
     if method != "beam":
       raise InputError(f"an export searches with method beam only, not "
                        f"{method!r}")
-    allowed = ("method",) + decoding.SIZES["beam"] + \
-        decoding.SIGNATURE_OPTIONS
-    wrong = sorted(set(options) - set(allowed))
-    if wrong:
-      raise InputError(f"{', '.join(wrong)}: not an option of an export (it "
-                       f"searches with method beam and takes "
-                       f"{', '.join(allowed)})")
+    decoding.check_names(options, ("method",) + decoding.SIZES["beam"] +
+                         decoding.SIGNATURE_OPTIONS, "an export")
   else:
     decoding.check_search_args(options)
 

@@ -55,11 +55,17 @@ def check_options(method, options, sizes=()):
   if method not in SIZES:
     raise InputError(f"unknown search method {method!r}: use beam, "
                      "greedy or sample")
-  allowed = tuple(sizes) + options_of(method)
+  check_names(options, tuple(sizes) + options_of(method),
+              f"the {method} search")
+
+
+def check_names(options, allowed, searcher):
+  """One-line InputError naming every name in ``options`` not in
+  ``allowed``, the options that ``searcher`` (e.g. "an export") takes."""
   wrong = sorted(set(options) - set(allowed))
   if wrong:
-    raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
-                     f"search (it takes {', '.join(allowed)})")
+    raise InputError(f"{', '.join(wrong)}: not an option of {searcher} "
+                     f"(it takes {', '.join(allowed)})")
 
 
 def check_search_args(args):

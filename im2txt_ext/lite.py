@@ -275,10 +275,8 @@ class LiteCaptioner:
         raise InputError(f"{name}={options[name]!r}: diverse beam search is "
                          "not supported by the TFLite runtime")
     allowed = self.defaults(method)
-    wrong = sorted(set(options) - set(allowed) - set(UNSUPPORTED))
-    if wrong:
-      raise InputError(f"{', '.join(wrong)}: not an option of the {method} "
-                       f"search (it takes {', '.join(allowed)})")
+    decoding.check_names(set(options) - set(UNSUPPORTED), allowed,
+                         f"the {method} search")
     merged = {**allowed, **{name: value for name, value in options.items()
                             if name in allowed}}
     emitted = len(self.vocab) - len(self.banned_ids)

@@ -84,8 +84,9 @@ def build_from_batch(decoder, batch):
 
 
 def image_size(config):
-  from im2txt_ext.encoders import encoder_spec
-  return config.data.image_size or encoder_spec(config.model.encoder).image_size
+  """The side S of the images a run of ``config`` trains on, in pixels."""
+  from im2txt_ext.encoders import encoder_side
+  return encoder_side(config.model.encoder, config.data.image_size)
 
 
 def feature_shape(config):

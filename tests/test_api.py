@@ -118,8 +118,8 @@ def test_clear_one_line_errors(models, scene_data, tmp_path):
       ((path, run_dir), dict(method="nucleus"),
        "unknown search method 'nucleus'"),
       ((path, model_dir), dict(length_normalization="gnmt", top_p=0.9),
-       "length_normalization, top_p: not an option of an export (it "
-       "searches with method beam and takes"),
+       "length_normalization, top_p: not an option of an export (it takes "
+       "method, beam_size"),
       ((path, model_dir), dict(method="greedy"),
        "an export searches with method beam only, not 'greedy'"),
       ((path, model_dir), dict(length_penalty="high"),

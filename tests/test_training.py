@@ -91,6 +91,8 @@ def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):
   # The run's training time counts both parts (the checkpoint keeps it).
   assert first["seconds"] < summary["seconds"] < \
       first["seconds"] + time.time() - started
+  # So does its first step's loss, not the first of the resumed part.
+  assert summary["first_loss"] == first["first_loss"] > summary["final_loss"]
   resumed = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
   assert resumed.train.num_steps == 15
   saved.train.num_steps = 15

@@ -2,6 +2,7 @@
 feature caches."""
 
 from im2txt_ext.encoders.backbones import build_encoder
+from im2txt_ext.encoders.backbones import encoder_side
 from im2txt_ext.encoders.backbones import encoder_spec
 from im2txt_ext.encoders.backbones import ENCODERS
 from im2txt_ext.encoders.backbones import EncoderSpec

@@ -181,6 +181,12 @@ def encoder_spec(name):
   return ENCODERS[name]
 
 
+def encoder_side(name, image_size=0):
+  """The input side S that ``image_size`` means for encoder ``name``: itself,
+  or the encoder's native side where 0 or None."""
+  return image_size or encoder_spec(name).image_size
+
+
 def keras_cache_dir():
   """Directory of Keras's downloaded weights: `$KERAS_HOME/models`."""
   home = os.environ.get("KERAS_HOME") or os.path.join(
@@ -339,7 +345,7 @@ def build_encoder(name, weights=None, image_size=None, trainable=False):
     {"pooled": [B, D], "spatial": [B, L, D]}.
   """
   spec = encoder_spec(name)
-  image_size = image_size or spec.image_size
+  image_size = encoder_side(name, image_size)
   if image_size < spec.min_size:
     raise InputError(f"{name} needs images of at least {spec.min_size} "
                      f"pixels, got {image_size}")

@@ -243,10 +243,15 @@ class Trainer:
       # Wall time trained so far, over every resume: the summary's "seconds".
       self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                  name="training_seconds")
+      # The loss of the run's first step, kept over resumes (NaN where a
+      # checkpoint predates it): the summary's "first_loss".
+      self.first_loss = tf.Variable(math.nan, dtype=tf.float64,
+                                    trainable=False, name="first_loss")
     # "best_bleu": its name from when BLEU-4 alone chose, kept so that
     # existing runs resume.
     state = dict(model=self.decoder, optimizer=self.optimizer, step=self.step,
-                 best_bleu=self.best_score, seconds=self.seconds)
+                 best_bleu=self.best_score, seconds=self.seconds,
+                 first_loss=self.first_loss)
     if self.iterator is not None:
       state["iterator"] = self.iterator
     self.checkpoint = tf.train.Checkpoint(**state)
@@ -491,6 +496,8 @@ class Trainer:
         raise FloatingPointError(f"loss became {loss} at step {done}; the "
                                  f"last good checkpoint is in {self.run_dir}")
       history.append(loss)
+      if done == 1:
+        self.first_loss.assign(loss)
       bar.update(1)
       postfix = {"loss": f"{loss:.3f}"}
       if "cross_entropy" in logged:  # SCST alone does not compute it.
@@ -512,8 +519,9 @@ class Trainer:
         self._save(self.manager, done)
     bar.close()
     self.seconds.assign(elapsed())
+    first_loss = float(self.first_loss.numpy())
     return {"steps": int(self.step.numpy()),
-            "first_loss": history[0] if history else None,
+            "first_loss": first_loss if math.isfinite(first_loss) else None,
             "final_loss": float(np.mean(history[-20:])) if history else None,
             f"best_{self.selection}": float(self.best_score.numpy()),
             "seconds": float(self.seconds.numpy()),
