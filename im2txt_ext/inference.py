@@ -5,6 +5,7 @@
       print(caption["caption"], caption["log_prob"])
     captioner.caption_files(["a.png"], beam_size=4, diversity_groups=2,
                             diversity_strength=0.5, no_repeat_ngram_size=3)
+    ensemble = Captioner(["runs/seed0", "runs/seed1", "runs/seed2"])
 """
 
 import os
@@ -16,6 +17,7 @@ from im2txt_ext.data import pipeline, vocabulary
 from im2txt_ext.data.tfrecords import read_image_bytes
 from im2txt_ext.errors import InputError
 from im2txt_ext.models import word_inputs
+from im2txt_ext.models.ensemble import Ensemble
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -40,7 +42,10 @@ class Captioner:
   """Captions images (or cached features) with a model from a run directory.
 
   Args:
-    run_dir: str. A training run directory.
+    run_dir: str, a training run directory; or a list of two or more, an
+      ensemble (``models.ensemble``) searched as one model, whose runs
+      trained on the same cached features and vocabulary. ``model`` is
+      then the first run's, ``members`` all of them.
     which: "best" (best validation BLEU-4; CIDEr-D for SCST runs) or
       "latest" checkpoint.
     with_encoder: bool. Build the image encoder (needed for image input).
@@ -51,10 +56,21 @@ class Captioner:
 
   def __init__(self, run_dir, which="best", with_encoder=True,
                allow_unk=False, overrides=()):
-    self.model = runs.TrainedModel(run_dir, which, with_encoder, overrides)
-    self.decoder = self.model.decoder
+    directories = [run_dir] if isinstance(run_dir, (str, os.PathLike)) \
+        else list(run_dir)
+    if len(directories) > 1:
+      runs.check_ensemble(directories, overrides)
+    self.members = [runs.TrainedModel(d, which, with_encoder, overrides)
+                    for d in directories]
+    self.model = self.members[0]
     # What the searches run: with the inference-only speed-ups.
-    self.searched = word_inputs.for_inference(self.decoder)
+    if len(self.members) == 1:
+      self.decoder = self.model.decoder
+      self.searched = word_inputs.for_inference(self.decoder)
+    else:
+      self.decoder = Ensemble([m.decoder for m in self.members])
+      self.searched = Ensemble([word_inputs.for_inference(m.decoder)
+                                for m in self.members])
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
     self.tokens = self.vocab.special_tokens(ban_unknown=not allow_unk)

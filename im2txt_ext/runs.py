@@ -115,6 +115,18 @@ def cached_features(config):
   return pipeline.FeatureLookup(image_ids, array)
 
 
+def load_run(run_dir, overrides=()):
+  """(ExperimentConfig with ``overrides``, Vocabulary) of a run directory;
+  InputError where it is none."""
+  config_path = os.path.join(run_dir, CONFIG_FILE)
+  if not os.path.isdir(run_dir):
+    raise InputError("run directory not found", run_dir)
+  if not os.path.isfile(config_path):
+    raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
+  return (apply_overrides(ExperimentConfig.load(config_path), overrides),
+          Vocabulary.load(os.path.join(run_dir, VOCAB_FILE)))
+
+
 class TrainedModel:
   """A decoder restored from a run directory, ready to caption.
 
@@ -130,15 +142,8 @@ class TrainedModel:
   """
 
   def __init__(self, run_dir, which="best", with_encoder=True, overrides=()):
-    config_path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isdir(run_dir):
-      raise InputError("run directory not found", run_dir)
-    if not os.path.isfile(config_path):
-      raise InputError(f"not a run directory (no {CONFIG_FILE})", run_dir)
-    self.config = apply_overrides(ExperimentConfig.load(config_path),
-                                  overrides)
+    self.config, self.vocab = load_run(run_dir, overrides)
     self.run_dir = run_dir
-    self.vocab = Vocabulary.load(os.path.join(run_dir, VOCAB_FILE))
     if with_encoder and self.config.data.features:
       self.decoder, self.step = restore_with_encoder(
           self.config, len(self.vocab), run_dir, which)
@@ -152,6 +157,33 @@ class TrainedModel:
       dummy["features"] = tf.zeros((1,) + feature_shape(self.config))
     build_from_batch(self.decoder, dummy)
     self.step = restore_weights(self.decoder, run_dir, which)
+
+
+def check_ensemble(run_dirs, overrides=()):
+  """InputError naming the first of ``run_dirs`` that cannot join the
+  others in an ensemble (``models.ensemble``), before any model is built:
+  each must have trained on cached features (its CNN the frozen, shared
+  one) of the same encoder, side and kind, over the same vocabulary."""
+  def reads(config):
+    return (f"{models.decoder_class(config.model.decoder).feature_kind} "
+            f"features of {config.model.encoder} "
+            f"({config.model.encoder_weights}) at {image_size(config)} px")
+  first = None
+  for run_dir in run_dirs:
+    config, vocab = load_run(run_dir, overrides)
+    if not config.data.features:
+      raise InputError("trained from images, so its CNN is its own: an "
+                       "ensemble's members share one frozen CNN (runs "
+                       "trained on cached features)", run_dir)
+    first = first or (run_dir, reads(config), vocab.words)
+    if reads(config) != first[1]:
+      raise InputError(f"reads {reads(config)}, but {first[0]} reads "
+                       f"{first[1]}: an ensemble's members read the same "
+                       "features", run_dir)
+    if vocab.words != first[2]:
+      raise InputError(f"its vocabulary is not that of {first[0]}: an "
+                       "ensemble's members share one (the same training "
+                       "captions and word counts)", run_dir)
 
 
 def trained_on_features(run_dir):

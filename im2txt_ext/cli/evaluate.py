@@ -5,6 +5,8 @@ r"""Evaluates a trained model on a dataset split with the COCO metrics.
   im2txt-evaluate --export=exports/demo \
       --captions=data/scenes/captions_test.json \
       --images_dir=data/scenes/images
+  im2txt-evaluate --run_dir=runs/seed0,runs/seed1,runs/seed2 \
+      --captions=data/scenes/captions_test.json --output_dir=eval/ensemble
 
 Writes metrics.json (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D against all
 references of each image; perplexity of the references for checkpoints) and
@@ -25,8 +27,10 @@ FLAGS = flags.FLAGS
 def define_flags():
   """This command's flags (see im2txt_ext.cli)."""
   decoding.define_flags()
-  flags.DEFINE_string("run_dir", None, "Training run directory (or give "
-                      "--export).")
+  flags.DEFINE_list("run_dir", None, "Training run directory (or give "
+                    "--export); several, comma-separated: their ensemble, "
+                    "searched as one model (runs on the same cached "
+                    "features and vocabulary; give --output_dir).")
   flags.DEFINE_string("export", None, "Exported SavedModel directory (from "
                       "im2txt-export) instead of a run directory; it captions "
                       "the image files with its caption_with_options "
@@ -72,7 +76,7 @@ def _run_config():
   from im2txt_ext.runs import CONFIG_FILE
   if not FLAGS.run_dir:
     return None
-  path = os.path.join(FLAGS.run_dir, CONFIG_FILE)
+  path = os.path.join(FLAGS.run_dir[0], CONFIG_FILE)
   return ExperimentConfig.load(path) if os.path.isfile(path) else None
 
 
@@ -84,7 +88,7 @@ def caption_with_checkpoint(records, run_config):
   if FLAGS.features and run_config and not run_config.data.features:
     raise InputError("this run was trained from images, so its checkpoint "
                      "holds its encoder's weights: evaluate it without "
-                     "--features", FLAGS.run_dir)
+                     "--features", FLAGS.run_dir[0])
   captioner = Captioner(FLAGS.run_dir, FLAGS.checkpoint,
                         with_encoder=not FLAGS.features,
                         allow_unk=FLAGS.allow_unk, overrides=FLAGS.set)
@@ -96,6 +100,9 @@ def caption_with_checkpoint(records, run_config):
       records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
       max_length=FLAGS.max_length, **decoding.search_options(FLAGS.method))
   extra = {"checkpoint_step": captioner.model.step}
+  if len(captioner.members) > 1:
+    extra.update(ensemble=FLAGS.run_dir, checkpoint_step=[
+        m.step for m in captioner.members])
   if FLAGS.set:
     extra["overrides"] = FLAGS.set
   if FLAGS.perplexity:
@@ -139,6 +146,9 @@ def main(argv):
 
   if bool(FLAGS.run_dir) == bool(FLAGS.export):
     raise InputError("give exactly one of --run_dir and --export")
+  if FLAGS.run_dir and len(FLAGS.run_dir) > 1 and not FLAGS.output_dir:
+    raise InputError("an ensemble has no run directory of its own to write "
+                     "into: give --output_dir")
   if FLAGS.export and FLAGS.set:
     raise InputError("--set changes a run's config; an export has none",
                      FLAGS.export)
@@ -165,8 +175,8 @@ def main(argv):
   metrics.update(extra, images=len(records), seconds=round(seconds, 2),
                  method=FLAGS.method, beam_size=FLAGS.beam_size,
                  decoding=decoding.search_options(FLAGS.method))
-  output_dir = FLAGS.output_dir or os.path.join(FLAGS.run_dir or FLAGS.export,
-                                                "eval")
+  output_dir = FLAGS.output_dir or os.path.join(
+      FLAGS.run_dir[0] if FLAGS.run_dir else FLAGS.export, "eval")
   save_evaluation(output_dir, records, candidates, metrics, FLAGS.show)
 
 

@@ -1,0 +1,206 @@
+"""models.ensemble: a step is the normalised geometric mean of the members'
+word distributions, the beam search keeps each member's state with its
+beam, and run directories join an ensemble (Captioner, im2txt-evaluate)
+only where they read the same features and vocabulary."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from im2txt_ext import models, runs, search
+from im2txt_ext.errors import InputError
+from im2txt_ext.inference import Captioner
+from im2txt_ext.models.ensemble import Ensemble
+from test_export import exported, run_module  # noqa: F401
+from test_training import tiny_config
+
+V, E, H, D, L, B = 24, 8, 16, 6, 4, 3
+PAD, START, END = search.PLAIN_TOKENS.pad, search.PLAIN_TOKENS.start, \
+    search.PLAIN_TOKENS.end
+
+
+def soft_attention(seed):
+  """A built soft-attention decoder with random weights."""
+  tf.keras.utils.set_random_seed(seed)
+  decoder = models.build_decoder("soft_attention", V, embedding_size=E,
+                                 hidden_size=H, dropout=0.0)
+  runs.build_from_batch(decoder, {"features": tf.zeros([1, L, D]),
+                                  "input_ids": tf.zeros([1, 2], tf.int32)})
+  return decoder
+
+
+def log_softmax(x, axis=-1):
+  x = np.asarray(x, np.float64)
+  return x - np.log(np.exp(x - x.max(axis, keepdims=True)).sum(
+      axis, keepdims=True)) - x.max(axis, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def features():
+  return tf.random.stateless_normal([B, L, D], [7, 8])
+
+
+def test_step_is_the_normalised_geometric_mean(features):
+  members = [soft_attention(seed) for seed in (1, 2, 3)]
+  ensemble = Ensemble(members)
+  words = tf.constant([START, 5, 9], tf.int32)
+  out = ensemble.step(words, ensemble.initial_state(features))
+  alone = [m.step(words, m.initial_state(features)) for m in members]
+  want = log_softmax(np.mean([log_softmax(a.logits) for a in alone], 0))
+  np.testing.assert_allclose(log_softmax(out.logits), want, atol=1e-5)
+  np.testing.assert_allclose(
+      out.attention, np.mean([a.attention for a in alone], 0), atol=1e-6)
+  # Each member's new state under its own prefix, the features static.
+  for i, a in enumerate(alone):
+    for name, value in a.state.items():
+      tf.nest.map_structure(np.testing.assert_array_equal,
+                            out.state[f"{i}/{name}"], value)
+  assert set(ensemble.static_state) == {
+      f"{i}/{name}" for i in range(3) for name in members[0].static_state}
+
+
+def test_beam_search_scores_its_captions_as_teacher_forcing_does(features):
+  # Beams change parents at every step; were a member's state left with
+  # the wrong beam, a caption's search log-prob would not be its teacher-
+  # forced one. <end> made unlikely and the score length-normalised, so
+  # that the captions run long and the beams reorder.
+  members = [soft_attention(1), soft_attention(2)]
+  for member in members:
+    bias = member.logits_layer.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[END]], [-8.0]))
+  ensemble = Ensemble(members)
+  result = search.beam_search(ensemble, features, beam_size=6, max_length=7,
+                              top_k=6, length_penalty=1.0)
+  allowed = np.ones(V, bool)
+  allowed[[PAD, START]] = False  # Never emitted: the rest renormalised.
+  for b in range(B):
+    for k in range(6):
+      ids = [w for w in result.ids[b, k].numpy().tolist() if w != PAD]
+      inputs = tf.constant([[START] + ids[:-1]], tf.int32)
+      logits, _ = ensemble.teacher_forced(features[b:b + 1], inputs)
+      log_probs = log_softmax(np.where(allowed, logits[0], -np.inf))
+      np.testing.assert_allclose(
+          float(result.log_probs[b, k]),
+          sum(log_probs[t, w] for t, w in enumerate(ids)), atol=1e-4)
+  assert len(ids) == 7  # Long captions: the reordering was exercised.
+
+
+def test_an_ensemble_of_copies_is_the_model(features):
+  decoder = soft_attention(4)
+  alone = search.beam_search(decoder, features, 3, 8)
+  twice = search.beam_search(Ensemble([decoder, decoder]), features, 3, 8)
+  np.testing.assert_array_equal(twice.ids, alone.ids)
+  np.testing.assert_allclose(twice.log_probs, alone.log_probs, rtol=1e-5)
+
+
+def test_members_must_share_the_vocabulary():
+  small = models.build_decoder("soft_attention", V - 1, embedding_size=E,
+                               hidden_size=H)
+  with pytest.raises(ValueError, match="vocabularies differ in size"):
+    Ensemble([soft_attention(1), small])
+  with pytest.raises(ValueError, match="two or more members"):
+    Ensemble([soft_attention(1)])
+
+
+@pytest.fixture(scope="module")
+def feature_runs(scene_data, tmp_path_factory):
+  """(run dirs of two tiny soft-attention seeds on the same cached spatial
+  features, the features file)."""
+  from im2txt_ext.data import readers
+  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.features import extract_features
+  from im2txt_ext.training.trainer import Trainer
+  folder = tmp_path_factory.mktemp("ensemble")
+  weights = str(folder / "scene_cnn.weights.h5")
+  encoder = build_encoder("scene_cnn", None, 32)
+  encoder.get_layer("scene_cnn").save_weights(weights)
+  config = tiny_config(scene_data, num_steps=6, checkpoint_every=6,
+                       validate_every=6, train_encoder_after=-1)
+  config.model.decoder = "soft_attention"
+  config.model.encoder, config.model.encoder_weights = "scene_cnn", weights
+  root, paths = scene_data
+  records = [r for name in ("train", "val", "test")
+             for r in readers.read_dataset(paths[name], str(root / "images"))]
+  features = str(folder / "spatial.npy")
+  extract_features(records, encoder, features, "spatial", batch_size=16,
+                   progress=False)
+  config.data.features = features
+  directories = []
+  for seed in (0, 1):
+    config.train.seed = seed
+    directories.append(str(folder / f"seed{seed}"))
+    Trainer(config, directories[-1], quiet=True).train()
+  return directories, features
+
+
+def _evaluate(run_dirs, features, paths, output):
+  result = run_module("im2txt_ext.cli.evaluate",
+                      f"--run_dir={','.join(run_dirs)}",
+                      f"--captions={paths['test']}", f"--features={features}",
+                      "--meteor=false", "--show=0", f"--output_dir={output}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return (json.loads((output / "metrics.json").read_text()),
+          [c["generated"] for c in json.loads(
+              (output / "captions.json").read_text())])
+
+
+def test_evaluate_an_ensemble_of_runs(feature_runs, scene_data, tmp_path):
+  (first, second), features = feature_runs
+  _, paths = scene_data
+  metrics, captions = _evaluate([first, second], features, paths,
+                                tmp_path / "pair")
+  assert metrics["ensemble"] == [first, second]
+  assert metrics["checkpoint_step"] == [6, 6]
+  assert 1 < metrics["perplexity"] and len(captions) == 16
+  # The library's captions are the command's.
+  from im2txt_ext.data import readers
+  records = readers.read_dataset(paths["test"])
+  captioner = Captioner([first, second], with_encoder=False)
+  captioner.model.config.data.features = features
+  got = captioner.caption_records(records, runs.cached_features(
+      captioner.model.config), beam_size=3)
+  assert [got[r.image_id] for r in records] == captions
+  # A run twice over is that run: the same captions and perplexity.
+  alone, alone_captions = _evaluate([first], features, paths,
+                                    tmp_path / "alone")
+  twice, twice_captions = _evaluate([first, first], features, paths,
+                                    tmp_path / "twice")
+  assert twice_captions == alone_captions
+  assert twice["perplexity"] == pytest.approx(alone["perplexity"], rel=1e-4)
+
+
+def test_runs_that_cannot_join_an_ensemble(feature_runs, exported,
+                                           tmp_path):
+  (first, second), _ = feature_runs
+  other_words = shutil.copytree(second, tmp_path / "other_words")
+  lines = (other_words / runs.VOCAB_FILE).read_text().splitlines()
+  lines[-1], lines[-2] = lines[-2], lines[-1]
+  (other_words / runs.VOCAB_FILE).write_text("\n".join(lines) + "\n")
+  other_side = shutil.copytree(second, tmp_path / "other_side")
+  config = json.loads((other_side / runs.CONFIG_FILE).read_text())
+  config["data"]["image_size"] = 48
+  (other_side / runs.CONFIG_FILE).write_text(json.dumps(config))
+  cases = [
+      (other_words, "its vocabulary is not that of"),
+      (other_side, "reads spatial features of scene_cnn .* at 48 px, but "
+                   ".* reads spatial features of scene_cnn .* at 32 px"),
+      (exported[0], "trained from images, so its CNN is its own"),
+  ]
+  for member, message in cases:
+    with pytest.raises(InputError, match=message) as error:
+      Captioner([first, str(member)], with_encoder=False)
+    assert str(member) in str(error.value)
+
+
+def test_evaluate_an_ensemble_needs_an_output_folder(feature_runs,
+                                                     scene_data):
+  (first, second), features = feature_runs
+  _, paths = scene_data
+  result = run_module("im2txt_ext.cli.evaluate",
+                      f"--run_dir={first},{second}",
+                      f"--captions={paths['test']}")
+  assert result.returncode != 0
+  assert "give --output_dir" in result.stderr.strip().splitlines()[-1]
