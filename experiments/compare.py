@@ -31,7 +31,7 @@ import time
 
 from absl import flags
 
-from experiments.suite import RUN_PLACEHOLDER, Suite, run_dir
+from experiments.suite import RUN_PLACEHOLDER, Suite, ensemble_dir, run_dir
 from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
 
@@ -201,14 +201,19 @@ def expand(setting, output, seed, word2vec):
   """An experiment's override with its placeholders filled in: "{word2vec}"
   by the suite's word2vec vectors, "{run:NAME}" by the run directory of
   experiment NAME with the same seed, which must have been trained."""
-  def trained_run(match):
-    directory = run_dir(output, match.group(1), seed)
-    if not os.path.exists(os.path.join(directory, "summary.json")):
-      raise InputError(f"{setting} needs experiment {match.group(1)} trained "
-                       f"with seed {seed} first", directory)
-    return directory
-  return RUN_PLACEHOLDER.sub(trained_run, setting.replace("{word2vec}",
-                                                          word2vec))
+  return RUN_PLACEHOLDER.sub(
+      lambda match: trained_run(output, match.group(1), seed, setting),
+      setting.replace("{word2vec}", word2vec))
+
+
+def trained_run(output, name, seed, needed_by):
+  """The run directory of experiment ``name`` with ``seed``; InputError
+  where it has not been trained (``needed_by`` needs it)."""
+  directory = run_dir(output, name, seed)
+  if not os.path.exists(os.path.join(directory, "summary.json")):
+    raise InputError(f"{needed_by} needs experiment {name} trained with "
+                     f"seed {seed} first", directory)
+  return directory
 
 
 def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
@@ -226,18 +231,20 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
   sizes = {e.name: e.image_size or suite.image_size
            for e in suite.experiments}
-  for experiment in suite.experiments:
+  for experiment in suite.experiments:  # An ensemble's: its members'.
     for seed in seeds[experiment.name]:
-      check_run_image_size(run_dir(output, experiment.name, seed),
-                           suite.encoder, sizes[experiment.name])
+      check_run_image_size(
+          run_dir(output, experiment.ensemble or experiment.name, seed),
+          suite.encoder, sizes[experiment.name])
   # Features by (kind, image size). Retrieval needs the suite's pooled
   # ones; spatial ones, where needed, come first: the pooled are their mean.
   needed = sorted({(kinds[name], sizes[name]) for name in kinds}
                   | {("pooled", suite.image_size)}, reverse=True)
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
-  step = Step(output, len(needed) + uses_word2vec + 2 * sum(
-      map(len, seeds.values())) + 1, side_by_side=jobs > 1)
+  step = Step(output, len(needed) + uses_word2vec + sum(
+      1 if e.ensemble else 2 * len(seeds[e.name]) for e in suite.experiments)
+              + 1, side_by_side=jobs > 1)
   features = {(kind, size): features_path(output, suite, kind, size)
               for kind, size in needed}
   captions = ",".join(dict.fromkeys(
@@ -274,12 +281,20 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
         step, suite, experiment, seed, output, paths,
         features[kinds[experiment.name], sizes[experiment.name]],
         sizes[experiment.name], word2vec, meteor)
-  side_by_side({
-      (experiment.name, seed): (
-          [(name, seed) for name in experiment.runs_needed()],
-          training(experiment, seed))
-      for experiment in suite.experiments
-      for seed in seeds[experiment.name]}, jobs)
+  def ensemble(experiment):
+    return lambda: evaluate_ensemble(
+        step, suite, experiment, seeds[experiment.name], output, paths,
+        features[kinds[experiment.name], sizes[experiment.name]], meteor)
+  tasks = {(experiment.name, seed): (
+      [(name, seed) for name in experiment.runs_needed()],
+      training(experiment, seed))
+           for experiment in suite.trained()
+           for seed in seeds[experiment.name]}
+  tasks.update({(experiment.name, "ensemble"): (
+      [(experiment.ensemble, seed) for seed in seeds[experiment.name]],
+      ensemble(experiment))
+                for experiment in suite.experiments if experiment.ensemble})
+  side_by_side(tasks, jobs)
 
   retrieval = os.path.join(output, "retrieval")
   if os.path.exists(os.path.join(retrieval, "metrics.json")):
@@ -335,25 +350,47 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
     summary["resumed"] = resumed
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2)
-  test_dir = os.path.join(directory, "test")
-  if os.path.exists(os.path.join(test_dir, "metrics.json")):
-    step.skip(f"evaluate {label}")
-    return
   # A run trained from images (an experiment that sets "data.features=",
   # e.g. to fine-tune the CNN) is evaluated on images with its own CNN.
   from im2txt_ext import runs
   from im2txt_ext.config import ExperimentConfig
   cached = ExperimentConfig.load(os.path.join(
       directory, runs.CONFIG_FILE)).data.features
+  evaluate(step, suite, experiment, label, [directory],
+           features if cached else "", paths, meteor,
+           f"evaluate_{experiment.name}_seed{seed}")
+
+
+def evaluate_ensemble(step, suite, experiment, seeds, output, paths,
+                      features, meteor):
+  """im2txt-evaluate of the runs of ``experiment.ensemble`` with ``seeds``
+  searched as one model, on ``features``."""
+  members = [trained_run(output, experiment.ensemble, seed,
+                         f"ensemble {experiment.name}") for seed in seeds]
+  evaluate(step, suite, experiment, f"{experiment.name} (ensemble of "
+           f"{experiment.ensemble} seeds {', '.join(map(str, seeds))})",
+           members, features, paths, meteor, f"evaluate_{experiment.name}",
+           ensemble_dir(output, experiment.name))
+
+
+def evaluate(step, suite, experiment, label, members, features, paths,
+             meteor, log_name, directory=None):
+  """The test evaluation of one run or of an ensemble of ``members``
+  (written to ``directory``/test, default the run's), on ``features``
+  ("": on the images); skipped where done."""
+  test_dir = os.path.join(directory or members[0], "test")
+  if os.path.exists(os.path.join(test_dir, "metrics.json")):
+    step.skip(f"evaluate {label}")
+    return
   step(f"evaluate {label}", "im2txt_ext.cli.evaluate",
-       [f"--run_dir={directory}", f"--captions={paths['test_captions']}",
+       [f"--run_dir={','.join(members)}",
+        f"--captions={paths['test_captions']}",
         f"--split={suite.test_split}", f"--images_dir={paths['images_dir']}",
-        *([f"--features={features}"] if cached else []),
+        *([f"--features={features}"] if features else []),
         f"--beam_size={suite.beam_size}",
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
         f"--output_dir={test_dir}", "--show=0",
-        *(f"--set={o}" for o in experiment.evaluate_set)],
-       f"evaluate_{experiment.name}_seed{seed}")
+        *(f"--set={o}" for o in experiment.evaluate_set)], log_name)
 
 
 def main(argv):

@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from experiments.suite import run_dir
+from experiments.suite import ensemble_dir, run_dir
 
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
 
@@ -84,19 +84,31 @@ def training_seconds(directory):
 
 
 def collect(suite, output, seeds):
-  """{experiment name: [per-seed dict(seed, metrics, summary, run_dir,
-  seconds)]} for ``seeds`` {experiment name: its seeds};
-  ``seconds``: ``training_seconds``."""
+  """{experiment name: [dict(seeds, run_dir, test_dir, metrics, summary,
+  seconds)]} for ``seeds`` {experiment name: its seeds}: one per seed, or
+  for an ensemble one of all its seeds, its run_dir the first member's;
+  ``seconds``: ``training_seconds`` (an ensemble's: its members' sum)."""
   runs = {}
   for experiment in suite.experiments:
-    runs[experiment.name] = []
-    for seed in seeds[experiment.name]:
-      directory = run_dir(output, experiment.name, seed)
-      runs[experiment.name].append({
-          "seed": seed, "run_dir": directory,
-          "metrics": evaluation(os.path.join(directory, "test")),
-          "summary": read_json(os.path.join(directory, "summary.json")),
-          "seconds": training_seconds(directory)})
+    members = [run_dir(output, experiment.ensemble or experiment.name, seed)
+               for seed in seeds[experiment.name]]
+    summaries = [read_json(os.path.join(d, "summary.json")) for d in members]
+    if experiment.ensemble:
+      test_dir = os.path.join(ensemble_dir(output, experiment.name), "test")
+      devices = sorted({s.get("device", "unrecorded") for s in summaries})
+      runs[experiment.name] = [{
+          "seeds": seeds[experiment.name], "run_dir": members[0],
+          "test_dir": test_dir, "metrics": evaluation(test_dir),
+          "summary": {"device": "; ".join(devices)},
+          "seconds": sum(map(training_seconds, members))}]
+      continue
+    runs[experiment.name] = [{
+        "seeds": [seed], "run_dir": directory,
+        "test_dir": os.path.join(directory, "test"),
+        "metrics": evaluation(os.path.join(directory, "test")),
+        "summary": summary, "seconds": training_seconds(directory)}
+                             for seed, directory, summary in zip(
+                                 seeds[experiment.name], members, summaries)]
   return runs
 
 
@@ -139,7 +151,7 @@ def rows(suite, runs, retrieval, command=""):
   for experiment in suite.experiments:
     seeded = runs[experiment.name]
     config = read_json(os.path.join(seeded[0]["run_dir"], "config.json"))
-    evaluated = os.path.getmtime(os.path.join(seeded[0]["run_dir"], "test",
+    evaluated = os.path.getmtime(os.path.join(seeded[0]["test_dir"],
                                               "metrics.json"))
     devices = sorted({r["summary"].get("device", "unrecorded")
                       for r in seeded})
@@ -149,13 +161,14 @@ def rows(suite, runs, retrieval, command=""):
         "decoder": config["model"]["decoder"],
         "encoder": config["model"]["encoder"],
         "image_size": trained_side(seeded[0]["run_dir"]),
-        "seeds": [r["seed"] for r in seeded],
+        "seeds": [seed for r in seeded for seed in r["seeds"]],
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
         "training_seconds": mean_sd([r["seconds"] for r in seeded]),
-        "per_seed": [{"seed": r["seed"], "metrics": {
-            m: r["metrics"].get(m) for m in suite.metrics},
-            "training_seconds": r["seconds"]} for r in seeded],
+        "per_seed": [] if experiment.ensemble else [
+            {"seed": r["seeds"][0], "metrics": {
+                m: r["metrics"].get(m) for m in suite.metrics},
+             "training_seconds": r["seconds"]} for r in seeded],
         "command": f"{command} --only={experiment.name}" if command else "",
         "device": "; ".join(devices),
         "date": datetime.datetime.fromtimestamp(
@@ -219,7 +232,7 @@ def plot_curves(suite, runs, path):
   axes = figure.subplots(1, 2)
   titles = {"cross_entropy": "training cross-entropy (per word)",
             "val_bleu4": "validation BLEU-4 (greedy)"}
-  for experiment in suite.experiments:
+  for experiment in suite.trained():  # An ensemble's are its members'.
     if suite.curves and experiment.name not in suite.curves:
       continue
     scalars = [read_scalars(os.path.join(r["run_dir"], "train"))
@@ -252,7 +265,7 @@ def attention_figures(suite, runs, records, output):
   figures = {}
   folder = os.path.join(output, "attention")
   os.makedirs(folder, exist_ok=True)
-  for experiment in suite.experiments:
+  for experiment in suite.trained():
     config = ExperimentConfig.load(experiment.config)
     if not decoder_class(config.model.decoder).has_attention:
       continue
@@ -286,7 +299,7 @@ def model_captions(runs):
   """{experiment name: {image id: caption}} of each experiment's first seed
   on the test split."""
   return {name: {c["image_id"]: c["generated"] for c in read_json(
-      os.path.join(seeded[0]["run_dir"], "test", "captions.json"))}
+      os.path.join(seeded[0]["test_dir"], "captions.json"))}
           for name, seeded in runs.items()}
 
 
@@ -436,9 +449,11 @@ def write_report(suite, output, seeds, paths, seconds, command="",
             + "".join(f"- {n}\n" for n in notes))
   with open(os.path.join(output, "results.json"), "w") as f:
     json.dump({"suite": suite.name, "seeds": seeds, "seconds": seconds,
-               "experiments": {name: [{"seed": r["seed"],
-                                       "metrics": r["metrics"],
-                                       "summary": r["summary"]}
+               # Per seed, or for an ensemble its seeds together.
+               "experiments": {name: [{
+                   **({"seeds": r["seeds"]} if len(r["seeds"]) > 1 else
+                      {"seed": r["seeds"][0]}),
+                   "metrics": r["metrics"], "summary": r["summary"]}
                                       for r in seeded]
                                for name, seeded in runs.items()},
                "retrieval": retrieval}, f, indent=1)

@@ -27,6 +27,11 @@ def run_dir(output, name, seed):
   return os.path.join(output, "runs", f"{name}-seed{seed}")
 
 
+def ensemble_dir(output, name):
+  """Where a comparison keeps ensemble experiment ``name``'s evaluation."""
+  return os.path.join(output, "runs", name)
+
+
 @dataclasses.dataclass
 class Experiment:
   name: str = ""  # Short name: the run directory and the report key.
@@ -45,12 +50,35 @@ class Experiment:
   image_size: int = 0  # Its own encoder input side (e.g. 448 for a 14x14
   #   map for attention, chosen on dev); 0: the suite's. Features at each
   #   side are extracted once.
+  ensemble: str = ""  # Name of an earlier experiment: this row searches
+  #   that experiment's runs, one per seed, as one model (im2txt_ext.models.
+  #   ensemble) and trains nothing; its config, seeds, image side and
+  #   evaluate_set are that experiment's.
 
   def runs_needed(self):
     """Names of the experiments whose runs its "{run:NAME}" settings
     start from."""
     return [name for setting in self.set
             for name in RUN_PLACEHOLDER.findall(setting)]
+
+
+def ensemble_of(experiment, earlier, path):
+  """The ensemble ``experiment`` with the config, seeds, image side and
+  evaluate_set of the experiment it names, one of ``earlier``; InputError
+  (naming the suite file ``path``) where it names none or sets them."""
+  members = {e.name: e for e in earlier if not e.ensemble}
+  if experiment.ensemble not in members:
+    raise InputError(f"experiment {experiment.name}: ensemble must name an "
+                     "experiment listed before it that trains runs", path)
+  own = [name for name in ("config", "set", "seeds", "image_size",
+                           "evaluate_set") if getattr(experiment, name)]
+  if own:
+    raise InputError(f"experiment {experiment.name}: an ensemble takes "
+                     f"{', '.join(own)} from {experiment.ensemble}", path)
+  named = members[experiment.ensemble]
+  return dataclasses.replace(
+      experiment, config=named.config, seeds=list(named.seeds),
+      image_size=named.image_size, evaluate_set=list(named.evaluate_set))
 
 
 @dataclasses.dataclass
@@ -117,6 +145,10 @@ class Suite:
     if set(suite.curves) - set(names):
       raise InputError(f"curves names unknown experiments "
                        f"{sorted(set(suite.curves) - set(names))}", path)
+    for i, experiment in enumerate(suite.experiments):
+      if experiment.ensemble:
+        suite.experiments[i] = ensemble_of(experiment, suite.experiments[:i],
+                                           path)
     seeds = suite.experiment_seeds()
     for i, experiment in enumerate(suite.experiments):
       for name in experiment.runs_needed():
@@ -135,6 +167,10 @@ class Suite:
         raise InputError(f"experiment {experiment.name}: config not found",
                          experiment.config)
     return suite
+
+  def trained(self):
+    """The experiments that train runs (all but the ensembles)."""
+    return [e for e in self.experiments if not e.ensemble]
 
   def experiment_seeds(self, override=None):
     """{experiment name: its seeds}: ``override`` for all where given, else

@@ -71,7 +71,9 @@ def test_compare_end_to_end(scene_data, tmp_path):
                    "train.train_encoder_after=0",
                    "train.encoder_learning_rate_scale=0.1",
                    "train.num_steps=2", "train.checkpoint_every=2",
-                   "train.validate_every=2"]}]})
+                   "train.validate_every=2"]},
+          {"name": "st_ensemble", "label": "Show and Tell, ensemble",
+           "ensemble": "st"}]})
   output = tmp_path / "results"
   command = [sys.executable, "-m", "experiments.compare", f"--suite={suite}",
              f"--data={root}", f"--output={output}", "--meteor=false"]
@@ -79,7 +81,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   result = subprocess.run(command + ["--jobs=2"], capture_output=True,
                           text=True, cwd=str(REPO), env=env, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  assert "[18/18] retrieval baseline ..." in result.stdout
+  assert "[19/19] retrieval baseline ..." in result.stdout
   # Side by side, each step says when it starts and when it ends; a run
   # that starts from another's starts after that one's test evaluation.
   lines = result.stdout.splitlines()
@@ -88,6 +90,12 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert line("evaluate st seed 1: ") < line(
       "train st_scst seed 1 ...") < line("train st_scst seed 1: ")
   assert "st_scst seed 0" not in result.stdout  # Its own seeds only.
+  # The ensemble trains nothing, and is evaluated once its members are.
+  assert "st_ensemble seed" not in result.stdout
+  assert line("evaluate st seed 0: ") < line(
+      "evaluate st_ensemble (ensemble of st seeds 0, 1) ...")
+  assert line("evaluate st seed 1: ") < line(
+      "evaluate st_ensemble (ensemble of st seeds 0, 1) ...")
 
   table = (output / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]
@@ -96,7 +104,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
                       "distinct", "training s"]
   assert [r[0] for r in cells[1:]] == [
       "Show and Tell", "Soft attention, word2vec", "Show and Tell + SCST",
-      "Show and Tell, CNN fine-tuned",
+      "Show and Tell, CNN fine-tuned", "Show and Tell, ensemble",
       "retrieval: 3 nearest training images, cider consensus", "paper: X"]
   assert "±" in rows[1]  # Two seeds: mean and spread.
   assert cells[-1][1:] == ["n/a", "0.448", "n/a", "n/a", "n/a", ""]
@@ -107,7 +115,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
   assert " images of the test split, beam 2; mean ± sample standard " \
-      "deviation over seeds 0, 1 for st, soft_w2v, st_cnn; 1 for st_scst;" \
+      "deviation over seeds 0, 1 for st, soft_w2v, st_cnn, st_ensemble; 1 " \
+      "for st_scst;" \
       in table
   assert f"features: scene_cnn at 32 px ({weights}, soft_w2v at 48 px), " \
       "frozen, fine-tuned in st_cnn; trained on" in table
@@ -166,15 +175,29 @@ def test_compare_end_to_end(scene_data, tmp_path):
       f"--data={root} --output={output} --only=st"
   assert st["device"] == devices.describe() and len(st["date"]) == 10
   assert [r["kind"] for r in document["rows"]] == [
-      "measured"] * 4 + ["retrieval", "published"]
+      "measured"] * 5 + ["retrieval", "published"]
   # A row started from another run counts that run's training time too.
   seconds = {name: {r["seed"]: r["summary"]["seconds"] for r in seeded}
-             for name, seeded in results["experiments"].items()}
+             for name, seeded in results["experiments"].items()
+             if name != "st_ensemble"}
   for row in document["rows"][2:4]:
     assert row["seeds"] == list(seconds[row["name"]])
     assert row["training_seconds"]["mean"] == pytest.approx(np.mean(
         [seconds["st"][seed] + seconds[row["name"]][seed]
          for seed in row["seeds"]]))
+  # The ensemble: one evaluation of st's two runs searched as one model,
+  # with st's evaluation overrides; its training time is theirs together.
+  ensemble = document["rows"][4]
+  evaluated = results["experiments"]["st_ensemble"]
+  assert (ensemble["seeds"], ensemble["per_seed"]) == ([0, 1], [])
+  assert [r["seeds"] for r in evaluated] == [[0, 1]]
+  assert evaluated[0]["metrics"]["ensemble"] == [
+      str(output / "runs" / f"st-seed{seed}") for seed in (0, 1)]
+  assert evaluated[0]["metrics"]["overrides"] == ["model.dropout=0.0"]
+  assert ensemble["metrics"]["BLEU-1"] == {
+      "mean": evaluated[0]["metrics"]["BLEU-1"], "sd": None}
+  assert ensemble["training_seconds"] == {
+      "mean": pytest.approx(sum(seconds["st"].values())), "sd": None}
   printed = subprocess.run(
       [sys.executable, "-m", "experiments.report",
        f"--results_file={tmp_path / 'docs' / 'tiny.json'}"],
@@ -197,7 +220,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   again = subprocess.run(command, capture_output=True, text=True,
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("done before, skipped") == 18
+  assert again.stdout.count("done before, skipped") == 19
 
 
 def test_side_by_side_keeps_order_and_the_limit():
@@ -355,6 +378,36 @@ def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
     Suite.load(suite)
 
 
+def test_suite_ensemble_names_an_earlier_experiment_and_takes_its_setup(
+    tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  st = {"name": "st", "config": config, "seeds": [0, 1], "image_size": 48,
+        "evaluate_set": ["model.dropout=0.0"]}
+  cases = [
+      ([{"name": "all", "ensemble": "st"}, st],
+       "experiment all: ensemble must name an experiment listed before it "
+       "that trains runs"),
+      ([st, {"name": "all", "ensemble": "st", "config": config,
+             "seeds": [0]}],
+       "experiment all: an ensemble takes config, seeds from st"),
+      ([st, {"name": "all", "ensemble": "st"},
+        {"name": "all_of_all", "ensemble": "all"}],
+       "experiment all_of_all: ensemble must name an experiment listed "
+       "before it that trains runs")]
+  for experiments, message in cases:
+    with pytest.raises(InputError, match=message):
+      Suite.load(write_json(tmp_path / "suite.json",
+                            {"experiments": experiments}))
+  loaded = Suite.load(write_json(tmp_path / "suite.json", {
+      "experiments": [st, {"name": "all", "ensemble": "st"}]}))
+  ensemble = loaded.experiments[1]
+  assert (ensemble.config, ensemble.seeds, ensemble.image_size,
+          ensemble.evaluate_set) == (config, [0, 1], 48, ["model.dropout=0.0"])
+  assert [e.name for e in loaded.trained()] == ["st"]
+
+
 def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
   from experiments.suite import Suite
   from im2txt_ext.errors import InputError
@@ -434,3 +487,30 @@ def test_compare_refuses_features_or_runs_at_another_image_size(tmp_path):
       f"{run}: trained at 32 px, but the suite asks 48 px: move the run "
       "away")):
     check_run_image_size(str(run), "scene_cnn", 48)
+
+
+def test_an_ensemble_of_runs_at_another_side_is_refused(scene_data,
+                                                        tmp_path):
+  """``--only=ENSEMBLE``: its members' runs are checked, before any step,
+  against the side its features will be extracted at."""
+  from experiments.compare import compare
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  root, _ = scene_data
+  suite = Suite.load(write_json(tmp_path / "suite.json", {
+      "train_captions": "captions_train.json",
+      "val_captions": "captions_val.json",
+      "test_captions": "captions_test.json", "encoder": "scene_cnn",
+      "experiments": [
+          {"name": "soft", "image_size": 48,
+           "config": tiny_config(tmp_path / "soft.json", "soft_attention")},
+          {"name": "soft_ensemble", "ensemble": "soft"}]}))
+  suite.experiments = suite.experiments[1:]  # As --only=soft_ensemble.
+  member = tmp_path / "results" / "runs" / "soft-seed0"
+  member.mkdir(parents=True)
+  write_json(member / "config.json", {"data": {"image_size": 32},
+                                      "model": {"encoder": "scene_cnn"}})
+  with pytest.raises(InputError, match=re.escape(
+      f"{member}: trained at 32 px, but the suite asks 48 px")):
+    compare(suite, str(root), str(tmp_path / "results"), meteor=False)
+  assert sorted(os.listdir(tmp_path / "results")) == ["runs"]
