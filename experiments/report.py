@@ -450,12 +450,12 @@ def write_report(suite, output, seeds, paths, seconds, command="",
   with open(os.path.join(output, "results.json"), "w") as f:
     json.dump({"suite": suite.name, "seeds": seeds, "seconds": seconds,
                # Per seed, or for an ensemble its seeds together.
-               "experiments": {name: [{
-                   **({"seeds": r["seeds"]} if len(r["seeds"]) > 1 else
+               "experiments": {e.name: [{
+                   **({"seeds": r["seeds"]} if e.ensemble else
                       {"seed": r["seeds"][0]}),
                    "metrics": r["metrics"], "summary": r["summary"]}
-                                      for r in seeded]
-                               for name, seeded in runs.items()},
+                                        for r in runs[e.name]]
+                               for e in suite.experiments},
                "retrieval": retrieval}, f, indent=1)
   samples = caption_samples(suite, runs, retrieval_captions, records, figures)
   return table_md + ("\n\n" + samples if samples else "")
