@@ -39,7 +39,7 @@ def test_caption_samples_print_each_model_and_the_figures(tmp_path):
     (tmp_path / name / "test" / "captions.json").write_text(json.dumps([
         {"image_id": r.image_id, "generated": f"{name} says {r.image_id}"}
         for r in records]))
-    runs[name] = [{"run_dir": str(tmp_path / name)}]
+    runs[name] = [{"test_dir": str(tmp_path / name / "test")}]
   figures = {("soft", "0"): "attention/soft_0.png"}
   text = report.caption_samples(suite, runs, {"0": "r0", "1": "r1", "2": "r2"},
                                 records, figures)
