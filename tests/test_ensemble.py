@@ -14,7 +14,7 @@ from im2txt_ext import models, runs, search
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
 from im2txt_ext.models.ensemble import Ensemble
-from test_export import exported, run_module  # noqa: F401
+from test_export import run_module
 from test_training import tiny_config
 
 V, E, H, D, L, B = 24, 8, 16, 6, 4, 3
@@ -160,34 +160,41 @@ def test_evaluate_an_ensemble_of_runs(feature_runs, scene_data, tmp_path):
   records = readers.read_dataset(paths["test"])
   captioner = Captioner([first, second], with_encoder=False)
   captioner.model.config.data.features = features
-  got = captioner.caption_records(records, runs.cached_features(
-      captioner.model.config), beam_size=3)
+  cached = runs.cached_features(captioner.model.config)
+  got = captioner.caption_records(records, cached, beam_size=3)
   assert [got[r.image_id] for r in records] == captions
   # A run twice over is that run: the same captions and perplexity.
-  alone, alone_captions = _evaluate([first], features, paths,
-                                    tmp_path / "alone")
-  twice, twice_captions = _evaluate([first, first], features, paths,
-                                    tmp_path / "twice")
-  assert twice_captions == alone_captions
-  assert twice["perplexity"] == pytest.approx(alone["perplexity"], rel=1e-4)
+  from im2txt_ext.training.losses import perplexity
+  alone = Captioner(first, with_encoder=False)
+  twice = Captioner([first, first], with_encoder=False)
+  assert twice.caption_records(records, cached, beam_size=3) == \
+      alone.caption_records(records, cached, beam_size=3)
+  assert perplexity(twice.decoder, twice.reference_batches(
+      records, cached)) == pytest.approx(perplexity(
+          alone.decoder, alone.reference_batches(records, cached)), rel=1e-4)
 
 
-def test_runs_that_cannot_join_an_ensemble(feature_runs, exported,
-                                           tmp_path):
+def test_runs_that_cannot_join_an_ensemble(feature_runs, tmp_path):
   (first, second), _ = feature_runs
   other_words = shutil.copytree(second, tmp_path / "other_words")
   lines = (other_words / runs.VOCAB_FILE).read_text().splitlines()
   lines[-1], lines[-2] = lines[-2], lines[-1]
   (other_words / runs.VOCAB_FILE).write_text("\n".join(lines) + "\n")
-  other_side = shutil.copytree(second, tmp_path / "other_side")
-  config = json.loads((other_side / runs.CONFIG_FILE).read_text())
-  config["data"]["image_size"] = 48
-  (other_side / runs.CONFIG_FILE).write_text(json.dumps(config))
+  def changed(name, field, value):
+    """A copy of the second run whose config's data.``field`` is
+    ``value``."""
+    copy = shutil.copytree(second, tmp_path / name)
+    config = json.loads((copy / runs.CONFIG_FILE).read_text())
+    config["data"][field] = value
+    (copy / runs.CONFIG_FILE).write_text(json.dumps(config))
+    return copy
+  other_side = changed("other_side", "image_size", 48)
+  from_images = changed("from_images", "features", "")
   cases = [
       (other_words, "its vocabulary is not that of"),
       (other_side, "reads spatial features of scene_cnn .* at 48 px, but "
                    ".* reads spatial features of scene_cnn .* at 32 px"),
-      (exported[0], "trained from images, so its CNN is its own"),
+      (from_images, "trained from images, so its CNN is its own"),
   ]
   for member, message in cases:
     with pytest.raises(InputError, match=message) as error:
