@@ -1,7 +1,8 @@
 """make compare's driver end to end on tiny data: features, word2vec, four
 experiments (two starting from another's run) over two seeds (one of them
-with a seed of its own), two trainings side by side, evaluation, the retrieval baseline and every report file;
-then a second call that finds everything done."""
+with a seed of its own), an ensemble of one's seeds, two trainings side by
+side, evaluation, the retrieval baseline and every report file; then a
+second call that finds everything done."""
 
 import json
 import os
