@@ -17,6 +17,7 @@ Shape letters: B batch, T caption length, V vocabulary, L image locations.
 
 import tensorflow as tf
 
+from im2txt_ext import search
 from im2txt_ext.models.decoder import StepOutput
 
 
@@ -42,9 +43,8 @@ class Ensemble(tf.Module):
     self.vocab_size = sizes[0]
     # Attention weights are the members' mean where every member attends.
     self.has_attention = all(m.has_attention for m in members)
-    bounds = [m.max_steps for m in members if hasattr(m, "max_steps")]
-    if bounds:  # The searches' bound: the tightest member's.
-      self.max_steps = min(bounds)
+    # The searches' bound: the tightest member's.
+    self.max_steps = min(map(search.longest_caption, members))
     # Member m's state entry "name" is the ensemble's "m/name".
     self.static_state = tuple(
         self._key(i, name) for i, m in enumerate(members)
