@@ -232,10 +232,8 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   sizes = {e.name: e.image_size or suite.image_size
            for e in suite.experiments}
   for experiment in suite.experiments:  # An ensemble's: its members'.
-    for seed in seeds[experiment.name]:
-      check_run_image_size(
-          run_dir(output, experiment.ensemble or experiment.name, seed),
-          suite.encoder, sizes[experiment.name])
+    for directory in experiment.run_dirs(output, seeds[experiment.name]):
+      check_run_image_size(directory, suite.encoder, sizes[experiment.name])
   # Features by (kind, image size). Retrieval needs the suite's pooled
   # ones; spatial ones, where needed, come first: the pooled are their mean.
   needed = sorted({(kinds[name], sizes[name]) for name in kinds}

@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from experiments.suite import ensemble_dir, run_dir
+from experiments.suite import ensemble_dir
 
 CURVES = ("cross_entropy", "val_bleu4")  # TensorBoard scalars plotted.
 
@@ -90,8 +90,7 @@ def collect(suite, output, seeds):
   ``seconds``: ``training_seconds`` (an ensemble's: its members' sum)."""
   runs = {}
   for experiment in suite.experiments:
-    members = [run_dir(output, experiment.ensemble or experiment.name, seed)
-               for seed in seeds[experiment.name]]
+    members = experiment.run_dirs(output, seeds[experiment.name])
     summaries = [read_json(os.path.join(d, "summary.json")) for d in members]
     if experiment.ensemble:
       test_dir = os.path.join(ensemble_dir(output, experiment.name), "test")
@@ -151,8 +150,9 @@ def rows(suite, runs, retrieval, command=""):
   for experiment in suite.experiments:
     seeded = runs[experiment.name]
     config = read_json(os.path.join(seeded[0]["run_dir"], "config.json"))
-    evaluated = os.path.getmtime(os.path.join(seeded[0]["test_dir"],
-                                              "metrics.json"))
+    evaluated = max(os.path.getmtime(os.path.join(r["test_dir"],
+                                                  "metrics.json"))
+                    for r in seeded)  # The last of its seeds'.
     devices = sorted({r["summary"].get("device", "unrecorded")
                       for r in seeded})
     measured.append({

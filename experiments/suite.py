@@ -55,6 +55,12 @@ class Experiment:
   #   ensemble) and trains nothing; its config, seeds, image side and
   #   evaluate_set are that experiment's.
 
+  def run_dirs(self, output, seeds):
+    """Where a comparison in ``output`` keeps the runs this row reads, one
+    per seed of ``seeds``: its own, or for an ensemble its members'."""
+    return [run_dir(output, self.ensemble or self.name, seed)
+            for seed in seeds]
+
   def runs_needed(self):
     """Names of the experiments whose runs its "{run:NAME}" settings
     start from."""

@@ -12,10 +12,11 @@ TensorFlow); one image, or a list of them. PIL images and arrays are
 captioned through PNG, so an image gives the same captions in every form
 (a float array is rounded to whole grey levels).
 
-Models: a training run directory (with config.json), an export folder
+Models: a training run directory (with config.json), a list of two or
+more, searched as one ensemble (``models.ensemble``), an export folder
 (with saved_model.pb, written by im2txt-export), or a model already loaded:
 a ``Captioner`` or what ``tf.saved_model.load`` returns for an export. A
-path is loaded once and kept, per (absolute path, kind), until
+path is loaded once and kept, per (absolute paths, kind), until
 ``caption.cache_clear()``.
 
 Search options (keyword arguments): method (beam, greedy or sample),
@@ -48,8 +49,19 @@ _models = {}  # (absolute path, kind) -> loaded model.
 
 
 def model_kind(model):
-  """RUN or EXPORT: what a path holds, or what a loaded model is."""
+  """RUN or EXPORT: what a path holds, or what a loaded model is; RUN for
+  a list of run directories (an ensemble)."""
   if isinstance(model, Captioner):
+    return RUN
+  if isinstance(model, (list, tuple)):
+    if not model:
+      raise InputError("model: an empty list of run directories")
+    if len(model) == 1:
+      return model_kind(model[0])
+    for path in model:
+      if model_kind(path) != RUN:
+        raise InputError("an ensemble is of training run directories; an "
+                         "export is one model", path)
     return RUN
   if not isinstance(model, (str, os.PathLike)):
     if "caption_with_options" in getattr(model, "signatures", {}):
@@ -68,11 +80,17 @@ def model_kind(model):
 
 
 def load(model):
-  """The loaded model of a path (loaded once, then cached); a loaded model
-  as it is."""
-  if not isinstance(model, (str, os.PathLike)):
+  """The loaded model of a path or a list of run directories (loaded once,
+  then cached); a loaded model as it is."""
+  if isinstance(model, (list, tuple)):
+    paths = tuple(os.path.abspath(os.fspath(p)) for p in model)
+    if len(paths) == 1:
+      return load(paths[0])
+    key = (paths, model_kind(model))
+  elif isinstance(model, (str, os.PathLike)):
+    key = (os.path.abspath(os.fspath(model)), model_kind(model))
+  else:
     return model
-  key = (os.path.abspath(os.fspath(model)), model_kind(model))
   if key not in _models:
     _models[key] = LOADERS[key[1]](key[0])
   return _models[key]
@@ -136,7 +154,8 @@ def caption(images, model, batch_size=32, attention=False, **options):
 
   Args:
     images: one image or a list (see the module doc).
-    model: a run directory, an export folder, or a loaded model.
+    model: a run directory, a list of them (an ensemble), an export
+      folder, or a loaded model.
     batch_size: int. Images per call of the model.
     attention: bool. Add each caption's attention weights (attention
       models only).

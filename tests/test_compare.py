@@ -4,6 +4,7 @@ with a seed of its own), an ensemble of one's seeds, two trainings side by
 side, evaluation, the retrieval baseline and every report file; then a
 second call that finds everything done."""
 
+import datetime
 import json
 import os
 import re
@@ -217,11 +218,17 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert "Soft attention, word2vec" in html and "references:" in html
 
   # Everything is done: a second call skips every step and rewrites the
-  # report from what is there.
+  # report from what is there. A row's date is its last seed's evaluation.
+  for seed, day in ((0, "2020-01-01"), (1, "2021-06-01")):
+    noon = datetime.datetime.fromisoformat(f"{day}T12:00:00+00:00")
+    os.utime(output / "runs" / f"st-seed{seed}" / "test" / "metrics.json",
+             (noon.timestamp(), noon.timestamp()))
   again = subprocess.run(command, capture_output=True, text=True,
                          cwd=str(REPO), env=env, timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("done before, skipped") == 19
+  document = json.loads((tmp_path / "docs" / "tiny.json").read_text())
+  assert document["rows"][0]["date"] == "2021-06-01"
 
 
 def test_side_by_side_keeps_order_and_the_limit():

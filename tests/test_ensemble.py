@@ -211,3 +211,33 @@ def test_evaluate_an_ensemble_needs_an_output_folder(feature_runs,
                       f"--captions={paths['test']}")
   assert result.returncode != 0
   assert "give --output_dir" in result.stderr.strip().splitlines()[-1]
+
+
+def test_caption_image_files_with_an_ensemble(feature_runs, scene_data,
+                                              tmp_path):
+  """im2txt-caption --model=a,b and im2txt_ext.caption(model=[a, b])
+  caption image files with the ensemble: the captions its search gives
+  the images' cached features."""
+  from im2txt_ext import api
+  from im2txt_ext.data import readers
+  (first, second), features = feature_runs
+  root, paths = scene_data
+  records = readers.read_dataset(paths["test"], str(root / "images"))[:5]
+  images = [r.image_path for r in records]
+  written = tmp_path / "captions.jsonl"
+  result = run_module("im2txt_ext.cli.caption", f"--model={first},{second}",
+                      f"--images={','.join(images)}", f"--output={written}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  by_command = [json.loads(line)["caption"]
+                for line in written.read_text().splitlines()]
+  by_library = [options[0]["caption"] for options in
+                api.caption(images, model=[first, second])]
+  captioner = Captioner([first, second], with_encoder=False)
+  captioner.model.config.data.features = features
+  cached = captioner.caption_records(
+      records, runs.cached_features(captioner.model.config), beam_size=3)
+  assert by_command == by_library == [cached[r.image_id] for r in records]
+  assert api.caption(images[0], model=[first]) == api.caption(
+      images[0], model=first)  # A list of one is that run.
+  with pytest.raises(InputError, match="empty list"):
+    api.caption(images[0], model=[])

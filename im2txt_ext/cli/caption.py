@@ -4,6 +4,7 @@
   im2txt-caption --model=runs/demo --images=photo.jpg,more_photos/
   im2txt-caption --model=exports/demo --images=photo.jpg --beam_size=4 \
       --top_k=4 --diversity_groups=4 --diversity_strength=0.5
+  im2txt-caption --model=runs/seed0,runs/seed1,runs/seed2 --images=photos/
 """
 
 import json
@@ -21,8 +22,10 @@ def define_flags():
   """This command's flags (see im2txt_ext.cli)."""
   decoding.define_flags()
   flags.DEFINE_string("model", None, "Training run directory (holds "
-                      "config.json, vocab.txt and checkpoints) or export "
-                      "folder (from im2txt-export; beam search only).")
+                      "config.json, vocab.txt and checkpoints), several "
+                      "comma-separated (searched as one ensemble), or "
+                      "export folder (from im2txt-export; beam search "
+                      "only).")
   flags.DEFINE_string("run_dir", None, "The old name of --model, still "
                       "accepted.")
   flags.register_multi_flags_validator(
@@ -63,14 +66,16 @@ def main(argv):
   if FLAGS.output and not os.path.isdir(os.path.dirname(
       os.path.abspath(FLAGS.output))):  # Found now, not after captioning.
     raise InputError("no such folder to write into", FLAGS.output)
-  model_path = FLAGS.model or FLAGS.run_dir
-  if api.model_kind(model_path) == api.RUN:
-    model = Captioner(model_path, FLAGS.checkpoint, allow_unk=FLAGS.allow_unk)
+  model_paths = (FLAGS.model or FLAGS.run_dir).split(",")
+  if api.model_kind(model_paths) == api.RUN:
+    model = Captioner(model_paths, FLAGS.checkpoint,
+                      allow_unk=FLAGS.allow_unk)
   elif FLAGS["checkpoint"].present or FLAGS["allow_unk"].present:
     raise InputError("--checkpoint and --allow_unk are for run directories: "
-                     "an export keeps those chosen at export time", model_path)
+                     "an export keeps those chosen at export time",
+                     model_paths[0])
   else:
-    model = api.load(model_path)
+    model = api.load(model_paths[0])
   # The decoding options given: the others take the model's defaults.
   search_args = dict(method=FLAGS.method, max_length=FLAGS.max_length, **{
       name: value for name, value in decoding.search_options(
