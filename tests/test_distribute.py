@@ -36,13 +36,19 @@ RUNNER = str(REPO / "tests" / "distributed_run.py")
 STEPS = 4
 
 
-def _config(scene_data, **train):
+def _config(scene_data, decoder=None, **train):
   # A frozen CNN: its BatchNorm then uses its moving statistics, the same on
   # any number of replicas (in training mode each replica normalises its
-  # own part of the batch). Global batch 16, no dropout.
-  return tiny_config(scene_data, **{
+  # own part of the batch). Global batch 16, no dropout. A Transformer of
+  # one block: what is tested is the trainer's (test_transformer checks
+  # the stack of blocks).
+  config = tiny_config(scene_data, **{
       "num_steps": STEPS, "checkpoint_every": 2, "validate_every": STEPS,
       "train_encoder_after": -1, **train})
+  config.model.decoder = decoder or config.model.decoder
+  if decoder == "transformer":
+    config.model.decoder_options = {"num_layers": 1}
+  return config
 
 
 def _env(**extra):
@@ -81,8 +87,7 @@ def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path,
   """Soft attention: the doubly stochastic penalty, divided by the words of
   the global batch as the cross-entropy, adds up over the replicas to the
   one-device term. The Transformer: its cache and parallel pass."""
-  config = _config(scene_data)
-  config.model.decoder = decoder
+  config = _config(scene_data, decoder)
   result = _train_in_subprocess(config, tmp_path, "default,mirrored")
   assert int(result["default/replicas"]) == 1
   assert int(result["mirrored/replicas"]) == 2  # 8 captions per replica.
@@ -225,8 +230,8 @@ def test_two_workers_agree_survive_a_killed_worker_and_resume(scene_data,
                                      "transformer"])
 def test_16_bit_and_xla_steps_match_float32(scene_data, tmp_path, decoder):
   def train(name, **options):
-    config = _config(scene_data, num_steps=3, validate_every=3, **options)
-    config.model.decoder = decoder
+    config = _config(scene_data, decoder, num_steps=3, validate_every=3,
+                     **options)
     trainer = Trainer(config, str(tmp_path / name), quiet=True)
     trainer.train()  # Validation runs greedy search in the same precision.
     return trainer

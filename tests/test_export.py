@@ -37,7 +37,10 @@ def tiny_overrides(scene_data, decoder="show_and_tell", steps=3):
           f"model.decoder={decoder}", "model.hidden_size=16",
           "model.embedding_size=8", f"train.num_steps={steps}",
           f"train.checkpoint_every={steps}", f"train.validate_every={steps}",
-          "train.train_encoder_after=0"]
+          "train.train_encoder_after=0",
+          # One block: test_transformer checks the stack.
+          *(["model.decoder_options.num_layers=1"]
+            if decoder == "transformer" else [])]
 
 
 def train_tiny(scene_data, run_dir, decoder="show_and_tell"):
