@@ -38,6 +38,10 @@ baseline) are exported with their precomputed word inputs
 step on a CPU, for a [V, 4H] table more in the export (20.8 MB for the
 Flickr8k Show and Tell model).
 
+``export`` of several run directories writes their ensemble
+(``models.ensemble``: each run's decoder, the first run's encoder) with
+the same signatures, so that serving needs nothing else for it either.
+
 With ``xla``, the search of serving_default and caption_features (whose
 sizes are fixed) is compiled with XLA: about twice as fast on a CPU for a
 small vocabulary (BENCHMARKS.md), but compiled again for each new batch
@@ -52,8 +56,9 @@ import tempfile
 import tensorflow as tf
 
 from im2txt_ext import decoding, runs, search
-from im2txt_ext.data import pipeline, vocabulary
+from im2txt_ext.data import pipeline
 from im2txt_ext.errors import InputError
+from im2txt_ext.inference import Captioner
 from im2txt_ext.models import word_inputs
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
@@ -333,14 +338,13 @@ def write_atomically(target, write, marker="saved_model.pb",
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_sizes(model, tokens, beam_size, max_length, top_k):
-  """Checks the default search sizes of an export of ``model`` (a
-  ``runs.TrainedModel``) searching with ``tokens``; InputError with the
-  search's message if wrong."""
+def check_sizes(decoder, tokens, beam_size, max_length, top_k):
+  """Checks the default search sizes of an export of ``decoder`` searching
+  with ``tokens``; InputError with the search's message if wrong."""
   try:
     search._check(beam_size, max_length, top_k,
-                  search.emitted_words(model.decoder, tokens),
-                  search.longest_caption(model.decoder))
+                  search.emitted_words(decoder, tokens),
+                  search.longest_caption(decoder))
   except ValueError as e:
     raise InputError(str(e)) from None
 
@@ -348,23 +352,24 @@ def check_sizes(model, tokens, beam_size, max_length, top_k):
 def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
            top_k=1, max_pixels=MAX_PIXELS, allow_unk=False, xla=False,
            length_normalization=decoding.DEFAULTS["length_normalization"]):
-  """Writes the SavedModel of a run directory's model to ``output_dir``.
+  """Writes the SavedModel of a run directory's model to ``output_dir``;
+  of a list of run directories, their ensemble's (``models.ensemble``:
+  the runs' decoders and the first run's encoder).
 
   Its search never emits ``<unk>`` unless ``allow_unk``; ``xla``: see the
   module doc; ``length_normalization``: see ``search.beam_search``.
 
   Returns {signature name: (input names, output names)}.
   """
-  model = runs.TrainedModel(run_dir, which)
-  vocab = model.vocab
-  tokens = vocab.special_tokens(ban_unknown=not allow_unk)
-  check_sizes(model, tokens, beam_size, max_length, top_k)
-  module = CaptionModule(model.decoder, vocab.words,
-                         runs.image_size(model.config),
-                         runs.feature_shape(model.config), beam_size,
-                         max_length, top_k, max_pixels, tokens, xla,
-                         length_normalization,
-                         vocab.ids_of(vocabulary.BAD_ENDINGS))
+  captioner = Captioner(run_dir, which, allow_unk=allow_unk)
+  check_sizes(captioner.decoder, captioner.tokens, beam_size, max_length,
+              top_k)
+  module = CaptionModule(captioner.decoder, captioner.vocab.words,
+                         captioner.image_size,
+                         runs.feature_shape(captioner.model.config),
+                         beam_size, max_length, top_k, max_pixels,
+                         captioner.tokens, xla, length_normalization,
+                         captioner.bad_ending_ids)
   signatures = module.signatures()
   write_atomically(output_dir, lambda folder: tf.saved_model.save(
       module, folder, signatures=signatures))

@@ -48,7 +48,8 @@ class Captioner:
       then the first run's, ``members`` all of them.
     which: "best" (best validation BLEU-4; CIDEr-D for SCST runs) or
       "latest" checkpoint.
-    with_encoder: bool. Build the image encoder (needed for image input).
+    with_encoder: bool. Build the image encoder (needed for image input;
+      an ensemble's is its first run's).
     allow_unk: bool. Let captions contain ``<unk>`` (banned by default).
     overrides: "a.b=value" changes of the run's config (see
       ``runs.TrainedModel``).
@@ -60,17 +61,15 @@ class Captioner:
         else list(run_dir)
     if len(directories) > 1:
       runs.check_ensemble(directories, overrides)
-    self.members = [runs.TrainedModel(d, which, with_encoder, overrides)
-                    for d in directories]
+    # The members share the encoder: the first run's encodes the images.
+    self.members = [runs.TrainedModel(d, which, with_encoder and not i,
+                                      overrides)
+                    for i, d in enumerate(directories)]
     self.model = self.members[0]
+    self.decoder = self.model.decoder if len(self.members) == 1 else \
+        Ensemble([m.decoder for m in self.members])
     # What the searches run: with the inference-only speed-ups.
-    if len(self.members) == 1:
-      self.decoder = self.model.decoder
-      self.searched = word_inputs.for_inference(self.decoder)
-    else:
-      self.decoder = Ensemble([m.decoder for m in self.members])
-      self.searched = Ensemble([word_inputs.for_inference(m.decoder)
-                                for m in self.members])
+    self.searched = word_inputs.for_inference(self.decoder)
     self.vocab = self.model.vocab
     self.image_size = runs.image_size(self.model.config)
     self.tokens = self.vocab.special_tokens(ban_unknown=not allow_unk)

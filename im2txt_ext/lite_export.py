@@ -145,7 +145,7 @@ def export_tflite(run_dir, output_dir, which="best", weights="float32",
   model = runs.TrainedModel(run_dir, which)
   vocab = model.vocab
   tokens = vocab.special_tokens(ban_unknown=not allow_unk)
-  export.check_sizes(model, tokens, beam_size, max_length, top_k)
+  export.check_sizes(model.decoder, tokens, beam_size, max_length, top_k)
   encoder, step = convert(model.decoder, runs.image_size(model.config),
                           weights, model.config.model.decoder)
   manifest = {

@@ -52,8 +52,10 @@ def _config(scene_data, decoder=None, **train):
 
 
 def _env(**extra):
+  # One compute thread a process: these tests run two or three TensorFlow
+  # processes at once beside the other test worker's.
   return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
-              **extra)
+              TF_NUM_INTRAOP_THREADS="1", **extra)
 
 
 def _weights(result, name, kind="weights"):

@@ -241,3 +241,34 @@ def test_caption_image_files_with_an_ensemble(feature_runs, scene_data,
       images[0], model=first)  # A list of one is that run.
   with pytest.raises(InputError, match="empty list"):
     api.caption(images[0], model=[])
+
+
+def test_export_an_ensemble(feature_runs, scene_data, tmp_path):
+  """im2txt-export --run_dir=a,b writes a SavedModel that captions images
+  as the ensemble of the run directories does; the other formats, which
+  hold one decoder, refuse several runs."""
+  from im2txt_ext import api
+  (first, second), _ = feature_runs
+  root, _ = scene_data
+  images = [str(root / "images" / f"scene_{i:06d}.png") for i in range(3)]
+  result = run_module("im2txt_ext.cli.export", f"--run_dir={first},{second}",
+                      f"--output={tmp_path / 'ensemble'}", "--top_k=3")
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = tf.saved_model.load(str(tmp_path / "ensemble"))
+  out = saved.signatures["serving_default"](
+      images=tf.constant([open(p, "rb").read() for p in images]))
+  expected = api.caption(images, model=[first, second], beam_size=3,
+                         top_k=3)
+  assert out["captions"].numpy().astype(str).tolist() == [
+      [option["caption"] for option in options] for options in expected]
+  np.testing.assert_allclose(out["log_probs"], [
+      [option["log_prob"] for option in options] for options in expected],
+                             rtol=1e-4)
+  alone = api.caption(images, model=first, beam_size=3, top_k=3)
+  assert not np.allclose(out["log_probs"], [  # Not the first run's alone.
+      [option["log_prob"] for option in options] for options in alone])
+  refused = run_module("im2txt_ext.cli.export", f"--run_dir={first},{second}",
+                       f"--output={tmp_path / 'lite'}", "--format=tflite")
+  assert refused.returncode != 0
+  assert "--format=tflite holds one decoder" in \
+      refused.stderr.strip().splitlines()[-1]

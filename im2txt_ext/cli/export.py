@@ -8,6 +8,7 @@ runtimes: the encoder, one decoder step, the vocabulary and the search
 defaults (see im2txt_ext/lite.py, whose LiteCaptioner runs them).
 
   im2txt-export --run_dir=runs/demo --output=exports/demo
+  im2txt-export --run_dir=runs/seed0,runs/seed1 --output=exports/ensemble
   im2txt-export --run_dir=runs/demo --output=demo.keras --format=keras
   im2txt-export --run_dir=runs/demo --output=exports/demo_lite \
       --format=tflite --tflite_weights=int8
@@ -18,14 +19,17 @@ import os
 from absl import flags
 
 from im2txt_ext.cli import run
+from im2txt_ext.errors import InputError
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
   """This command's flags (see im2txt_ext.cli)."""
-  flags.DEFINE_string("run_dir", None, "Training run directory (holds "
-                      "config.json, vocab.txt and checkpoints).")
+  flags.DEFINE_list("run_dir", None, "Training run directory (holds "
+                    "config.json, vocab.txt and checkpoints); several, "
+                    "comma-separated, export their ensemble (SavedModel "
+                    "only).")
   flags.DEFINE_string("output", None, "SavedModel folder (or, with "
                       "--format=keras, .keras file) to write; an existing "
                       "export there is replaced atomically.")
@@ -59,21 +63,27 @@ def define_flags():
   flags.DEFINE_boolean("xla", False, "Compile the search of "
                        "serving_default and caption_features with XLA (faster "
                        "on CPU; compiled again for each new batch size).")
+  flags.register_validator("run_dir", lambda dirs: dirs is None or
+                           all(dirs), "--run_dir: give run directories")
   flags.mark_flags_as_required(["run_dir", "output"])
 
 
 def main(argv):
   del argv
+  run_dir, *others = FLAGS.run_dir
+  if others and FLAGS.format != "saved_model":
+    raise InputError(f"--format={FLAGS.format} holds one decoder: export an "
+                     "ensemble of runs with --format=saved_model")
   if FLAGS.format == "keras":
     from im2txt_ext import keras_format, runs
-    keras_format.save_keras(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint)
+    keras_format.save_keras(run_dir, FLAGS.output, FLAGS.checkpoint)
     print(f"wrote {FLAGS.output} (its vocabulary: "
-          f"{os.path.join(FLAGS.run_dir, runs.VOCAB_FILE)})")
+          f"{os.path.join(run_dir, runs.VOCAB_FILE)})")
     return
   if FLAGS.format == "tflite":
     from im2txt_ext import lite_export
     sizes = lite_export.export_tflite(
-        FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.tflite_weights,
+        run_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.tflite_weights,
         FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k, FLAGS.allow_unk,
         FLAGS.length_normalization)
     print(f"wrote {FLAGS.output} ({FLAGS.tflite_weights} weights)")
@@ -81,7 +91,8 @@ def main(argv):
       print(f"  {name}: {size / 1e6:.2f} MB")
     return
   from im2txt_ext import export
-  signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
+  signatures = export.export(FLAGS.run_dir if others else run_dir,
+                             FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
                              FLAGS.max_pixels, FLAGS.allow_unk, FLAGS.xla,
                              FLAGS.length_normalization)

@@ -60,6 +60,11 @@ class Ensemble(tf.Module):
             if key.startswith(prefix)}
 
   @property
+  def variables(self):
+    """Every member's variables (tf.Module does not find Keras's)."""
+    return [v for member in self.members for v in member.variables]
+
+  @property
   def encoder(self):
     return self.members[0].encoder
 

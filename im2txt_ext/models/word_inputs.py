@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from im2txt_ext.models.decoder import WordFedDecoder
+from im2txt_ext.models.ensemble import Ensemble
 
 
 def _input_bias(cell):
@@ -141,7 +142,10 @@ class PrecomputedWordInputs(tf.Module):
 
 def for_inference(decoder):
   """The decoder as the searches should run it for inference: wrapped in
-  PrecomputedWordInputs where it is a WordFedDecoder, else itself."""
+  PrecomputedWordInputs where it is a WordFedDecoder, else itself; an
+  ensemble of its members' so."""
+  if isinstance(decoder, Ensemble):
+    return Ensemble([for_inference(member) for member in decoder.members])
   if isinstance(decoder, WordFedDecoder):
     return PrecomputedWordInputs(decoder)
   return decoder
