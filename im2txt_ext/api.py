@@ -45,7 +45,7 @@ RUN, EXPORT = "run", "export"
 # How a path of each kind is loaded.
 LOADERS = {RUN: Captioner, EXPORT: export.load}
 
-_models = {}  # (absolute path, kind) -> loaded model.
+_models = {}  # (absolute path or paths, kind) -> loaded model.
 
 
 def model_kind(model):

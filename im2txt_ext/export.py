@@ -127,8 +127,9 @@ class CaptionModule(tf.Module):
   """The exported object: a decoder with its encoder, vocabulary and search.
 
   Args:
-    decoder: CaptionDecoder with its encoder; the search runs it with its
-      inference-only speed-ups (``word_inputs.for_inference``).
+    decoder: CaptionDecoder with its encoder, or an ensemble of them
+      (``models.ensemble``); the search runs it with its inference-only
+      speed-ups (``word_inputs.for_inference``).
     words: list of str. The vocabulary, by id.
     image_size: int. S, the encoder's input side.
     feature_shape: tuple. (D,) or (L, D), the decoder's features per image.

@@ -63,8 +63,9 @@ def define_flags():
   flags.DEFINE_boolean("xla", False, "Compile the search of "
                        "serving_default and caption_features with XLA (faster "
                        "on CPU; compiled again for each new batch size).")
-  flags.register_validator("run_dir", lambda dirs: dirs is None or
-                           all(dirs), "--run_dir: give run directories")
+  flags.register_validator(
+      "run_dir", lambda dirs: dirs is None or bool(dirs) and all(dirs),
+      "--run_dir: give one or more run directories")
   flags.mark_flags_as_required(["run_dir", "output"])
 
 
@@ -91,8 +92,7 @@ def main(argv):
       print(f"  {name}: {size / 1e6:.2f} MB")
     return
   from im2txt_ext import export
-  signatures = export.export(FLAGS.run_dir if others else run_dir,
-                             FLAGS.output, FLAGS.checkpoint,
+  signatures = export.export(FLAGS.run_dir, FLAGS.output, FLAGS.checkpoint,
                              FLAGS.beam_size, FLAGS.max_length, FLAGS.top_k,
                              FLAGS.max_pixels, FLAGS.allow_unk, FLAGS.xla,
                              FLAGS.length_normalization)
