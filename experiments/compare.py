@@ -5,7 +5,8 @@ trained, evaluated and reported, through the library's public commands.
       --data=data/scenes --output=results/scenes
 
 Steps, each skipped when its output exists (so an interrupted comparison
-resumes where it stopped, and a killed training run from its checkpoint):
+resumes where it stopped, and a killed training run from its checkpoint;
+SIGTERM to the driver reaches its trainings, which save their step first):
   1. im2txt-extract-features: cached features of every image (spatial for
      attention; pooled for the no-attention models and retrieval, as the
      spatial ones' mean where those are extracted too);
@@ -24,6 +25,7 @@ resumes where it stopped, and a killed training run from its checkpoint):
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -59,6 +61,41 @@ def define_flags():
                        lower_bound=1)
   flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
                        "the suite's table shows it.")
+
+
+class Children:
+  """The steps' running processes. ``stop(signal_number)`` (the driver's
+  SIGTERM handler) passes the signal on to each, so a training saves its
+  step before it ends, and no step starts after it."""
+
+  def __init__(self):
+    self.lock = threading.RLock()  # The handler runs in the main thread.
+    self.processes = set()
+    self.stopped_by = None
+
+  def start(self, what, command, **popen):
+    """Popen of ``command``; InputError once the driver was stopped."""
+    with self.lock:
+      if self.stopped_by is not None:
+        raise InputError(f"{what}: not started, the comparison was stopped "
+                         f"by {self.stopped_by}; the same command resumes it")
+      process = subprocess.Popen(command, **popen)
+      self.processes.add(process)
+      return process
+
+  def ended(self, process):
+    with self.lock:
+      self.processes.discard(process)
+
+  def stop(self, signal_number, frame=None):
+    del frame
+    with self.lock:
+      self.stopped_by = signal.Signals(signal_number).name
+      for process in self.processes:
+        process.send_signal(signal_number)
+
+
+CHILDREN = Children()
 
 
 class Step:
@@ -98,20 +135,24 @@ class Step:
     log = os.path.join(self.logs, log_name + ".log")
     started = time.time()
     with open(log, "w") as f:
-      process = subprocess.Popen([sys.executable, "-m", module, *args],
-                                 stdout=subprocess.PIPE, stderr=f, text=True)
+      process = CHILDREN.start(what, [sys.executable, "-m", module, *args],
+                               stdout=subprocess.PIPE, stderr=f, text=True)
       stdout = []
-      for line in process.stdout:  # Into the log as it comes: a long
-        f.write(line)              # training's validation lines show how
-        f.flush()                  # far it is.
-        stdout.append(line)
-      returncode = process.wait()
+      try:
+        for line in process.stdout:  # Into the log as it comes: a long
+          f.write(line)              # training's validation lines show
+          f.flush()                  # how far it is.
+          stdout.append(line)
+        returncode = process.wait()
+      finally:
+        CHILDREN.ended(process)
     seconds = time.time() - started
     if returncode:
       with open(log) as f:
         lines = [line.strip() for line in f if line.strip()]
       last = next((line for line in reversed(lines)
-                   if line.startswith("error:") or "Error" in line),
+                   if line.startswith(("error:", "stopped by"))
+                   or "Error" in line),
                   lines[-1] if lines else "no output")
       self.say(f"{ended}failed\n")
       raise InputError(f"{what} failed: {last[:300]} (full log)", log)
@@ -413,6 +454,7 @@ def main(argv):
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
   meteor = FLAGS.meteor and "METEOR" in suite.metrics
+  signal.signal(signal.SIGTERM, CHILDREN.stop)
   print(compare(suite, FLAGS.data, output, seeds, meteor, command, order,
                 FLAGS.jobs))
 

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -318,6 +319,49 @@ def test_a_step_writes_its_output_to_its_log_as_it_comes(tmp_path,
   assert seen, "the first part reached the log only at the end"
   assert result == ["first part\nsecond part\n"]
   assert log.read_text().splitlines()[-2:] == ["first part", "second part"]
+
+
+def test_sigterm_to_the_driver_reaches_its_steps_and_starts_no_more(
+    tmp_path, monkeypatch):
+  """The driver's SIGTERM handler passes the signal on to a running step
+  (a training then saves its step), whose line says so in the error; a
+  step after it does not start."""
+  from experiments import compare
+  from im2txt_ext.errors import InputError
+  (tmp_path / "saves_on_sigterm.py").write_text(
+      "import signal, sys, time\n"
+      "def stop(number, frame):\n"
+      "  print('stopped by SIGTERM at step 3, saved', file=sys.stderr)\n"
+      "  sys.exit(143)\n"
+      "signal.signal(signal.SIGTERM, stop)\n"
+      "print('step 1', flush=True)\n"
+      "time.sleep(120)\n")
+  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+  monkeypatch.setattr(compare, "CHILDREN", compare.Children())
+  step = compare.Step(str(tmp_path / "out"), total=2)
+  log = tmp_path / "out" / "logs" / "train.log"
+  errors = []
+
+  def train():
+    try:
+      step("train", "saves_on_sigterm", [], "train")
+    except InputError as e:
+      errors.append(str(e))
+
+  thread = threading.Thread(target=train)
+  thread.start()
+  for _ in range(600):  # Until its handler is in place.
+    if "step 1" in (log.read_text() if log.exists() else ""):
+      break
+    time.sleep(0.1)
+  compare.CHILDREN.stop(signal.SIGTERM)
+  thread.join(timeout=60)
+  assert errors == [f"{log}: train failed: stopped by SIGTERM at step 3, "
+                    "saved (full log)"]
+  with pytest.raises(InputError, match="evaluate: not started, the "
+                     "comparison was stopped by SIGTERM"):
+    step("evaluate", "platform", [], "evaluate")
+  assert not compare.CHILDREN.processes
 
 
 def test_side_by_side_stops_starting_after_a_failure():

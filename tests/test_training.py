@@ -1,7 +1,9 @@
 """The training loop end to end on tiny data: loss falls, checkpoints reload
-to identical captions, a SIGKILLed run resumes where it stopped, and bad
-run directories give one-line errors."""
+to identical captions, a SIGKILLed run resumes where it stopped, a
+SIGTERMed one saves its step first, and bad run directories give one-line
+errors."""
 
+import itertools
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
 from im2txt_ext.models.decoder import scheduled_sampling_seeds
+from im2txt_ext.training.stopping import TrainingStopped
 from im2txt_ext.training.trainer import Trainer, objective_of
 
 
@@ -66,15 +69,37 @@ def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
   assert got == want and len(got) == len(records)
 
 
-def test_resume_in_process_continues_the_same_run(scene_data, tmp_path):
+def test_sigterm_saves_its_step_and_the_run_resumes_there(scene_data,
+                                                          tmp_path):
+  """SIGTERM during step 7 (checkpoints every 5) ends the training after
+  that step with a checkpoint of it; the same run resumes at step 7."""
   config = tiny_config(scene_data, num_steps=10, checkpoint_every=5)
-  Trainer(config, str(tmp_path / "run"), quiet=True).train()
+  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
+  batches = trainer.iterator
+
+  def terminated_at_the_seventh():
+    for drawn in itertools.count(1):
+      if drawn == 7:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield next(batches)
+
+  trainer.iterator = terminated_at_the_seventh()
+  handler = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 7"
+                     ) as stopped:
+    trainer.train()
+  assert stopped.value.exit_status == 143
+  assert signal.getsignal(signal.SIGTERM) is handler  # Put back.
+  assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")
+                                    ).endswith("ckpt-7")
+
   longer = apply_overrides(config, ["train.num_steps=15"])
   trainer = Trainer(longer, str(tmp_path / "run"), quiet=True)
   # The saved config wins: a run directory is one run.
   assert trainer.config.train.num_steps == 10
-  assert int(trainer.step.numpy()) == 10
-  assert int(trainer.optimizer.iterations.numpy()) == 10
+  assert int(trainer.step.numpy()) == 7
+  assert int(trainer.optimizer.iterations.numpy()) == 7
+  assert trainer.train()["steps"] == 10
 
 
 def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):

@@ -5,13 +5,16 @@ r"""Trains a captioning model from an experiment config.
 
 Running the same command again resumes from the run's last checkpoint,
 with the config saved in the run; --set still applies, e.g.
---set train.num_steps=3000 to train a finished run further.
+--set train.num_steps=3000 to train a finished run further. SIGTERM or
+Ctrl-C saves the step it is at, then stops with the shell's status for
+that signal (143 or 130).
 On several devices: --strategy=mirrored (all local GPUs), or
 --strategy=multi_worker with TF_CONFIG set on every machine (the same
 command on each; a shared run directory), or --strategy=tpu [--tpu=NAME].
 """
 
 import json
+import sys
 
 from absl import flags
 
@@ -48,6 +51,7 @@ def define_flags():
 def main(argv):
   del argv
   from im2txt_ext.training import distribute  # Imports TensorFlow.
+  from im2txt_ext.training.stopping import TrainingStopped
   from im2txt_ext.training.trainer import Trainer
   config = ExperimentConfig.load(FLAGS.config) if FLAGS.config else \
       ExperimentConfig()
@@ -55,8 +59,13 @@ def main(argv):
   strategy = None
   if FLAGS.strategy or FLAGS.tpu:
     strategy = distribute.make_strategy(FLAGS.strategy or "tpu", FLAGS.tpu)
-  summary = Trainer(config, FLAGS.run_dir, strategy=strategy,
-                    quiet=FLAGS.quiet, overrides=FLAGS.set).train()
+  trainer = Trainer(config, FLAGS.run_dir, strategy=strategy,
+                    quiet=FLAGS.quiet, overrides=FLAGS.set)
+  try:
+    summary = trainer.train()
+  except TrainingStopped as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_status)
   print(json.dumps(summary))
 
 

@@ -15,7 +15,8 @@ step (or replaces the cross-entropy, with ``train.scst_xent_weight`` 0);
 Checkpoints hold the model, the optimiser, the step and the position of the
 input iterator, so a run killed at any moment resumes from its last
 checkpoint with the same optimiser state and data order, losing at most the
-steps since that checkpoint. The checkpoint with the best validation score
+steps since that checkpoint; one stopped by SIGTERM or Ctrl-C saves its
+step first (``stopping``), and loses none. The checkpoint with the best validation score
 (``train.best_by``: BLEU-4, or CIDEr-D for SCST, the reward it optimises,
 by default) is kept apart in ``best/``.
 
@@ -29,6 +30,7 @@ and only the chief writes the run directory. ``train.precision`` and
 
 import math
 import os
+import signal
 import time
 
 import keras
@@ -43,7 +45,8 @@ from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import bleu4
-from im2txt_ext.training import distribute, objectives, optimizers, scst
+from im2txt_ext.training import (distribute, objectives, optimizers, scst,
+                                  stopping)
 from im2txt_ext.training.cider_d import CiderD
 
 
@@ -467,7 +470,8 @@ class Trainer:
   # -- The loop ---------------------------------------------------------------
 
   def train(self):
-    """Trains to config.train.num_steps; returns a summary dict."""
+    """Trains to config.train.num_steps; returns a summary dict. SIGTERM
+    or Ctrl-C saves the step it is at and raises ``TrainingStopped``."""
     t = self.config.train
     writer = tf.summary.create_file_writer(os.path.join(
         self.run_dir, "train")) if self.is_chief else \
@@ -481,42 +485,50 @@ class Trainer:
     self.history = history  # The loss of each step of this call.
     bar = tqdm(total=t.num_steps, initial=start, disable=self.quiet,
                desc=self.config.name, unit="step", dynamic_ncols=True)
-    for step in range(start, t.num_steps):
-      sampling = t.scheduled_sampling * min(1.0, step / max(
-          1, t.scheduled_sampling_ramp))
-      step_fn = self._step_fn(self._train_encoder(step),
-                              t.scheduled_sampling > 0)
-      batch = next(self.iterator)
-      logged = step_fn(batch, tf.constant(sampling, tf.float32),
-                       tf.constant([t.seed, step], tf.int32))
-      self.step.assign_add(1)
-      done = step + 1
-      loss = float(logged["loss"])
-      if not math.isfinite(loss):
-        raise FloatingPointError(f"loss became {loss} at step {done}; the "
-                                 f"last good checkpoint is in {self.run_dir}")
-      history.append(loss)
-      if done == 1:
-        self.first_loss.assign(loss)
-      bar.update(1)
-      postfix = {"loss": f"{loss:.3f}"}
-      if "cross_entropy" in logged:  # SCST alone does not compute it.
-        logged["perplexity"] = math.exp(min(float(logged["cross_entropy"]),
-                                            50))
-        postfix["ppl"] = f"{logged['perplexity']:.1f}"
-      bar.set_postfix(postfix)
-      if done % t.log_every == 0 or done == t.num_steps:
-        with writer.as_default(step=done):
-          for name, value in logged.items():
-            tf.summary.scalar(name, value)
-          tf.summary.scalar("learning_rate",
-                            float(tf.convert_to_tensor(
-                                self.optimizer.learning_rate)))
-      if done % t.validate_every == 0 or done == t.num_steps:
-        self._validate_and_keep_best(done, writer, elapsed())
-      if done % t.checkpoint_every == 0 or done == t.num_steps:
-        self.seconds.assign(elapsed())
-        self._save(self.manager, done)
+    with stopping.StopRequests() as stop:
+      for step in range(start, t.num_steps):
+        sampling = t.scheduled_sampling * min(1.0, step / max(
+            1, t.scheduled_sampling_ramp))
+        step_fn = self._step_fn(self._train_encoder(step),
+                                t.scheduled_sampling > 0)
+        batch = next(self.iterator)
+        logged = step_fn(batch, tf.constant(sampling, tf.float32),
+                         tf.constant([t.seed, step], tf.int32))
+        self.step.assign_add(1)
+        done = step + 1
+        loss = float(logged["loss"])
+        if not math.isfinite(loss):
+          raise FloatingPointError(f"loss became {loss} at step {done}; the "
+                                   f"last good checkpoint is in {self.run_dir}")
+        history.append(loss)
+        if done == 1:
+          self.first_loss.assign(loss)
+        bar.update(1)
+        postfix = {"loss": f"{loss:.3f}"}
+        if "cross_entropy" in logged:  # SCST alone does not compute it.
+          logged["perplexity"] = math.exp(min(float(logged["cross_entropy"]),
+                                              50))
+          postfix["ppl"] = f"{logged['perplexity']:.1f}"
+        bar.set_postfix(postfix)
+        if done % t.log_every == 0 or done == t.num_steps:
+          with writer.as_default(step=done):
+            for name, value in logged.items():
+              tf.summary.scalar(name, value)
+            tf.summary.scalar("learning_rate",
+                              float(tf.convert_to_tensor(
+                                  self.optimizer.learning_rate)))
+        if done % t.validate_every == 0 or done == t.num_steps:
+          self._validate_and_keep_best(done, writer, elapsed())
+        # Agreed by every worker: the save is a collective operation.
+        stop_now = done < t.num_steps and distribute.agree(
+            self.strategy, float(stop.received is not None)) > 0
+        if done % t.checkpoint_every == 0 or done == t.num_steps or stop_now:
+          self.seconds.assign(elapsed())
+          self._save(self.manager, done)
+        if stop_now:
+          bar.close()
+          raise stopping.TrainingStopped(stop.received or signal.SIGTERM,
+                                         done, self.run_dir)
     bar.close()
     self.seconds.assign(elapsed())
     first_loss = float(self.first_loss.numpy())
