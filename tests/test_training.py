@@ -72,10 +72,12 @@ def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
 def test_sigterm_saves_its_step_and_the_run_resumes_there(scene_data,
                                                           tmp_path):
   """SIGTERM during step 7 (checkpoints every 5) ends the training after
-  that step with a checkpoint of it; the same run resumes at step 7."""
+  that step with a checkpoint of it; the run resumes at step 7 with its
+  saved config, to which overrides (--set) apply."""
+  run_dir = str(tmp_path / "run")
   config = tiny_config(scene_data, num_steps=10, checkpoint_every=5)
-  trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
-  batches = trainer.iterator
+  first = Trainer(config, run_dir, quiet=True)
+  batches = first.iterator
 
   def terminated_at_the_seventh():
     for drawn in itertools.count(1):
@@ -83,30 +85,24 @@ def test_sigterm_saves_its_step_and_the_run_resumes_there(scene_data,
         os.kill(os.getpid(), signal.SIGTERM)
       yield next(batches)
 
-  trainer.iterator = terminated_at_the_seventh()
+  first.iterator = terminated_at_the_seventh()
   handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 7"
                      ) as stopped:
-    trainer.train()
+    first.train()
   assert stopped.value.exit_status == 143
   assert signal.getsignal(signal.SIGTERM) is handler  # Put back.
-  assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")
+  assert tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")
                                     ).endswith("ckpt-7")
+  saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
 
+  # The saved config wins over another one: a run directory is one run.
   longer = apply_overrides(config, ["train.num_steps=15"])
-  trainer = Trainer(longer, str(tmp_path / "run"), quiet=True)
-  # The saved config wins: a run directory is one run.
+  trainer = Trainer(longer, run_dir, quiet=True)
   assert trainer.config.train.num_steps == 10
   assert int(trainer.step.numpy()) == 7
   assert int(trainer.optimizer.iterations.numpy()) == 7
-  assert trainer.train()["steps"] == 10
 
-
-def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):
-  run_dir = str(tmp_path / "run")
-  config = tiny_config(scene_data, num_steps=10, checkpoint_every=5)
-  first = Trainer(config, run_dir, quiet=True).train()
-  saved = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
   # --set train.num_steps=15 with no --config: trains the run further.
   started = time.time()
   summary = Trainer(apply_overrides(ExperimentConfig(),
@@ -114,10 +110,11 @@ def test_overrides_apply_to_a_resumed_run(scene_data, tmp_path):
                     quiet=True, overrides=["train.num_steps=15"]).train()
   assert summary["steps"] == 15
   # The run's training time counts both parts (the checkpoint keeps it).
-  assert first["seconds"] < summary["seconds"] < \
-      first["seconds"] + time.time() - started
+  before = float(first.seconds.numpy())
+  assert before < summary["seconds"] < before + time.time() - started
   # So does its first step's loss, not the first of the resumed part.
-  assert summary["first_loss"] == first["first_loss"] > summary["final_loss"]
+  assert summary["first_loss"] == float(first.first_loss.numpy()) > \
+      summary["final_loss"]
   resumed = ExperimentConfig.load(os.path.join(run_dir, "config.json"))
   assert resumed.train.num_steps == 15
   saved.train.num_steps = 15

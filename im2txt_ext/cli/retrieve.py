@@ -8,7 +8,6 @@ captions of their nearest training images (see im2txt_ext/retrieval.py).
 Writes metrics.json and captions.json like im2txt-evaluate.
 """
 
-import os
 import time
 
 import numpy as np

@@ -8,3 +8,6 @@ from im2txt_ext.encoders.backbones import ENCODERS
 from im2txt_ext.encoders.backbones import EncoderSpec
 from im2txt_ext.encoders.features import extract_features
 from im2txt_ext.encoders.features import load_features
+
+__all__ = ["build_encoder", "encoder_side", "encoder_spec", "ENCODERS",
+           "EncoderSpec", "extract_features", "load_features"]
