@@ -2,7 +2,8 @@
 
   make bench-serve     (python -m benchmarks.bench_serve)
   python -m benchmarks.bench_serve --run_dir=RUN --images='DIR/*.jpg'
-                       (a trained model on real photos)
+                       (a trained model on real photos; --run_dir=A,B,C:
+                       the ensemble of those runs, exported as one)
   python -m benchmarks.bench_serve --decoder=transformer
                        (another decoder of the standard size)
 
@@ -19,11 +20,12 @@ and the decoder's steps alone, without the search, show where that time
 goes, and the decoder steps per image show what the search saves by
 stopping once the captions it returns have ended (top 1 of 3 beams)
 rather than all beams. With --run_dir, the same figures for that run's
-best checkpoint (its captions end where the model ends them), on the
---images files where given (the first 16; one-image latency takes each in
-turn).
+best checkpoint (its captions end where the model ends them), or for the
+ensemble of several runs, on the --images files where given (the first
+16; one-image latency takes each in turn).
 """
 
+import copy
 import glob
 import io
 import itertools
@@ -39,11 +41,12 @@ from benchmarks import common, standard_size as std
 from im2txt_ext import export, runs, search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data.vocabulary import Vocabulary
-from im2txt_ext.models import word_inputs
+from im2txt_ext.inference import Captioner
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", "", "Trained run to export and time instead "
-                    "of the untrained standard-size model.")
+flags.DEFINE_list("run_dir", [], "Trained run to export and time instead "
+                  "of the untrained standard-size model; several: their "
+                  "ensemble, exported as one.")
 flags.DEFINE_string("images", "", "Glob of image files to caption instead "
                     "of random 640x480 JPEGs.")
 flags.DEFINE_enum("decoder", "show_and_tell", ["show_and_tell",
@@ -73,7 +76,6 @@ def untrained_run(run_dir):
                                    step=tf.Variable(0, dtype=tf.int64))
   tf.train.CheckpointManager(checkpoint, os.path.join(
       run_dir, runs.CHECKPOINTS_DIR), 1).save()
-  return decoder
 
 
 def jpegs(count, seed=0):
@@ -104,15 +106,15 @@ def images_to_time(sizes):
   return tf.constant(files)
 
 
-def trained_run(run_dir):
-  """The run's decoder (with its encoder) and its sizes."""
-  model = runs.TrainedModel(run_dir)
-  config = model.config
-  return model.decoder, {
-      "run_dir": run_dir, "encoder": config.model.encoder,
-      "decoder": config.model.decoder, "image_size": runs.image_size(config),
-      "vocab": len(model.vocab.words), "hidden": config.model.hidden_size,
-      "beam": BEAM, "max_length": LENGTH, "jpeg": "640x480"}
+def trained_sizes(captioner, run_dirs):
+  """The sizes of the trained run(s) a Captioner holds."""
+  config = captioner.model.config
+  return {"run_dir": ",".join(run_dirs), "encoder": config.model.encoder,
+          "decoder": config.model.decoder,
+          "image_size": runs.image_size(config),
+          "vocab": len(captioner.vocab.words),
+          "hidden": config.model.hidden_size, "beam": BEAM,
+          "max_length": LENGTH, "jpeg": "640x480"}
 
 
 def decoder_steps(decoder, steps):
@@ -131,36 +133,36 @@ def decoder_steps(decoder, steps):
   return run
 
 
-def search_steps(searched, features, top_k):
-  """Mean decoder steps of a beam search (BEAM, LENGTH) per image, each
-  image searched alone, returning ``top_k`` captions: deterministic, so it
-  shows what stopping early saves whatever the machine's noise."""
-  counter = search.StepCounter(searched)
-  run = tf.function(lambda x: search.beam_search(
-      counter, x, BEAM, LENGTH, top_k=top_k,
-      tokens=Vocabulary.special_tokens()).ids)  # As the export's search.
+def search_steps(captioner, features, top_k):
+  """Mean decoder steps of the export's beam search (BEAM, LENGTH and its
+  decoding defaults) per image, each image searched alone, returning
+  ``top_k`` captions: deterministic, so it shows what stopping early saves
+  whatever the machine's noise."""
+  counted = copy.copy(captioner)
+  counted.searched = search.StepCounter(captioner.searched)
+  module = export.CaptionModule(counted, BEAM, LENGTH, top_k)
+  run = tf.function(lambda x: module.caption(x, **module.defaults))
   for one in features:
     run(one)
-  return int(counter.steps.numpy()) / len(features)
+  return int(counted.searched.steps.numpy()) / len(features)
 
 
 def main(argv):
   del argv
   tf.keras.utils.set_random_seed(0)
   with tempfile.TemporaryDirectory() as folder:
-    if FLAGS.run_dir:
-      run_dir = FLAGS.run_dir
-      decoder, sizes = trained_run(run_dir)
-    else:
-      run_dir = os.path.join(folder, "run")
-      sizes = {**SIZES, "decoder": FLAGS.decoder}
-      decoder = untrained_run(run_dir)
-    searched = word_inputs.for_inference(decoder)  # As the export's.
+    run_dirs = FLAGS.run_dir or [os.path.join(folder, "run")]
+    if not FLAGS.run_dir:
+      untrained_run(run_dirs[0])
+    captioner = Captioner(run_dirs)  # What the export holds.
+    sizes = trained_sizes(captioner, run_dirs) if FLAGS.run_dir else \
+        {**SIZES, "decoder": FLAGS.decoder}
+    decoder, searched = captioner.decoder, captioner.searched
     size = sizes["image_size"]
     serving = {}
     for xla in (False, True):
       model_dir = os.path.join(folder, f"model_xla{xla}")
-      export.export(run_dir, model_dir, beam_size=BEAM, max_length=LENGTH,
+      export.export(run_dirs, model_dir, beam_size=BEAM, max_length=LENGTH,
                     top_k=1, xla=xla)
       serving["_xla" if xla else ""] = tf.saved_model.load(
           model_dir).signatures
@@ -190,7 +192,7 @@ def main(argv):
   common.emit("cnn_latency_1_image", seconds["cnn"] * 1e3, "ms", 1, sizes,
               includes="JPEG decode, resize, preprocessing, CNN")
   for top_k in (1, BEAM):
-    common.emit(f"search_steps_top{top_k}", search_steps(searched, features,
+    common.emit(f"search_steps_top{top_k}", search_steps(captioner, features,
                                                           top_k),
                 "steps/image", 1, sizes, includes=f"beam {BEAM}, the best "
                 f"{top_k} caption(s) returned; it stops once they ended")
