@@ -128,13 +128,19 @@ class Step:
 
   def __call__(self, what, module, args, log_name):
     """Runs ``python -m module args``; returns its stdout. A failure raises
-    InputError with the command's last error line and its log file."""
+    InputError with the command's last error line and its log file. The
+    log is appended to, each run under a line with its time and command,
+    so a resumed training's log keeps what it printed before."""
     number = self.announce(f"{what} ...",
                            end="\n" if self.side_by_side else " ")
     ended = f"{number} {what}: " if self.side_by_side else ""
     log = os.path.join(self.logs, log_name + ".log")
     started = time.time()
-    with open(log, "w") as f:
+    with open(log, "a") as f:
+      f.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')}: python -m {module} "
+              f"{' '.join(args)}\n")
+      f.flush()
+      this_run = f.tell()
       process = CHILDREN.start(what, [sys.executable, "-m", module, *args],
                                stdout=subprocess.PIPE, stderr=f, text=True)
       stdout = []
@@ -149,6 +155,7 @@ class Step:
     seconds = time.time() - started
     if returncode:
       with open(log) as f:
+        f.seek(this_run)
         lines = [line.strip() for line in f if line.strip()]
       last = next((line for line in reversed(lines)
                    if line.startswith(("error:", "stopped by"))

@@ -319,6 +319,15 @@ def test_a_step_writes_its_output_to_its_log_as_it_comes(tmp_path,
   assert seen, "the first part reached the log only at the end"
   assert result == ["first part\nsecond part\n"]
   assert log.read_text().splitlines()[-2:] == ["first part", "second part"]
+  # Run again (a resume): appended under its own command line.
+  step.total = 2
+  assert step("two parts", "two_parts", [str(go)], "two") == result[0]
+  lines = log.read_text().splitlines()
+  assert len(lines) == 6
+  for header in (lines[0], lines[3]):
+    assert re.fullmatch(r"== \d{4}-\d\d-\d\d \d\d:\d\d:\d\d: python -m "
+                        r"two_parts \S+", header) and header.endswith(str(go))
+  assert lines[1:3] == lines[4:6] == ["first part", "second part"]
 
 
 def test_sigterm_to_the_driver_reaches_its_steps_and_starts_no_more(
