@@ -20,6 +20,7 @@ SIGTERM to the driver reaches its trainings, which save their step first):
   4. im2txt-retrieve: the nearest-neighbour consensus baseline;
   5. the report (experiments/report.py): results.md, results.json,
      curves.png, attention figures and report.html.
+The same command with --status says how far it is (experiments/status.py).
 """
 
 import concurrent.futures
@@ -59,6 +60,9 @@ def define_flags():
                        "its test evaluation) run side by side; each is its "
                        "own process, so on a CPU the cores are shared.",
                        lower_bound=1)
+  flags.DEFINE_boolean("status", False, "Print how far the comparison in "
+                       "--output is (features, each run's last checkpoint, "
+                       "test evaluations) and exit; runs nothing.")
   flags.DEFINE_boolean("meteor", True, "Compute METEOR (needs Java) where "
                        "the suite's table shows it.")
 
@@ -197,6 +201,18 @@ def side_by_side(tasks, jobs):
     raise errors[0]
 
 
+def feature_files(suite, output):
+  """The cached features a comparison in ``output`` needs, in the order it
+  extracts them ({(kind, image side): path}: retrieval needs the suite's
+  pooled ones; spatial ones come first, the pooled are their mean), and
+  {experiment name: the (kind, image side) it reads}."""
+  reads = {e.name: (feature_kind(e.config), e.image_size or suite.image_size)
+           for e in suite.experiments}
+  needed = sorted(set(reads.values()) | {("pooled", suite.image_size)},
+                  reverse=True)
+  return {key: features_path(output, suite, *key) for key in needed}, reads
+
+
 def features_path(output, suite, kind, size):
   """Where a comparison caches features of ``kind`` at image side ``size``;
   those at the suite's size keep the name without a size."""
@@ -276,23 +292,16 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   paths = suite.paths(data_dir)
   seeds = suite.experiment_seeds(seeds)
   started = time.time()
-  kinds = {e.name: feature_kind(e.config) for e in suite.experiments}
-  sizes = {e.name: e.image_size or suite.image_size
-           for e in suite.experiments}
+  features, reads = feature_files(suite, output)
   for experiment in suite.experiments:  # An ensemble's: its members'.
     for directory in experiment.run_dirs(output, seeds[experiment.name]):
-      check_run_image_size(directory, suite.encoder, sizes[experiment.name])
-  # Features by (kind, image size). Retrieval needs the suite's pooled
-  # ones; spatial ones, where needed, come first: the pooled are their mean.
-  needed = sorted({(kinds[name], sizes[name]) for name in kinds}
-                  | {("pooled", suite.image_size)}, reverse=True)
+      check_run_image_size(directory, suite.encoder,
+                           reads[experiment.name][1])
   uses_word2vec = any("{word2vec}" in s for e in suite.experiments
                       for s in e.set)
-  step = Step(output, len(needed) + uses_word2vec + sum(
+  step = Step(output, len(features) + uses_word2vec + sum(
       1 if e.ensemble else 2 * len(seeds[e.name]) for e in suite.experiments)
               + 1, side_by_side=jobs > 1)
-  features = {(kind, size): features_path(output, suite, kind, size)
-              for kind, size in needed}
   captions = ",".join(dict.fromkeys(
       paths[k] for k in ("train_captions", "val_captions", "test_captions")))
   for (kind, size), path in features.items():
@@ -325,12 +334,12 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   def training(experiment, seed):
     return lambda: train_and_evaluate(
         step, suite, experiment, seed, output, paths,
-        features[kinds[experiment.name], sizes[experiment.name]],
-        sizes[experiment.name], word2vec, meteor)
+        features[reads[experiment.name]], reads[experiment.name][1],
+        word2vec, meteor)
   def ensemble(experiment):
     return lambda: evaluate_ensemble(
         step, suite, experiment, seeds[experiment.name], output, paths,
-        features[kinds[experiment.name], sizes[experiment.name]], meteor)
+        features[reads[experiment.name]], meteor)
   tasks = {(experiment.name, seed): (
       [(name, seed) for name in experiment.runs_needed()],
       training(experiment, seed))
@@ -455,6 +464,10 @@ def main(argv):
   except ValueError:
     raise InputError(f"--seeds must be integers, got {FLAGS.seeds}") from None
   output = FLAGS.output or os.path.join("results", suite.name)
+  if FLAGS.status:
+    from experiments import status
+    print("\n".join(status.report(suite, output, seeds)))
+    return
   options = {"suite": FLAGS.suite, "data": FLAGS.data, "output": FLAGS.output,
              "seeds": ",".join(FLAGS.seeds or []), "encoder": FLAGS.encoder,
              "encoder_weights": FLAGS.encoder_weights}

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +232,25 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert again.stdout.count("done before, skipped") == 17
   document = json.loads((tmp_path / "docs" / "tiny.json").read_text())
   assert document["rows"][0]["date"] == "2021-06-01"
+
+  # How far it is (--status), from what it left: all done; then a run
+  # with a checkpoint and no summary, and one with nothing.
+  from experiments import status
+  from experiments.suite import Suite
+  done = "trained, evaluated on test"
+  assert status.report(Suite.load(str(suite)), str(output)) == [
+      "spatial features at 48 px: done", "pooled features at 32 px: done",
+      f"st seed 0: {done}", f"st seed 1: {done}",
+      f"soft_w2v seed 0: {done}", f"soft_w2v seed 1: {done}",
+      f"st_scst seed 1: {done}", f"st_cnn seed 0: {done}",
+      "st_ensemble (ensemble of st seeds 0, 1): evaluated on test"]
+  os.remove(output / "runs" / "st-seed1" / "summary.json")
+  shutil.rmtree(output / "runs" / "st-seed1" / "test")
+  shutil.rmtree(output / "runs" / "st_cnn-seed0")
+  lines = status.report(Suite.load(str(suite)), str(output))
+  assert re.fullmatch(r"st seed 1: step 12 of 12 \(checkpoint of "
+                      r"\d{4}-\d\d-\d\d \d\d:\d\d\)", lines[3])
+  assert lines[7] == "st_cnn seed 0: not started"
 
 
 def test_side_by_side_keeps_order_and_the_limit():
