@@ -6,7 +6,7 @@ trained, evaluated and reported, through the library's public commands.
 
 Steps, each skipped when its output exists (so an interrupted comparison
 resumes where it stopped, and a killed training run from its checkpoint;
-SIGTERM to the driver reaches its trainings, which save their step first):
+SIGTERM or Ctrl-C reaches its trainings, which save their step first):
   1. im2txt-extract-features: cached features of every image (spatial for
      attention; pooled for the no-attention models and retrieval, as the
      spatial ones' mean where those are extracted too);
@@ -68,9 +68,12 @@ def define_flags():
 
 
 class Children:
-  """The steps' running processes. ``stop(signal_number)`` (the driver's
-  SIGTERM handler) passes the signal on to each, so a training saves its
-  step before it ends, and no step starts after it."""
+  """The steps' running processes. ``stop(signal_number)``, the driver's
+  handler of SIGTERM and SIGINT, starts no step after it and passes SIGTERM
+  on to each, so a training saves its step before it ends; not SIGINT: a
+  terminal's Ctrl-C reaches the whole process group, and a second one
+  would interrupt the trainings before they save. A second Ctrl-C raises
+  KeyboardInterrupt in the driver."""
 
   def __init__(self):
     self.lock = threading.RLock()  # The handler runs in the main thread.
@@ -94,9 +97,12 @@ class Children:
   def stop(self, signal_number, frame=None):
     del frame
     with self.lock:
+      if signal_number == signal.SIGINT and self.stopped_by == "SIGINT":
+        raise KeyboardInterrupt
       self.stopped_by = signal.Signals(signal_number).name
-      for process in self.processes:
-        process.send_signal(signal_number)
+      if signal_number != signal.SIGINT:
+        for process in self.processes:
+          process.send_signal(signal_number)
 
 
 CHILDREN = Children()
@@ -165,8 +171,11 @@ class Step:
                    if line.startswith(("error:", "stopped by"))
                    or "Error" in line),
                   lines[-1] if lines else "no output")
-      self.say(f"{ended}failed\n")
-      raise InputError(f"{what} failed: {last[:300]} (full log)", log)
+      # A training stopped by SIGTERM or Ctrl-C says so in its last line.
+      stopped = returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT)
+      self.say(f"{ended}{'stopped' if stopped else 'failed'}\n")
+      raise InputError(f"{what}{':' if stopped else ' failed:'} "
+                       f"{last[:300]} (full log)", log)
     self.say(f"{ended}{seconds:.0f} s\n")
     return "".join(stdout)
 
@@ -474,7 +483,8 @@ def main(argv):
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
   meteor = FLAGS.meteor and "METEOR" in suite.metrics
-  signal.signal(signal.SIGTERM, CHILDREN.stop)
+  for number in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(number, CHILDREN.stop)
   print(compare(suite, FLAGS.data, output, seeds, meteor, command, order,
                 FLAGS.jobs))
 

@@ -385,12 +385,34 @@ def test_sigterm_to_the_driver_reaches_its_steps_and_starts_no_more(
     time.sleep(0.1)
   compare.CHILDREN.stop(signal.SIGTERM)
   thread.join(timeout=60)
-  assert errors == [f"{log}: train failed: stopped by SIGTERM at step 3, "
-                    "saved (full log)"]
+  assert errors == [f"{log}: train: stopped by SIGTERM at step 3, saved "
+                    "(full log)"]
   with pytest.raises(InputError, match="evaluate: not started, the "
                      "comparison was stopped by SIGTERM"):
     step("evaluate", "platform", [], "evaluate")
   assert not compare.CHILDREN.processes
+
+
+def test_ctrl_c_to_the_driver_starts_no_more_steps_and_twice_interrupts():
+  """Ctrl-C already reached the steps (their process group): the driver
+  passes nothing on, starts nothing more, and a second one interrupts it."""
+  from experiments import compare
+  from im2txt_ext.errors import InputError
+  children = compare.Children()
+  sleeper = children.start("train", [sys.executable, "-c",
+                                     "import time; time.sleep(60)"])
+  try:
+    children.stop(signal.SIGINT)
+    time.sleep(0.5)
+    assert sleeper.poll() is None  # Not signalled again by the driver.
+    with pytest.raises(InputError, match="not started, the comparison "
+                       "was stopped by SIGINT"):
+      children.start("evaluate", [sys.executable, "-c", "pass"])
+    with pytest.raises(KeyboardInterrupt):
+      children.stop(signal.SIGINT)
+  finally:
+    sleeper.kill()
+    sleeper.wait()
 
 
 def test_side_by_side_stops_starting_after_a_failure():
