@@ -16,9 +16,9 @@ Checkpoints hold the model, the optimiser, the step and the position of the
 input iterator, so a run killed at any moment resumes from its last
 checkpoint with the same optimiser state and data order, losing at most the
 steps since that checkpoint; one stopped by SIGTERM or Ctrl-C saves its
-step first (``stopping``), and loses none. The checkpoint with the best validation score
-(``train.best_by``: BLEU-4, or CIDEr-D for SCST, the reward it optimises,
-by default) is kept apart in ``best/``.
+step first (``stopping``), and loses none. The checkpoint with the best
+validation score (``train.best_by``: BLEU-4, or CIDEr-D for SCST, the
+reward it optimises, by default) is kept apart in ``best/``.
 
 The same loop runs under any tf.distribute strategy (``train.strategy``; see
 ``distribute``): the global batch is split over the replicas, the
@@ -487,36 +487,9 @@ class Trainer:
                desc=self.config.name, unit="step", dynamic_ncols=True)
     with stopping.StopRequests() as stop:
       for step in range(start, t.num_steps):
-        sampling = t.scheduled_sampling * min(1.0, step / max(
-            1, t.scheduled_sampling_ramp))
-        step_fn = self._step_fn(self._train_encoder(step),
-                                t.scheduled_sampling > 0)
-        batch = next(self.iterator)
-        logged = step_fn(batch, tf.constant(sampling, tf.float32),
-                         tf.constant([t.seed, step], tf.int32))
-        self.step.assign_add(1)
-        done = step + 1
-        loss = float(logged["loss"])
-        if not math.isfinite(loss):
-          raise FloatingPointError(f"loss became {loss} at step {done}; the "
-                                   f"last good checkpoint is in {self.run_dir}")
-        history.append(loss)
-        if done == 1:
-          self.first_loss.assign(loss)
-        bar.update(1)
-        postfix = {"loss": f"{loss:.3f}"}
-        if "cross_entropy" in logged:  # SCST alone does not compute it.
-          logged["perplexity"] = math.exp(min(float(logged["cross_entropy"]),
-                                              50))
-          postfix["ppl"] = f"{logged['perplexity']:.1f}"
-        bar.set_postfix(postfix)
-        if done % t.log_every == 0 or done == t.num_steps:
-          with writer.as_default(step=done):
-            for name, value in logged.items():
-              tf.summary.scalar(name, value)
-            tf.summary.scalar("learning_rate",
-                              float(tf.convert_to_tensor(
-                                  self.optimizer.learning_rate)))
+        done, logged = self._train_step(step)
+        history.append(logged["loss"])
+        self._report_step(done, logged, bar, writer)
         if done % t.validate_every == 0 or done == t.num_steps:
           self._validate_and_keep_best(done, writer, elapsed())
         # Agreed by every worker: the save is a collective operation.
@@ -538,6 +511,44 @@ class Trainer:
             f"best_{self.selection}": float(self.best_score.numpy()),
             "seconds": float(self.seconds.numpy()),
             "device": devices.describe()}
+
+  def _train_step(self, step):
+    """Trains step ``step`` (from 0); returns (steps done, the step's
+    logged values as floats, "loss" among them)."""
+    t = self.config.train
+    sampling = t.scheduled_sampling * min(1.0, step / max(
+        1, t.scheduled_sampling_ramp))
+    step_fn = self._step_fn(self._train_encoder(step),
+                            t.scheduled_sampling > 0)
+    logged = step_fn(next(self.iterator), tf.constant(sampling, tf.float32),
+                     tf.constant([t.seed, step], tf.int32))
+    self.step.assign_add(1)
+    done = step + 1
+    logged = {name: float(value) for name, value in logged.items()}
+    if not math.isfinite(logged["loss"]):
+      raise FloatingPointError(f"loss became {logged['loss']} at step "
+                               f"{done}; the last good checkpoint is in "
+                               f"{self.run_dir}")
+    if done == 1:
+      self.first_loss.assign(logged["loss"])
+    return done, logged
+
+  def _report_step(self, done, logged, bar, writer):
+    """The progress bar's loss and perplexity; TensorBoard scalars every
+    ``train.log_every`` steps."""
+    t = self.config.train
+    bar.update(1)
+    postfix = {"loss": f"{logged['loss']:.3f}"}
+    if "cross_entropy" in logged:  # SCST alone does not compute it.
+      logged["perplexity"] = math.exp(min(logged["cross_entropy"], 50))
+      postfix["ppl"] = f"{logged['perplexity']:.1f}"
+    bar.set_postfix(postfix)
+    if done % t.log_every == 0 or done == t.num_steps:
+      with writer.as_default(step=done):
+        for name, value in logged.items():
+          tf.summary.scalar(name, value)
+        tf.summary.scalar("learning_rate", float(tf.convert_to_tensor(
+            self.optimizer.learning_rate)))
 
   def _validate_and_keep_best(self, step, writer, seconds):
     scores, captions = self.validate()
