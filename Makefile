@@ -35,7 +35,8 @@ LOAD_BENCH_ARGS ?=
 LITE_BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # Processes that run the test files side by side (pytest-xdist): one per
-# core, at most 4 (each holds its own TensorFlow and session fixtures);
+# core, at most 4 (each holds its own TensorFlow and session fixtures; the
+# files' groups and order: tests/conftest.py);
 # TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= logical
 # A git revision whose beam search bench-search also times, e.g. HEAD~3.
@@ -111,7 +112,7 @@ serve: $(EXPORT)/saved_model.pb
 	$(PYTHON) -m im2txt_ext.serve --export=$(EXPORT) --port=$(PORT)
 
 test: install
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist=loadfile $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist=loadgroup $(PYTEST_ARGS) tests
 
 bench: bench-data bench-train bench-search bench-word2vec bench-serve \
        bench-load bench-input
