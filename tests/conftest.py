@@ -17,9 +17,9 @@ SHARED = REPO.parent / "shared"
 # test_export's session fixtures (a model trained and exported), which share
 # a group so that each fixture is built once; the groups go out in
 # collection order, so the longest start first and the processes end
-# together (seconds of each on the 2-core CI machine, 2026-12-02: export
-# group 509, distribute 246, compare 152, training 113, cli 108, flickr8k
-# 107; every other file under 70).
+# together (seconds of each on a 2-core machine like CI's, 2026-12-02:
+# the export group about 500, distribute 200, compare 140, training 120,
+# cli 110, flickr8k 110; every other file under 90).
 SHARED_GROUPS = {"test_api": "test_export", "test_lite": "test_export",
                  "test_serve": "test_export"}
 LONGEST_FIRST = ("test_export", "test_distribute", "test_compare",

@@ -83,13 +83,12 @@ def _replicas_agree(result, name):
     np.testing.assert_array_equal(copies[1], copies[0])
 
 
-@pytest.mark.parametrize("decoder", ["soft_attention", "transformer"])
-def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path,
-                                                 decoder):
-  """Soft attention: the doubly stochastic penalty, divided by the words of
+def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path):
+  """Soft attention's doubly stochastic penalty, divided by the words of
   the global batch as the cross-entropy, adds up over the replicas to the
-  one-device term. The Transformer: its cache and parallel pass."""
-  config = _config(scene_data, decoder)
+  one-device term. (The trainer's split is the same for every decoder;
+  the Transformer's parallel pass is checked in 16 bits and XLA below.)"""
+  config = _config(scene_data, "soft_attention")
   result = _train_in_subprocess(config, tmp_path, "default,mirrored")
   assert int(result["default/replicas"]) == 1
   assert int(result["mirrored/replicas"]) == 2  # 8 captions per replica.
