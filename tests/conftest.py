@@ -26,7 +26,7 @@ LONGEST_FIRST = ("test_export", "test_distribute", "test_compare",
                  "test_training", "test_cli", "test_flickr8k")
 
 
-def test_group(item):
+def group_of(item):
   return SHARED_GROUPS.get(item.path.stem, item.path.stem)
 
 
@@ -35,9 +35,9 @@ def pytest_collection_modifyitems(config, items):
   if not config.pluginmanager.hasplugin("xdist"):
     return
   for item in items:
-    item.add_marker(pytest.mark.xdist_group(test_group(item)))
+    item.add_marker(pytest.mark.xdist_group(group_of(item)))
   rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(test_group(item), len(rank)))
+  items.sort(key=lambda item: rank.get(group_of(item), len(rank)))
 
 
 def setup_argument(name, default=None):
