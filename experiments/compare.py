@@ -37,6 +37,7 @@ from absl import flags
 from experiments.suite import RUN_PLACEHOLDER, Suite, ensemble_dir, run_dir
 from im2txt_ext.cli import run
 from im2txt_ext.errors import InputError
+from im2txt_ext.training import stopping  # Signals only: no TensorFlow.
 
 FLAGS = flags.FLAGS
 
@@ -172,7 +173,7 @@ class Step:
                    or "Error" in line),
                   lines[-1] if lines else "no output")
       # A training stopped by SIGTERM or Ctrl-C says so in its last line.
-      stopped = returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT)
+      stopped = returncode in {128 + number for number in stopping.SIGNALS}
       self.say(f"{ended}{'stopped' if stopped else 'failed'}\n")
       raise InputError(f"{what}{':' if stopped else ' failed:'} "
                        f"{last[:300]} (full log)", log)

@@ -59,8 +59,9 @@ def report(suite, output, seeds=None):
   lines = [f"{kind} features{f' at {size} px' if size else ''}: "
            f"{features_state(path, suite.encoder, size)}"
            for (kind, size), path in features.items()]
+  seeds = suite.experiment_seeds(seeds)
   for experiment in suite.experiments:
-    experiment_seeds = suite.experiment_seeds(seeds)[experiment.name]
+    experiment_seeds = seeds[experiment.name]
     if experiment.ensemble:
       done = os.path.exists(os.path.join(
           ensemble_dir(output, experiment.name), "test", "metrics.json"))

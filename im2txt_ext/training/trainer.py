@@ -487,9 +487,9 @@ class Trainer:
                desc=self.config.name, unit="step", dynamic_ncols=True)
     with stopping.StopRequests() as stop:
       for step in range(start, t.num_steps):
-        done, logged = self._train_step(step)
-        history.append(logged["loss"])
-        self._report_step(done, logged, bar, writer)
+        done, loss, logged = self._train_step(step)
+        history.append(loss)
+        self._report_step(done, loss, logged, bar, writer)
         if done % t.validate_every == 0 or done == t.num_steps:
           self._validate_and_keep_best(done, writer, elapsed())
         # Agreed by every worker: the save is a collective operation.
@@ -513,8 +513,8 @@ class Trainer:
             "device": devices.describe()}
 
   def _train_step(self, step):
-    """Trains step ``step`` (from 0); returns (steps done, the step's
-    logged values as floats, "loss" among them)."""
+    """Trains step ``step`` (from 0); returns (steps done, its loss as a
+    float, the step's logged tensors)."""
     t = self.config.train
     sampling = t.scheduled_sampling * min(1.0, step / max(
         1, t.scheduled_sampling_ramp))
@@ -524,23 +524,23 @@ class Trainer:
                      tf.constant([t.seed, step], tf.int32))
     self.step.assign_add(1)
     done = step + 1
-    logged = {name: float(value) for name, value in logged.items()}
-    if not math.isfinite(logged["loss"]):
-      raise FloatingPointError(f"loss became {logged['loss']} at step "
-                               f"{done}; the last good checkpoint is in "
-                               f"{self.run_dir}")
+    loss = float(logged["loss"])  # The one read every step needs.
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"loss became {loss} at step {done}; the "
+                               f"last good checkpoint is in {self.run_dir}")
     if done == 1:
-      self.first_loss.assign(logged["loss"])
-    return done, logged
+      self.first_loss.assign(loss)
+    return done, loss, logged
 
-  def _report_step(self, done, logged, bar, writer):
+  def _report_step(self, done, loss, logged, bar, writer):
     """The progress bar's loss and perplexity; TensorBoard scalars every
     ``train.log_every`` steps."""
     t = self.config.train
     bar.update(1)
-    postfix = {"loss": f"{logged['loss']:.3f}"}
+    postfix = {"loss": f"{loss:.3f}"}
     if "cross_entropy" in logged:  # SCST alone does not compute it.
-      logged["perplexity"] = math.exp(min(logged["cross_entropy"], 50))
+      logged["perplexity"] = math.exp(min(float(logged["cross_entropy"]),
+                                          50))
       postfix["ppl"] = f"{logged['perplexity']:.1f}"
     bar.set_postfix(postfix)
     if done % t.log_every == 0 or done == t.num_steps:
