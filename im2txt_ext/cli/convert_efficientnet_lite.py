@@ -14,8 +14,7 @@ from absl import app
 from absl import flags
 
 from im2txt_ext.cli import run
-from im2txt_ext.encoders import efficientnet_lite
-from im2txt_ext.encoders import efficientnet_lite_port
+from im2txt_ext.encoders import specs
 
 FLAGS = flags.FLAGS
 
@@ -23,7 +22,8 @@ FLAGS = flags.FLAGS
 def define_flags():
   """This command's flags (see im2txt_ext.cli)."""
   flags.DEFINE_enum(
-      "encoder", "efficientnet_lite0", list(efficientnet_lite.VARIANTS),
+      "encoder", "efficientnet_lite0",
+      [name for name in specs.ENCODERS if name.startswith("efficientnet_lite")],
       "EfficientNet-Lite model to convert.")
   flags.DEFINE_string(
       "output", None, "Keras weights file to write; must end in .weights.h5.",
@@ -37,6 +37,8 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Imported here: --help and flag errors need no TensorFlow.
+  from im2txt_ext.encoders import efficientnet_lite_port
   efficientnet_lite_port.convert(FLAGS.output, FLAGS.pth, FLAGS.encoder)
   print(f"wrote {FLAGS.output}")
 

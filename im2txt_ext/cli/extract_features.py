@@ -21,8 +21,7 @@ from absl import flags
 
 from im2txt_ext.cli import run
 from im2txt_ext.data.records import CaptionRecord
-from im2txt_ext.encoders import backbones
-from im2txt_ext.encoders import features
+from im2txt_ext.encoders import specs
 from im2txt_ext.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -33,7 +32,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """This command's flags (see im2txt_ext.cli)."""
   flags.DEFINE_enum(
-      "encoder", "efficientnet_lite0", list(backbones.ENCODERS),
+      "encoder", "efficientnet_lite0", list(specs.ENCODERS),
       "Image encoder.")
   flags.DEFINE_string(
       "weights", "imagenet",
@@ -45,7 +44,7 @@ def define_flags():
       "captions", None, "Comma-separated captions files; their images are "
       "encoded in file order, each image once.")
   flags.DEFINE_enum(
-      "kind", "pooled", list(features.KINDS),
+      "kind", "pooled", list(specs.OUTPUTS),
       "pooled: one [D] vector per image; spatial: an [L, D] map per image.")
   flags.DEFINE_string(
       "output", None, "Features file to write (.npy); its index goes beside "
@@ -95,6 +94,8 @@ def _records():
 
 
 def main(argv):
+  # Imported here: --help and flag errors need no TensorFlow.
+  from im2txt_ext.encoders import backbones, features
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.from_spatial:

@@ -19,10 +19,8 @@ import tensorflow as tf
 import tqdm
 
 from im2txt_ext.data import pipeline
-
+from im2txt_ext.encoders.specs import OUTPUTS
 from im2txt_ext.errors import InputError
-
-KINDS = ("pooled", "spatial")
 
 
 def index_path(output):
@@ -124,7 +122,7 @@ def extract_features(records, encoder, output, kind="pooled", batch_size=32,
     A dict with "rows" (N), "rows_done", "skipped" (row numbers), "encoded"
     (images encoded by this call), "seconds" and "images_per_second".
   """
-  if kind not in KINDS:
+  if kind not in OUTPUTS:
     raise InputError(f"unknown feature kind {kind!r}; choose pooled or "
                      "spatial")
   if not output.endswith(".npy"):
