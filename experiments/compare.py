@@ -231,12 +231,13 @@ def features_path(output, suite, kind, size):
   return os.path.join(output, "features", f"{suite.encoder}{own}_{kind}.npy")
 
 
-def features_complete(path, encoder, size):
-  """Whether ``path`` holds every row; InputError where it holds features
-  of another encoder or image side (never reused as if they were these)."""
+def features_progress(path, encoder, size):
+  """(rows done, rows) of the features cache ``path``, (0, None) where it
+  is not started; InputError where it holds features of another encoder or
+  image side (never reused as if they were these)."""
   from im2txt_ext.encoders.features import read_index
   if not os.path.exists(path):
-    return False
+    return 0, None
   index = read_index(path)
   side = encoder_side(encoder, size)
   if (index["encoder"], index["image_size"]) != (encoder, side):
@@ -244,7 +245,13 @@ def features_complete(path, encoder, size):
         f"features of {index['encoder']} at {index['image_size']} px, but "
         f"the suite asks {encoder} at {side} px: move the file away or give "
         "another --output", path)
-  return index["rows_done"] == len(index["image_ids"])
+  return index["rows_done"], len(index["image_ids"])
+
+
+def features_complete(path, encoder, size):
+  """Whether ``path`` holds every row (see ``features_progress``)."""
+  done, rows = features_progress(path, encoder, size)
+  return done == rows
 
 
 def check_run_image_size(directory, encoder, size):

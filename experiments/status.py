@@ -42,13 +42,9 @@ def run_state(directory):
 
 
 def features_state(path, encoder, size):
-  if compare.features_complete(path, encoder, size):
-    return "done"
-  if not os.path.exists(path):
-    return "not started"
-  from im2txt_ext.encoders.features import read_index
-  index = read_index(path)
-  return f"{index['rows_done']} of {len(index['image_ids'])} images"
+  done, rows = compare.features_progress(path, encoder, size)
+  return ("not started" if rows is None else "done" if done == rows
+          else f"{done} of {rows} images")
 
 
 def report(suite, output, seeds=None):
