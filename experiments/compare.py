@@ -461,7 +461,9 @@ def evaluate(step, suite, experiment, label, members, features, paths,
         f"--beam_size={suite.beam_size}",
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
         f"--output_dir={test_dir}", "--show=0",
-        *(f"--set={o}" for o in experiment.evaluate_set)], log_name)
+        *(f"--set={o}" for o in experiment.evaluate_set),
+        *(f"--{name}={value}" for name, value in experiment.decoding.items())],
+       log_name)
 
 
 def main(argv):

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 
+from im2txt_ext import decoding
 from im2txt_ext.config import load_json
 from im2txt_ext.errors import InputError
 
@@ -44,6 +45,10 @@ class Experiment:
   evaluate_set: list = dataclasses.field(default_factory=list)  # Overrides
   #   of the run's config for its test evaluation only (im2txt-evaluate
   #   --set), for what only inference reads; chosen on the dev split.
+  decoding: dict = dataclasses.field(default_factory=dict)  # Its own
+  #   beam-search options for the test evaluation (im2txt-evaluate flags,
+  #   e.g. {"length_penalty": 0.7}), chosen on the dev split; the others
+  #   keep their defaults (im2txt_ext.decoding).
   seeds: list = dataclasses.field(default_factory=list)  # Its own seeds,
   #   e.g. three for a main row and one for a costly variant; empty: the
   #   suite's.
@@ -52,8 +57,8 @@ class Experiment:
   #   side are extracted once.
   ensemble: str = ""  # Name of an earlier experiment: this row searches
   #   that experiment's runs, one per seed, as one model (im2txt_ext.models.
-  #   ensemble) and trains nothing; its config, seeds, image side and
-  #   evaluate_set are that experiment's.
+  #   ensemble) and trains nothing; its config, seeds, image side,
+  #   evaluate_set and decoding are that experiment's.
 
   def run_dirs(self, output, seeds):
     """Where a comparison in ``output`` keeps the runs this row reads, one
@@ -69,22 +74,45 @@ class Experiment:
 
 
 def ensemble_of(experiment, earlier, path):
-  """The ensemble ``experiment`` with the config, seeds, image side and
-  evaluate_set of the experiment it names, one of ``earlier``; InputError
-  (naming the suite file ``path``) where it names none or sets them."""
+  """The ensemble ``experiment`` with the config, seeds, image side,
+  evaluate_set and decoding of the experiment it names, one of
+  ``earlier``; InputError (naming the suite file ``path``) where it names
+  none or sets them."""
   members = {e.name: e for e in earlier if not e.ensemble}
   if experiment.ensemble not in members:
     raise InputError(f"experiment {experiment.name}: ensemble must name an "
                      "experiment listed before it that trains runs", path)
   own = [name for name in ("config", "set", "seeds", "image_size",
-                           "evaluate_set") if getattr(experiment, name)]
+                           "evaluate_set", "decoding")
+         if getattr(experiment, name)]
   if own:
     raise InputError(f"experiment {experiment.name}: an ensemble takes "
                      f"{', '.join(own)} from {experiment.ensemble}", path)
   named = members[experiment.ensemble]
   return dataclasses.replace(
       experiment, config=named.config, seeds=list(named.seeds),
-      image_size=named.image_size, evaluate_set=list(named.evaluate_set))
+      image_size=named.image_size, evaluate_set=list(named.evaluate_set),
+      decoding=dict(named.decoding))
+
+
+def check_decoding(experiment, path):
+  """InputError (naming the suite file ``path``) unless each of
+  ``experiment.decoding`` is a beam-search option with a value of its
+  default's type, so a typo fails before any training, not at the test
+  evaluation hours later."""
+  try:
+    decoding.check_options("beam", experiment.decoding)
+  except InputError as e:
+    raise InputError(f"experiment {experiment.name}: decoding: {e}",
+                     path) from None
+  for name, value in experiment.decoding.items():
+    default = decoding.DEFAULTS[name]
+    kind = (int, float) if type(default) is float else type(default)
+    if isinstance(value, bool) != isinstance(default, bool) or \
+        not isinstance(value, kind):
+      raise InputError(
+          f"experiment {experiment.name}: decoding {name} must be of type "
+          f"{type(default).__name__}, got {value!r}", path)
 
 
 @dataclasses.dataclass
@@ -166,6 +194,7 @@ class Suite:
               f"experiment {experiment.name}: seeds {seeds[experiment.name]}"
               f" not all among those of {name}, whose runs it starts from "
               f"({seeds[name]})", path)
+      check_decoding(experiment, path)
       if experiment.image_size < 0:
         raise InputError(f"experiment {experiment.name}: image_size must "
                          "be 0 (the suite's) or a side in pixels", path)

@@ -59,7 +59,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
       "experiments": [
           {"name": "st", "label": "Show and Tell",
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
-           "evaluate_set": ["model.dropout=0.0"]},
+           "evaluate_set": ["model.dropout=0.0"],
+           "decoding": {"length_penalty": 0.5, "no_bad_endings": True}},
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
            "seeds": [1],
            "image_size": 48,  # Its own side: a 6x6 map, not 4x4.
@@ -138,6 +139,14 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert [r["metrics"].get("overrides") for r in
           results["experiments"]["st"]] == [["model.dropout=0.0"]] * 2
   assert "overrides" not in results["experiments"]["soft_w2v"][0]["metrics"]
+  # And its decoding options; the others' searches kept the defaults.
+  from im2txt_ext import decoding
+  chosen = dict(decoding.defaults_of("beam"), length_penalty=0.5,
+                no_bad_endings=True)
+  assert [r["metrics"]["decoding"] for r in
+          results["experiments"]["st"]] == [chosen] * 2
+  assert results["experiments"]["soft_w2v"][0]["metrics"]["decoding"] == \
+      decoding.defaults_of("beam")
   for name, seeds in (("st", [0, 1]), ("soft_w2v", [1])):
     assert [r["seed"] for r in results["experiments"][name]] == seeds
     assert all(r["summary"]["steps"] == 12
@@ -180,6 +189,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert st["command"] == f"python -m experiments.compare --suite={suite} " \
       f"--data={root} --output={output} --only=st"
   assert st["device"] == devices.describe() and len(st["date"]) == 10
+  assert st["search"] == {"method": "beam", "beam_size": 2,
+                          "decoding": chosen}
   assert [r["kind"] for r in document["rows"]] == [
       "measured"] * 5 + ["retrieval", "published"]
   # A row started from another run counts that run's training time too.
@@ -200,6 +211,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert evaluated[0]["metrics"]["ensemble"] == [
       str(output / "runs" / f"st-seed{seed}") for seed in (0, 1)]
   assert evaluated[0]["metrics"]["overrides"] == ["model.dropout=0.0"]
+  assert ensemble["search"]["decoding"] == chosen
   assert ensemble["metrics"]["BLEU-1"] == {
       "mean": evaluated[0]["metrics"]["BLEU-1"], "sd": None}
   assert ensemble["training_seconds"] == {
@@ -489,7 +501,8 @@ def test_suite_ensemble_names_an_earlier_experiment_and_takes_its_setup(
   from im2txt_ext.errors import InputError
   config = tiny_config(tmp_path / "st.json", "show_and_tell")
   st = {"name": "st", "config": config, "seeds": [0, 1], "image_size": 48,
-        "evaluate_set": ["model.dropout=0.0"]}
+        "evaluate_set": ["model.dropout=0.0"],
+        "decoding": {"length_penalty": 0.7}}
   cases = [
       ([{"name": "all", "ensemble": "st"}, st],
        "experiment all: ensemble must name an experiment listed before it "
@@ -509,7 +522,9 @@ def test_suite_ensemble_names_an_earlier_experiment_and_takes_its_setup(
       "experiments": [st, {"name": "all", "ensemble": "st"}]}))
   ensemble = loaded.experiments[1]
   assert (ensemble.config, ensemble.seeds, ensemble.image_size,
-          ensemble.evaluate_set) == (config, [0, 1], 48, ["model.dropout=0.0"])
+          ensemble.evaluate_set, ensemble.decoding) == (
+              config, [0, 1], 48, ["model.dropout=0.0"],
+              {"length_penalty": 0.7})
   assert [e.name for e in loaded.trained()] == ["st"]
 
 
@@ -528,6 +543,32 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
   loaded = Suite.load(write_json(tmp_path / "suite.json", suite))
   assert loaded.experiment_seeds() == {"st": [0], "scst": [0]}
   assert loaded.experiment_seeds([2, 3]) == {"st": [2, 3], "scst": [2, 3]}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"length_penalty": 0.7, "beam_width": 5},
+     r"experiment st: decoding: beam_width: not an option of the beam "
+     r"search \(it takes min_length, "),
+    ({"top_p": 0.9}, r"decoding: top_p: not an option of the beam search"),
+    ({"length_penalty": "0.7"},
+     r"experiment st: decoding length_penalty must be of type float, got "
+     r"'0.7'"),
+    ({"no_repeat_ngram_size": 2.5},
+     r"decoding no_repeat_ngram_size must be of type int, got 2.5"),
+    ({"no_bad_endings": 1},
+     r"decoding no_bad_endings must be of type bool, got 1")])
+def test_suite_rejects_bad_decoding_options_before_training(tmp_path,
+                                                            options, message):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  suite = write_json(tmp_path / "suite.json", {"experiments": [
+      {"name": "st", "config": tiny_config(tmp_path / "st.json",
+                                           "show_and_tell"),
+       "decoding": options}]})
+  with pytest.raises(InputError, match=message):
+    Suite.load(suite)
+  with pytest.raises(InputError, match=re.escape(str(suite))):
+    Suite.load(suite)
 
 
 def test_suite_rejects_an_unknown_metric(tmp_path):
