@@ -458,11 +458,11 @@ def evaluate(step, suite, experiment, label, members, features, paths,
         f"--captions={paths['test_captions']}",
         f"--split={suite.test_split}", f"--images_dir={paths['images_dir']}",
         *([f"--features={features}"] if features else []),
-        f"--beam_size={suite.beam_size}",
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
         f"--output_dir={test_dir}", "--show=0",
         *(f"--set={o}" for o in experiment.evaluate_set),
-        *(f"--{name}={value}" for name, value in experiment.decoding.items())],
+        *(f"--{name}={value}" for name, value in
+          {"beam_size": suite.beam_size, **experiment.decoding}.items())],
        log_name)
 
 

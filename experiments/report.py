@@ -341,8 +341,8 @@ def write_html(suite, runs, retrieval_captions, records, figures, table_md,
       "padding-top:12px}.image img.photo{width:224px;height:auto}"
       "img.figure{max-width:100%}</style></head><body>",
       f"<h1>{html.escape(suite.name)}: caption comparison</h1>",
-      "<p>Test images with the caption of each model (first seed, beam "
-      f"{suite.beam_size}) and the reference captions.</p>",
+      "<p>Test images with the caption of each model (first seed, its "
+      "test search) and the reference captions.</p>",
       markdown_table_html(table_md)]
   for record in records[:suite.report_images]:
     rows = "".join(
@@ -438,8 +438,12 @@ def write_report(suite, output, seeds, paths, seconds, command="",
     own = ", ".join(f"{e.name} at {e.image_size} px"
                     for e in suite.experiments
                     if e.image_size and e.image_size != suite.image_size)
+    searches = "; ".join(
+        f"{e.name}: " + ", ".join(f"{k} {v}" for k, v in e.decoding.items())
+        for e in suite.trained() if e.decoding)
     f.write(f"# {suite.name}\n\n{len(records)} images of the "
-            f"{suite.test_split or 'test'} split, beam {suite.beam_size}; "
+            f"{suite.test_split or 'test'} split, beam {suite.beam_size}"
+            f"{f' ({searches})' if searches else ''}; "
             f"mean ± sample standard deviation over seeds "
             f"{seeds_phrase(seeds)}; features: {suite.encoder}{size} "
             f"({suite.encoder_weights}{', ' + own if own else ''}), "

@@ -46,9 +46,10 @@ class Experiment:
   #   of the run's config for its test evaluation only (im2txt-evaluate
   #   --set), for what only inference reads; chosen on the dev split.
   decoding: dict = dataclasses.field(default_factory=dict)  # Its own
-  #   beam-search options for the test evaluation (im2txt-evaluate flags,
-  #   e.g. {"length_penalty": 0.7}), chosen on the dev split; the others
-  #   keep their defaults (im2txt_ext.decoding).
+  #   beam size and beam-search options for the test evaluation
+  #   (im2txt-evaluate flags, e.g. {"length_penalty": 0.7}), chosen on the
+  #   dev split; the others keep the suite's beam size and the defaults
+  #   (im2txt_ext.decoding).
   seeds: list = dataclasses.field(default_factory=list)  # Its own seeds,
   #   e.g. three for a main row and one for a costly variant; empty: the
   #   suite's.
@@ -97,22 +98,23 @@ def ensemble_of(experiment, earlier, path):
 
 def check_decoding(experiment, path):
   """InputError (naming the suite file ``path``) unless each of
-  ``experiment.decoding`` is a beam-search option with a value of its
-  default's type, so a typo fails before any training, not at the test
-  evaluation hours later."""
+  ``experiment.decoding`` is the beam size (a positive int) or a
+  beam-search option with a value of its default's type, so a typo fails
+  before any training, not at the test evaluation hours later."""
   try:
-    decoding.check_options("beam", experiment.decoding)
+    decoding.check_options("beam", experiment.decoding, ("beam_size",))
   except InputError as e:
     raise InputError(f"experiment {experiment.name}: decoding: {e}",
                      path) from None
   for name, value in experiment.decoding.items():
-    default = decoding.DEFAULTS[name]
+    default = decoding.DEFAULTS.get(name, 1)  # beam_size: an int.
     kind = (int, float) if type(default) is float else type(default)
+    wanted = ("a positive int" if name == "beam_size"
+              else f"of type {type(default).__name__}")
     if isinstance(value, bool) != isinstance(default, bool) or \
-        not isinstance(value, kind):
-      raise InputError(
-          f"experiment {experiment.name}: decoding {name} must be of type "
-          f"{type(default).__name__}, got {value!r}", path)
+        not isinstance(value, kind) or (name == "beam_size" and value < 1):
+      raise InputError(f"experiment {experiment.name}: decoding {name} "
+                       f"must be {wanted}, got {value!r}", path)
 
 
 @dataclasses.dataclass

@@ -60,7 +60,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
           {"name": "st", "label": "Show and Tell",
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
            "evaluate_set": ["model.dropout=0.0"],
-           "decoding": {"length_penalty": 0.5, "no_bad_endings": True}},
+           "decoding": {"beam_size": 3, "length_penalty": 0.5,
+                        "no_bad_endings": True}},
           {"name": "soft_w2v", "label": "Soft attention, word2vec",
            "seeds": [1],
            "image_size": 48,  # Its own side: a 6x6 map, not 4x4.
@@ -121,7 +122,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert retrieval[5] == f"{len(set(captions)) / len(captions):.3f}"
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
-  assert " images of the test split, beam 2; mean ± sample standard " \
+  assert " images of the test split, beam 2 (st: beam_size 3, " \
+      "length_penalty 0.5, no_bad_endings True); mean ± sample standard " \
       "deviation over seeds 0, 1 for st, st_ensemble; 1 for soft_w2v, " \
       "st_scst; 0 for st_cnn;" \
       in table
@@ -189,8 +191,9 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert st["command"] == f"python -m experiments.compare --suite={suite} " \
       f"--data={root} --output={output} --only=st"
   assert st["device"] == devices.describe() and len(st["date"]) == 10
-  assert st["search"] == {"method": "beam", "beam_size": 2,
+  assert st["search"] == {"method": "beam", "beam_size": 3,
                           "decoding": chosen}
+  assert document["rows"][1]["search"]["beam_size"] == 2  # The suite's.
   assert [r["kind"] for r in document["rows"]] == [
       "measured"] * 5 + ["retrieval", "published"]
   # A row started from another run counts that run's training time too.
@@ -548,7 +551,7 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"length_penalty": 0.7, "beam_width": 5},
      r"experiment st: decoding: beam_width: not an option of the beam "
-     r"search \(it takes min_length, "),
+     r"search \(it takes beam_size, min_length, "),
     ({"top_p": 0.9}, r"decoding: top_p: not an option of the beam search"),
     ({"length_penalty": "0.7"},
      r"experiment st: decoding length_penalty must be of type float, got "
@@ -556,7 +559,10 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
     ({"no_repeat_ngram_size": 2.5},
      r"decoding no_repeat_ngram_size must be of type int, got 2.5"),
     ({"no_bad_endings": 1},
-     r"decoding no_bad_endings must be of type bool, got 1")])
+     r"decoding no_bad_endings must be of type bool, got 1"),
+    ({"beam_size": 0}, r"decoding beam_size must be a positive int, got 0"),
+    ({"beam_size": 2.0},
+     r"decoding beam_size must be a positive int, got 2.0")])
 def test_suite_rejects_bad_decoding_options_before_training(tmp_path,
                                                             options, message):
   from experiments.suite import Suite
