@@ -74,6 +74,7 @@ class Captioner:
     self.image_size = runs.image_size(self.model.config)
     self.tokens = self.vocab.special_tokens(ban_unknown=not allow_unk)
     self.bad_ending_ids = self.vocab.ids_of(vocabulary.BAD_ENDINGS)
+    self.encode = encoder_fn(self.decoder)
     self._searches = {}
 
   def _search_fn(self, method, beam_size, max_length, temperature, top_k,
@@ -131,7 +132,7 @@ class Captioner:
     """float32 images [B, S, S, 3] in 0..255 -> features."""
     if self.decoder.encoder is None:
       raise InputError("this captioner was built without an image encoder")
-    return self.decoder.encode({"image": images}, training=False)
+    return self.encode({"image": images})
 
   def load_images(self, paths):
     """Decodes and resizes image files; bad files raise InputError."""
@@ -191,16 +192,33 @@ class Captioner:
     if search_args.get("method", "beam") == "beam":
       search_args.setdefault("top_k", 1)
     return caption_records(
-        self.decoder, self.vocab, records, self.image_size,
+        self.encode, self.vocab, records, self.image_size,
         lambda f: self.search(f, **search_args), features, batch_size)
 
 
-def caption_records(decoder, vocab, records, image_size, search_fn,
+def encoder_fn(decoder):
+  """batch -> ``decoder.encode(batch)`` at inference, with the image encoder
+  traced into a graph: called eagerly, a Keras functional model keeps every
+  layer's output until it returns (EfficientNet-Lite0 on 16 photos at 448
+  px: 5.9 GB resident against 1.4 GB traced, and 6 times slower)."""
+  encode_images = tf.function(
+      lambda images: decoder.encode({"image": images}, training=False),
+      reduce_retracing=True)
+
+  def encode(batch):
+    if "features" in batch or decoder.encoder is None:
+      return decoder.encode(batch, training=False)
+    return encode_images(batch["image"])
+  return encode
+
+
+def caption_records(encode, vocab, records, image_size, search_fn,
                     features=None, batch_size=64):
   """Best caption {image_id: str} for each record's image.
 
   Args:
-    decoder: CaptionDecoder (with an encoder unless ``features`` is given).
+    encode: batch -> features (``encoder_fn`` of a CaptionDecoder with an
+      encoder unless ``features`` is given).
     vocab: Vocabulary.
     records: list of CaptionRecord.
     image_size: int. Encoder input side, px.
@@ -211,7 +229,7 @@ def caption_records(decoder, vocab, records, image_size, search_fn,
   for batch in pipeline.image_batches(records, image_size, batch_size,
                                       features):
     batch = features.attach(batch) if features is not None else batch
-    result = search_fn(decoder.encode(batch, training=False))
+    result = search_fn(encode(batch))
     for image_id, ids in zip(batch["image_id"].numpy(),
                              result.ids[:, 0].numpy()):
       captions[image_id.decode()] = " ".join(vocab.decode(ids))

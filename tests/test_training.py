@@ -19,8 +19,9 @@ from conftest import REPO
 from im2txt_ext import runs
 from im2txt_ext.config import ExperimentConfig, apply_overrides
 from im2txt_ext.errors import InputError
-from im2txt_ext.inference import Captioner
+from im2txt_ext.inference import Captioner, encoder_fn
 from im2txt_ext.models.decoder import scheduled_sampling_seeds
+from im2txt_ext.training.losses import perplexity
 from im2txt_ext.training.stopping import TrainingStopped
 from im2txt_ext.training.trainer import Trainer, objective_of
 
@@ -46,7 +47,8 @@ def tiny_config(scene_data, **train):
   return config
 
 
-def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
+def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path,
+                                                      monkeypatch):
   config = tiny_config(scene_data, learning_rate=5e-3)
   trainer = Trainer(config, str(tmp_path / "run"), quiet=True)
   summary = trainer.train()
@@ -62,11 +64,26 @@ def test_training_lowers_loss_and_reloads_identically(scene_data, tmp_path):
   expected.vocab = trainer.vocab
   expected.image_size, expected._searches = 32, {}
   expected.tokens = trainer.vocab.special_tokens()
+  expected.encode = encoder_fn(trainer.decoder)
   reloaded = Captioner(str(tmp_path / "run"), which="latest")
   assert reloaded.model.step == 30
+
+  # Inference runs the image encoder traced, never eagerly (an eager call
+  # of a Keras functional model keeps all its layers' outputs alive).
+  image_encodes = []
+  encode = type(reloaded.decoder).encode
+
+  def spy(decoder, batch, training=False):
+    if "image" in batch:
+      image_encodes.append(tf.executing_eagerly())
+    return encode(decoder, batch, training)
+
+  monkeypatch.setattr(type(reloaded.decoder), "encode", spy)
   want = expected.caption_records(records, beam_size=2)
   got = reloaded.caption_records(records, beam_size=2)
   assert got == want and len(got) == len(records)
+  assert perplexity(reloaded.decoder, reloaded.reference_batches(records)) > 1
+  assert image_encodes and not any(image_encodes)
 
 
 def test_sigterm_saves_its_step_and_the_run_resumes_there(scene_data,

@@ -50,12 +50,19 @@ def perplexity(decoder, batches):
   """exp(mean per-word NLL) of the reference captions under the decoder:
   batches with ``input_ids``, ``target_ids``, ``mask`` and images or
   features (e.g. ``Captioner.reference_batches``)."""
-  total, words = 0.0, 0.0
-  for batch in batches:
+  # Traced: eagerly, all the image encoder's activations would stay alive
+  # together (see ``inference.encoder_fn``).
+  @tf.function(reduce_retracing=True)
+  def summed_nll(batch):
     features = decoder.encode(batch, training=False)
     logits, _ = decoder.teacher_forced(features, batch["input_ids"])
     _, token_nll = masked_cross_entropy(logits, batch["target_ids"],
                                         batch["mask"])
-    total += float(tf.reduce_sum(token_nll))
+    return tf.reduce_sum(token_nll)
+
+  total, words = 0.0, 0.0
+  for batch in batches:
+    total += float(summed_nll({k: v for k, v in batch.items()
+                               if k != "image_id"}))
     words += float(tf.reduce_sum(batch["mask"]))
   return float(np.exp(total / max(words, 1.0)))

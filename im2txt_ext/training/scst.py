@@ -21,7 +21,8 @@ cross-entropy divides by the words of its captions, so that
 
 log p(w^s) comes from a teacher-forced pass over the samples (each decoder's
 fast path) in inference mode, as search samples: the same policy, no
-dropout (hard attention attends at its argmax). The samples and the greedy
+dropout (hard attention feeds its inference context, by default the
+expectation). The samples and the greedy
 caption never hold <unk>, as no caption the library emits does. Sampling,
 the rewards and the greedy baseline are the term's ``prepare``, which the
 trainer runs outside its gradient tape. The reward

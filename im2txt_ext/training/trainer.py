@@ -300,6 +300,7 @@ class Trainer:
         lambda f: search.greedy(self.decoder, f, max_length,
                                 tokens=self.vocab.special_tokens()),
         reduce_retracing=True)
+    self._encode = inference.encoder_fn(self.decoder)
 
   def _resume_input(self, dataset, distributed, latest):
     """Makes the distributed iterator, or the plain one where the checkpoint
@@ -458,7 +459,7 @@ class Trainer:
     best checkpoint."""
     records = self.val_records[:self.config.train.validation_images]
     captions = inference.caption_records(
-        self.decoder, self.vocab, records, self.pipeline_config.image_size,
+        self._encode, self.vocab, records, self.pipeline_config.image_size,
         self._greedy, self.features)
     scores = {"val_bleu4": bleu4(captions,
                                  {r.image_id: r.captions for r in records}),
