@@ -461,9 +461,18 @@ def evaluate(step, suite, experiment, label, members, features, paths,
         f"--max_length={suite.max_length}", f"--meteor={meteor}",
         f"--output_dir={test_dir}", "--show=0",
         *(f"--set={o}" for o in experiment.evaluate_set),
-        *(f"--{name}={value}" for name, value in
-          {"beam_size": suite.beam_size, **experiment.decoding}.items())],
+        *(f"--{name}={value}" for name, value in search_flags(
+            suite, experiment).items())],
        log_name)
+
+
+def search_flags(suite, experiment):
+  """The experiment's test search as im2txt-evaluate flags {name: value}:
+  its decoding, with the suite's beam size where it searches by beam."""
+  flags_of = dict(experiment.decoding)
+  if flags_of.get("method", "beam") == "beam":
+    flags_of.setdefault("beam_size", suite.beam_size)
+  return flags_of
 
 
 def main(argv):

@@ -165,8 +165,9 @@ def rows(suite, runs, retrieval, command=""):
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
         "training_seconds": mean_sd([r["seconds"] for r in seeded]),
-        "search": {key: seeded[0]["metrics"].get(key)
-                   for key in ("method", "beam_size", "decoding")},
+        "search": {key: seeded[0]["metrics"][key]
+                   for key in ("method", "beam_size", "decoding")
+                   if key in seeded[0]["metrics"]},
         "per_seed": [] if experiment.ensemble else [
             {"seed": r["seeds"][0], "metrics": {
                 m: r["metrics"].get(m) for m in suite.metrics},

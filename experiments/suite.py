@@ -46,9 +46,10 @@ class Experiment:
   #   of the run's config for its test evaluation only (im2txt-evaluate
   #   --set), for what only inference reads; chosen on the dev split.
   decoding: dict = dataclasses.field(default_factory=dict)  # Its own
-  #   beam size and beam-search options for the test evaluation
-  #   (im2txt-evaluate flags, e.g. {"length_penalty": 0.7}), chosen on the
-  #   dev split; the others keep the suite's beam size and the defaults
+  #   search for the test evaluation (im2txt-evaluate flags: "method",
+  #   beam or greedy, the beam size and that method's options, e.g.
+  #   {"length_penalty": 0.7} or {"method": "greedy"}), chosen on the dev
+  #   split; the others keep the suite's beam size and the defaults
   #   (im2txt_ext.decoding).
   seeds: list = dataclasses.field(default_factory=list)  # Its own seeds,
   #   e.g. three for a main row and one for a costly variant; empty: the
@@ -97,16 +98,25 @@ def ensemble_of(experiment, earlier, path):
 
 
 def check_decoding(experiment, path):
-  """InputError (naming the suite file ``path``) unless each of
-  ``experiment.decoding`` is the beam size (a positive int) or a
-  beam-search option with a value of its default's type, so a typo fails
-  before any training, not at the test evaluation hours later."""
+  """InputError (naming the suite file ``path``) unless
+  ``experiment.decoding`` names the method beam or greedy (default beam)
+  and each of the others is the beam size (a positive int, for beam
+  search) or an option of that method with a value of its default's type,
+  so a typo fails before any training, not at the test evaluation hours
+  later."""
+  method = experiment.decoding.get("method", "beam")
+  if method not in ("beam", "greedy"):
+    raise InputError(f"experiment {experiment.name}: decoding method must "
+                     f"be beam or greedy, got {method!r}", path)
   try:
-    decoding.check_options("beam", experiment.decoding, ("beam_size",))
+    decoding.check_options(method, experiment.decoding, (
+        "method", *(("beam_size",) if method == "beam" else ())))
   except InputError as e:
     raise InputError(f"experiment {experiment.name}: decoding: {e}",
                      path) from None
   for name, value in experiment.decoding.items():
+    if name == "method":
+      continue
     default = decoding.DEFAULTS.get(name, 1)  # beam_size: an int.
     kind = (int, float) if type(default) is float else type(default)
     wanted = ("a positive int" if name == "beam_size"

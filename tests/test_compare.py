@@ -69,6 +69,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
            "set": ["model.embeddings_init={word2vec}"]},
           {"name": "st_scst", "label": "Show and Tell + SCST", "seeds": [1],
            "config": tiny_config(tmp_path / "st.json", "show_and_tell"),
+           "decoding": {"method": "greedy"},
            "set": ["train.init_from={run:st}", "train.scst=true",
                    "train.scst_samples=2", "train.num_steps=3",
                    "train.checkpoint_every=3", "train.validate_every=3"]},
@@ -123,9 +124,9 @@ def test_compare_end_to_end(scene_data, tmp_path):
   from im2txt_ext import devices
   assert f"trained on {devices.describe()}." in table
   assert " images of the test split, beam 2 (st: beam_size 3, " \
-      "length_penalty 0.5, no_bad_endings True); mean ± sample standard " \
-      "deviation over seeds 0, 1 for st, st_ensemble; 1 for soft_w2v, " \
-      "st_scst; 0 for st_cnn;" \
+      "length_penalty 0.5, no_bad_endings True; st_scst: method greedy); " \
+      "mean ± sample standard deviation over seeds 0, 1 for st, " \
+      "st_ensemble; 1 for soft_w2v, st_scst; 0 for st_cnn;" \
       in table
   assert f"features: scene_cnn at 32 px ({weights}, soft_w2v at 48 px), " \
       "frozen, fine-tuned in st_cnn; trained on" in table
@@ -194,6 +195,8 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert st["search"] == {"method": "beam", "beam_size": 3,
                           "decoding": chosen}
   assert document["rows"][1]["search"]["beam_size"] == 2  # The suite's.
+  assert document["rows"][2]["search"] == {
+      "method": "greedy", "decoding": decoding.defaults_of("greedy")}
   assert [r["kind"] for r in document["rows"]] == [
       "measured"] * 5 + ["retrieval", "published"]
   # A row started from another run counts that run's training time too.
@@ -551,7 +554,7 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"length_penalty": 0.7, "beam_width": 5},
      r"experiment st: decoding: beam_width: not an option of the beam "
-     r"search \(it takes beam_size, min_length, "),
+     r"search \(it takes method, beam_size, min_length, "),
     ({"top_p": 0.9}, r"decoding: top_p: not an option of the beam search"),
     ({"length_penalty": "0.7"},
      r"experiment st: decoding length_penalty must be of type float, got "
@@ -562,7 +565,11 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
      r"decoding no_bad_endings must be of type bool, got 1"),
     ({"beam_size": 0}, r"decoding beam_size must be a positive int, got 0"),
     ({"beam_size": 2.0},
-     r"decoding beam_size must be a positive int, got 2.0")])
+     r"decoding beam_size must be a positive int, got 2.0"),
+    ({"method": "sample"},
+     r"experiment st: decoding method must be beam or greedy, got 'sample'"),
+    ({"method": "greedy", "beam_size": 5},
+     r"decoding: beam_size: not an option of the greedy search")])
 def test_suite_rejects_bad_decoding_options_before_training(tmp_path,
                                                             options, message):
   from experiments.suite import Suite

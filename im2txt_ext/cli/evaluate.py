@@ -173,7 +173,9 @@ def main(argv):
   references = {r.image_id: r.captions for r in records}
   metrics = caption_metrics(candidates, references, meteor=FLAGS.meteor)
   metrics.update(extra, images=len(records), seconds=round(seconds, 2),
-                 method=FLAGS.method, beam_size=FLAGS.beam_size,
+                 method=FLAGS.method,
+                 **({"beam_size": FLAGS.beam_size}
+                    if FLAGS.method == "beam" else {}),
                  decoding=decoding.search_options(FLAGS.method))
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.run_dir[0] if FLAGS.run_dir else FLAGS.export, "eval")
