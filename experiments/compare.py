@@ -235,7 +235,7 @@ def features_progress(path, encoder, size):
   """(rows done, rows) of the features cache ``path``, (0, None) where it
   is not started; InputError where it holds features of another encoder or
   image side (never reused as if they were these)."""
-  from im2txt_ext.encoders.features import read_index
+  from im2txt_ext.encoders.feature_index import read_index
   if not os.path.exists(path):
     return 0, None
   index = read_index(path)
@@ -272,8 +272,8 @@ def check_run_image_size(directory, encoder, size):
 
 def feature_kind(config_path):
   from im2txt_ext.config import ExperimentConfig
-  from im2txt_ext.models import decoder_class
-  return decoder_class(ExperimentConfig.load(config_path).model.decoder) \
+  from im2txt_ext.models import registered
+  return registered(ExperimentConfig.load(config_path).model.decoder) \
       .feature_kind
 
 

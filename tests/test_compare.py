@@ -270,6 +270,17 @@ def test_compare_end_to_end(scene_data, tmp_path):
   assert re.fullmatch(r"st seed 1: step 12 of 12 \(checkpoint of "
                       r"\d{4}-\d\d-\d\d \d\d:\d\d\)", lines[3])
   assert lines[6] == "st_cnn seed 0: not started"
+  # The command asks it without importing TensorFlow (seconds of start-up).
+  stub = ("import atexit, sys; atexit.register(lambda: 'tensorflow' in "
+          "sys.modules and print('TensorFlow imported', file=sys.stderr)); "
+          "from experiments.compare import entry; entry()")
+  asked = subprocess.run(
+      [sys.executable, "-c", stub, f"--suite={suite}", f"--output={output}",
+       "--status"], capture_output=True, text=True, timeout=120, cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert asked.returncode == 0, asked.stderr[-3000:]
+  assert "st_cnn seed 0: not started" in asked.stdout
+  assert "TensorFlow imported" not in asked.stderr
 
 
 def test_side_by_side_keeps_order_and_the_limit():

@@ -66,6 +66,8 @@ def tiny_decoder(name):
 @pytest.mark.parametrize("name", sorted(DECODERS))
 def test_decoder_config_and_keras_file_round_trip(name, tmp_path):
   decoder, features, input_ids = tiny_decoder(name)
+  # The registry says without importing it which features it reads.
+  assert DECODERS[name].feature_kind == type(decoder).feature_kind
   config = decoder.get_config()
   assert constructor_arguments(type(decoder)) <= set(config)
   assert {key: config[key] for key in OPTIONS[name]} == OPTIONS[name]

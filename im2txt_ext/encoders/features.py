@@ -10,7 +10,6 @@ Shapes: N images, S image side, L locations, D channels; rows are [N, D]
 ("pooled") or [N, L, D] ("spatial").
 """
 
-import json
 import os
 import time
 
@@ -19,13 +18,10 @@ import tensorflow as tf
 import tqdm
 
 from im2txt_ext.data import pipeline
+from im2txt_ext.encoders.feature_index import (index_path, read_index,
+                                               write_index)
 from im2txt_ext.encoders.specs import OUTPUTS
 from im2txt_ext.errors import InputError
-
-
-def index_path(output):
-  """The JSON index that goes with a features ``.npy`` file."""
-  return os.path.splitext(output)[0] + ".json"
 
 
 def load_image(path, image_size):
@@ -55,27 +51,6 @@ def _bad_image_error(record):
                     "skips such files)", record.image_path)
 
 
-def _write_index(path, index):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(index, f)
-  os.replace(tmp, path)
-
-
-def read_index(path):
-  """Reads the JSON index of a features file (the ``.npy`` or ``.json``)."""
-  if not os.path.exists(path):
-    raise InputError("features file not found", path)
-  path = index_path(path)
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError as e:
-    raise InputError("no features index", path) from e
-  except json.JSONDecodeError as e:
-    raise InputError(f"features index is not valid JSON ({e})", path) from e
-
-
 def _open_cache(output, index):
   """Opens the memory map and the index to resume, or starts new ones."""
   shape = tuple(index["shape"])
@@ -93,7 +68,7 @@ def _open_cache(output, index):
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   array = np.lib.format.open_memmap(output, mode="w+", dtype=np.float16,
                                     shape=shape)
-  _write_index(index_path(output), index)
+  write_index(index_path(output), index)
   return array, index
 
 
@@ -156,7 +131,7 @@ def extract_features(records, encoder, output, kind="pooled", batch_size=32,
     array.flush()
     index["skipped"] += bad
     index["rows_done"] = done
-    _write_index(index_path(output), index)
+    write_index(index_path(output), index)
 
   start = index["rows_done"]
   skipped_before = len(index["skipped"])
@@ -222,7 +197,7 @@ def pool_features(spatial, output):
     array[start:start + 1024] = maps[start:start + 1024].astype(
         np.float32).mean(axis=1)
   array.flush()
-  _write_index(index_path(output), index)
+  write_index(index_path(output), index)
   return index
 
 
