@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Prefix of a `python -c` program: at exit it says on stderr whether it
+# imported TensorFlow (commands that only plan or print need not).
+REPORTS_TENSORFLOW = ("import atexit, sys; atexit.register(lambda: "
+                      "'tensorflow' in sys.modules and print("
+                      "'TensorFlow imported', file=sys.stderr)); ")
 
 
 # How make test spreads the files over its processes (pytest-xdist,

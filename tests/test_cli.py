@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, console_scripts
+from conftest import REPO, REPORTS_TENSORFLOW, console_scripts
 
 
 def _run(module, *args, timeout=300):
@@ -167,9 +167,7 @@ def test_console_script_help_shows_its_usage_and_flags(command, module,
   """--help as an installed console script runs it: its __main__ is a stub
   that imports the command's module, where the docstring and flags are.
   It imports no TensorFlow (seconds of start-up for a help text)."""
-  stub = (f"import atexit, sys; sys.argv[0] = {command!r}; "
-          "atexit.register(lambda: 'tensorflow' in sys.modules and "
-          "print('TensorFlow imported', file=sys.stderr)); "
+  stub = (f"{REPORTS_TENSORFLOW}sys.argv[0] = {command!r}; "
           f"from {module} import {function}; sys.exit({function}())")
   env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
   result = subprocess.run([sys.executable, "-c", stub, "--help"], env=env,

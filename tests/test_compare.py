@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, REPORTS_TENSORFLOW
 
 
 def write_json(path, value):
@@ -271,9 +271,7 @@ def test_compare_end_to_end(scene_data, tmp_path):
                       r"\d{4}-\d\d-\d\d \d\d:\d\d\)", lines[3])
   assert lines[6] == "st_cnn seed 0: not started"
   # The command asks it without importing TensorFlow (seconds of start-up).
-  stub = ("import atexit, sys; atexit.register(lambda: 'tensorflow' in "
-          "sys.modules and print('TensorFlow imported', file=sys.stderr)); "
-          "from experiments.compare import entry; entry()")
+  stub = REPORTS_TENSORFLOW + "from experiments.compare import entry; entry()"
   asked = subprocess.run(
       [sys.executable, "-c", stub, f"--suite={suite}", f"--output={output}",
        "--status"], capture_output=True, text=True, timeout=120, cwd=REPO,
