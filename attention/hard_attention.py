@@ -11,7 +11,9 @@ term whose gradient is that estimate:
   reinforce = -lambda_r * sum_b (R_b - b) * sum_t log p(s_bt) / N
   entropy   = -lambda_e * sum_b sum_t H[alpha_bt] / N
 
-where R_b = log p(y_b | s_b, a) = -sum_t token_nll_bt (held constant), b is
+where R_b = log p(y_b | s_b, a) = -sum_t token_nll_bt (held constant; with
+``reward="per_word"`` R_b / |y_b|, the mean per word, so that the advantage
+is not set by the caption's length), b is
 a moving average of R (b <- decay * b + (1 - decay) * mean R over the
 captions that fed on samples, after each training step, from sums over all
 replicas, so every replica holds the same b) and N is the number of real
@@ -37,6 +39,7 @@ from im2txt_ext.training.objectives import LossTerm
 
 _TINY = 1e-12  # Floor on alpha before taking logs.
 INFERENCE = ("argmax", "expectation")
+REWARDS = ("caption", "per_word")
 
 
 @keras.saving.register_keras_serializable(package="attention")
@@ -53,6 +56,9 @@ class HardAttention(SoftAttention):
     entropy_weight: float. lambda_e of eq. 12. Defaults to 0.01.
     baseline_decay: float. Decay of the moving-average baseline (sec. 4.1
       uses 0.9). Defaults to 0.9.
+    reward: str. R of eq. 10: "caption", the caption's log-likelihood
+      summed over its words (the paper's), or "per_word", its mean per
+      word. Defaults to "caption".
     inference: str. Context when not training (validation, search):
       "expectation" (sum_i alpha_i a_i, as soft attention; what the
       authors' caption generator feeds) or "argmax" (the most likely
@@ -68,16 +74,20 @@ class HardAttention(SoftAttention):
   records = ("location_log_prob", "sampled")
 
   def __init__(self, units, expectation_prob=0.5, reinforce_weight=1.0,
-               entropy_weight=0.01, baseline_decay=0.9,
+               entropy_weight=0.01, baseline_decay=0.9, reward="caption",
                inference="expectation", doubly_stochastic=0.0, **kwargs):
     if inference not in INFERENCE:
       raise ValueError("inference must be 'argmax' or 'expectation', got "
                        f"{inference!r}")
+    if reward not in REWARDS:
+      raise ValueError("reward must be 'caption' or 'per_word', got "
+                       f"{reward!r}")
     super().__init__(units, doubly_stochastic=doubly_stochastic, **kwargs)
     self.expectation_prob = expectation_prob
     self.reinforce_weight = reinforce_weight
     self.entropy_weight = entropy_weight
     self.baseline_decay = baseline_decay
+    self.reward = reward
     self.inference = inference
     # b of eq. 10, float32 scalar; the same on every replica. Untrained
     # state of the layer, as BatchNorm's moving mean. It starts at 0, as
@@ -93,6 +103,7 @@ class HardAttention(SoftAttention):
                   reinforce_weight=self.reinforce_weight,
                   entropy_weight=self.entropy_weight,
                   baseline_decay=self.baseline_decay,
+                  reward=self.reward,
                   inference=self.inference)
     return config
 
@@ -153,8 +164,8 @@ class LocationReinforce(LossTerm):
     aux, mask = forward.aux, inputs.batch["mask"]  # mask [B, T]
     words = tf.maximum(inputs.words, 1.0)
     advantage = tf.stop_gradient(
-        _reward(forward.token_nll) - self.layer.reward_baseline) * \
-        aux["sampled"][:, 0]  # [B]
+        self._reward(forward.token_nll, mask) -
+        self.layer.reward_baseline) * aux["sampled"][:, 0]  # [B]
     log_p_locations = tf.reduce_sum(aux["location_log_prob"] * mask, axis=1)
     reinforce = -self.layer.reinforce_weight * tf.reduce_sum(
         advantage * log_p_locations) / words
@@ -170,7 +181,8 @@ class LocationReinforce(LossTerm):
     "sampled": their number}."""
     forward = inputs.forward()
     sampled = forward.aux["sampled"][:, 0]  # [B]
-    return {"reward": tf.reduce_sum(_reward(forward.token_nll) * sampled),
+    reward = self._reward(forward.token_nll, inputs.batch["mask"])
+    return {"reward": tf.reduce_sum(reward * sampled),
             "sampled": tf.reduce_sum(sampled)}
 
   def update(self, totals):
@@ -182,7 +194,11 @@ class LocationReinforce(LossTerm):
         count > 0, decay * baseline + (1.0 - decay) * totals["reward"] /
         tf.maximum(count, 1.0), baseline))
 
-
-def _reward(token_nll):
-  """R = log p(y | s, a) of each caption: float32 [B] from [B, T]."""
-  return -tf.reduce_sum(token_nll, axis=1)
+  def _reward(self, token_nll, mask):
+    """R of each caption, float32 [B], from token_nll and mask [B, T]:
+    log p(y | s, a), or its mean per word where layer.reward is
+    "per_word"."""
+    log_likelihood = -tf.reduce_sum(token_nll, axis=1)
+    if self.layer.reward == "caption":
+      return log_likelihood
+    return log_likelihood / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)

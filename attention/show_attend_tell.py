@@ -55,7 +55,7 @@ class ShowAttendTell(CaptionDecoder):
     **options: the attention layer's other arguments (``score``,
       ``doubly_stochastic``; for hard attention ``expectation_prob``,
       ``reinforce_weight``, ``entropy_weight``, ``baseline_decay``,
-      ``inference``), where given; the rest go to CaptionDecoder.
+      ``reward``, ``inference``), where given; the rest go to CaptionDecoder.
 
   Reference: Xu et al., "Show, Attend and Tell: Neural Image Caption
   Generation with Visual Attention", ICML 2015.

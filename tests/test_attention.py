@@ -224,6 +224,30 @@ def test_hard_losses_and_reward_baseline_by_hand():
       pytest.approx(-(-2.0 + 0.58) * 2 * half / 5)
 
 
+def test_hard_per_word_reward_is_the_mean_log_likelihood():
+  """The same captions as above with reward="per_word": R = (-2/2, -6/3)
+  = (-1, -2); the baseline follows the per-word R."""
+  decoder = _decoder("hard", reward="per_word", reinforce_weight=3.0)
+  half = float(np.log(0.5))
+  aux = {"attention": tf.fill([2, 3, 2], 0.5),
+         "location_log_prob": tf.constant([[half] * 3, [half] * 3]),
+         "sampled": tf.constant([[1.0] * 3, [1.0] * 3])}
+  batch = {"mask": tf.constant([[1.0, 1, 0], [1, 1, 1]])}
+  token_nll = tf.constant([[1.0, 1, 0], [2, 2, 2]])
+  losses, inputs = _terms(decoder, aux, batch, token_nll)
+  # -lambda_r sum_b R_b sum_t log p(s_bt) / 5 words, both sampled.
+  assert losses["reinforce"] == pytest.approx(
+      -3.0 * (-1.0 * 2 * half + -2.0 * 3 * half) / 5)
+  (term,) = decoder.loss_terms()
+  statistics = term.statistics(inputs)
+  assert {k: float(v) for k, v in statistics.items()} == \
+      {"reward": -3.0, "sampled": 2.0}
+  term.update(statistics)
+  assert float(decoder.reward_baseline) == pytest.approx(0.1 * -1.5)
+  with pytest.raises(ValueError, match="reward must be"):
+    _decoder("hard", reward="sentence")
+
+
 def _one_hot_map(query_logits, **options):
   """A dot-score hard attention layer over one-hot features (location i's
   feature is e_i), so that alpha = softmax(query) and the context names the
