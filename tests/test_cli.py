@@ -153,6 +153,15 @@ def test_evaluate_command(trained_run, scene_data, tmp_path):
   assert 1.0 < metrics["perplexity"] < vocab_size + 1
   per_image = json.loads((tmp_path / "captions.json").read_text())
   assert len(per_image) == 16 and len(per_image[0]["references"]) == 5
+  # Batches of 3 (the last of 1) give the same captions and perplexity.
+  batched = tmp_path / "batched"
+  result = _run("im2txt_ext.cli.evaluate", f"--run_dir={run_dir}",
+                f"--captions={paths['test']}", "--meteor=false",
+                "--batch_size=3", f"--output_dir={batched}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((batched / "captions.json").read_text()) == per_image
+  assert json.loads((batched / "metrics.json").read_text())[
+      "perplexity"] == pytest.approx(metrics["perplexity"], rel=1e-5)
 
 
 def test_setup_declares_the_console_scripts():

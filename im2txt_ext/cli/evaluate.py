@@ -52,6 +52,9 @@ def define_flags():
                             "reads), e.g. --set model.decoder_options."
                             "inference=expectation for hard attention.")
   flags.DEFINE_integer("max_length", 20, "Most words per caption.")
+  flags.DEFINE_integer("batch_size", 64, "Images per batch (a smaller one "
+                       "lowers the memory peak with images at a large "
+                       "size).", lower_bound=1)
   flags.DEFINE_integer("limit", 0, "Evaluate only the first N images (0 = "
                        "all).")
   flags.DEFINE_integer("show", 5, "Print this many images' captions.")
@@ -97,7 +100,8 @@ def caption_with_checkpoint(records, run_config):
     captioner.model.config.data.features = FLAGS.features
     features = runs.cached_features(captioner.model.config)
   candidates = captioner.caption_records(
-      records, features, method=FLAGS.method, beam_size=FLAGS.beam_size,
+      records, features, batch_size=FLAGS.batch_size,
+      method=FLAGS.method, beam_size=FLAGS.beam_size,
       max_length=FLAGS.max_length, **decoding.search_options(FLAGS.method))
   extra = {"checkpoint_step": captioner.model.step}
   if len(captioner.members) > 1:
@@ -107,7 +111,8 @@ def caption_with_checkpoint(records, run_config):
     extra["overrides"] = FLAGS.set
   if FLAGS.perplexity:
     extra["perplexity"] = perplexity(
-        captioner.decoder, captioner.reference_batches(records, features))
+        captioner.decoder, captioner.reference_batches(
+            records, features, batch_size=FLAGS.batch_size))
   return candidates, extra
 
 
@@ -126,8 +131,8 @@ def caption_with_export(records):
                      "--length_normalization", FLAGS.export)
   caption = export.load(FLAGS.export).signatures["caption_with_options"]
   candidates = {}
-  for i in range(0, len(records), 32):
-    chunk = records[i:i + 32]
+  for i in range(0, len(records), FLAGS.batch_size):
+    chunk = records[i:i + FLAGS.batch_size]
     out = caption(images=tf.constant([read_image_bytes(r.image_path)
                                       for r in chunk]),
                   beam_size=tf.constant(FLAGS.beam_size),
