@@ -6,6 +6,8 @@ runs wherever the data lives), the frozen image encoder whose cached
 features every experiment trains on, the experiments (each an experiment
 config of ``experiments/configs/`` plus ``--set`` overrides), the seeds,
 the search used for evaluation, and the retrieval baseline's settings.
+Overrides that several experiments share (e.g. the SCST recipe) are
+written once, as a named recipe of the suite that each of them names.
 """
 
 import dataclasses
@@ -38,6 +40,10 @@ class Experiment:
   name: str = ""  # Short name: the run directory and the report key.
   label: str = ""  # What the table calls it.
   config: str = ""  # Experiment config JSON (model and schedule).
+  recipes: list = dataclasses.field(default_factory=list)  # Names of the
+  #   suite's recipes whose overrides come first, in this order, before
+  #   its own set (which thus overrides them); Suite.load expands them
+  #   into set.
   set: list = dataclasses.field(default_factory=list)  # Extra overrides
   #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors and
   #   "{run:NAME}" for the run of an earlier experiment NAME with the same
@@ -84,8 +90,8 @@ def ensemble_of(experiment, earlier, path):
   if experiment.ensemble not in members:
     raise InputError(f"experiment {experiment.name}: ensemble must name an "
                      "experiment listed before it that trains runs", path)
-  own = [name for name in ("config", "set", "seeds", "image_size",
-                           "evaluate_set", "decoding")
+  own = [name for name in ("config", "recipes", "set", "seeds",
+                           "image_size", "evaluate_set", "decoding")
          if getattr(experiment, name)]
   if own:
     raise InputError(f"experiment {experiment.name}: an ensemble takes "
@@ -95,6 +101,30 @@ def ensemble_of(experiment, earlier, path):
       experiment, config=named.config, seeds=list(named.seeds),
       image_size=named.image_size, evaluate_set=list(named.evaluate_set),
       decoding=dict(named.decoding))
+
+
+def with_recipes(experiment, recipes, path):
+  """``experiment`` with the overrides of the recipes it names (of the
+  suite's ``recipes``, name -> list of "a.b=value") put before its own
+  ``set``; InputError (naming the suite file ``path``) where it names an
+  unknown one."""
+  unknown = [name for name in experiment.recipes if name not in recipes]
+  if unknown:
+    raise InputError(f"experiment {experiment.name}: unknown recipe(s) "
+                     f"{unknown}; the suite's: {sorted(recipes)}", path)
+  return dataclasses.replace(experiment, recipes=[], set=[
+      *(item for name in experiment.recipes for item in recipes[name]),
+      *experiment.set])
+
+
+def check_recipes(recipes, path):
+  """InputError (naming the suite file ``path``) unless each of
+  ``recipes`` is a list of overrides "a.b=value"."""
+  for name, items in recipes.items():
+    if not isinstance(items, list) or not all(
+        isinstance(item, str) and "=" in item for item in items):
+      raise InputError(f"recipe {name}: must be a list of overrides "
+                       f"'a.b=value', got {items!r}", path)
 
 
 def check_decoding(experiment, path):
@@ -158,6 +188,9 @@ class Suite:
   word2vec: list = dataclasses.field(default_factory=list)  # im2txt-word2vec
   #   flags for the vectors that "{word2vec}" names (trained on the
   #   training captions once).
+  recipes: dict = dataclasses.field(default_factory=dict)  # Name -> list
+  #   of overrides "a.b=value" that the experiments naming it share (e.g.
+  #   {"scst": ["train.scst=true", ...]}), written once.
   experiments: list[Experiment] = dataclasses.field(default_factory=list)
   metrics: list = dataclasses.field(default_factory=lambda: list(
       METRICS))  # The table's columns: names of KNOWN_METRICS.
@@ -191,10 +224,13 @@ class Suite:
     if set(suite.curves) - set(names):
       raise InputError(f"curves names unknown experiments "
                        f"{sorted(set(suite.curves) - set(names))}", path)
+    check_recipes(suite.recipes, path)
     for i, experiment in enumerate(suite.experiments):
       if experiment.ensemble:
         suite.experiments[i] = ensemble_of(experiment, suite.experiments[:i],
                                            path)
+      else:
+        suite.experiments[i] = with_recipes(experiment, suite.recipes, path)
     seeds = suite.experiment_seeds()
     for i, experiment in enumerate(suite.experiments):
       for name in experiment.runs_needed():

@@ -560,6 +560,70 @@ def test_suite_run_placeholder_needs_the_seeds_it_starts_from(tmp_path):
   assert loaded.experiment_seeds([2, 3]) == {"st": [2, 3], "scst": [2, 3]}
 
 
+def test_suite_recipes_come_before_an_experiments_own_overrides(tmp_path):
+  from experiments.suite import Suite
+  from im2txt_ext.config import ExperimentConfig, apply_overrides
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  loaded = Suite.load(write_json(tmp_path / "suite.json", {
+      "recipes": {"scst": ["train.scst=true", "train.learning_rate=0.0001"],
+                  "short": ["train.num_steps=4", "train.init_from={run:st}"]},
+      "experiments": [
+          {"name": "st", "config": config},
+          {"name": "scst", "config": config, "recipes": ["scst", "short"],
+           "set": ["train.learning_rate=0.0002"]},
+          {"name": "scst_all", "ensemble": "scst"}]}))
+  scst = loaded.experiments[1]
+  assert (scst.recipes, scst.set) == ([], [
+      "train.scst=true", "train.learning_rate=0.0001", "train.num_steps=4",
+      "train.init_from={run:st}", "train.learning_rate=0.0002"])
+  assert scst.runs_needed() == ["st"]  # A recipe's placeholders count.
+  train = apply_overrides(ExperimentConfig.load(config), [
+      s for s in scst.set if "{run:" not in s]).train
+  assert (train.scst, train.num_steps, train.learning_rate) == (
+      True, 4, 0.0002)  # The experiment's own setting wins.
+  assert loaded.experiments[0].set == loaded.experiments[2].set == []
+
+
+@pytest.mark.parametrize("suite, message", [
+    ({"experiments": [{"name": "st", "recipes": ["scts"]}]},
+     r"experiment st: unknown recipe\(s\) \['scts'\]; the suite's: "
+     r"\['scst'\]"),
+    ({"recipes": {"scst": "train.scst=true"}, "experiments": [
+        {"name": "st"}]},
+     r"recipe scst: must be a list of overrides 'a.b=value', got "
+     r"'train.scst=true'"),
+    ({"recipes": {"scst": ["train.scst"]}, "experiments": [{"name": "st"}]},
+     r"recipe scst: must be a list of overrides"),
+    ({"experiments": [{"name": "st"}, {"name": "all", "ensemble": "st",
+                                       "recipes": ["scst"]}]},
+     r"experiment all: an ensemble takes recipes from st"),
+])
+def test_suite_rejects_bad_recipes(tmp_path, suite, message):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  suite.setdefault("recipes", {"scst": ["train.scst=true"]})
+  for experiment in suite["experiments"]:
+    if "ensemble" not in experiment:
+      experiment["config"] = config
+  with pytest.raises(InputError, match=message):
+    Suite.load(write_json(tmp_path / "suite.json", suite))
+
+
+@pytest.mark.parametrize("name", [
+    path.name for path in sorted((REPO / "experiments/suites").glob("*.json"))
+    if isinstance(json.loads(path.read_text()), dict)])  # Not decodings.
+def test_the_repositorys_suites_load_and_their_overrides_apply(name,
+                                                               monkeypatch):
+  from experiments.suite import Suite
+  from im2txt_ext.config import ExperimentConfig, apply_overrides
+  monkeypatch.chdir(REPO)
+  suite = Suite.load(f"experiments/suites/{name}")
+  for experiment in suite.trained():
+    settings = [re.sub(r"\{[^}]*\}", "runs/x", s) for s in experiment.set]
+    apply_overrides(ExperimentConfig.load(experiment.config), settings)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"length_penalty": 0.7, "beam_width": 5},
      r"experiment st: decoding: beam_width: not an option of the beam "
