@@ -621,7 +621,18 @@ def test_the_repositorys_suites_load_and_their_overrides_apply(name,
   suite = Suite.load(f"experiments/suites/{name}")
   for experiment in suite.trained():
     settings = [re.sub(r"\{[^}]*\}", "runs/x", s) for s in experiment.set]
-    apply_overrides(ExperimentConfig.load(experiment.config), settings)
+    values = apply_overrides(ExperimentConfig.load(experiment.config),
+                             settings).to_dict()
+    for key, raw in dict(s.split("=", 1) for s in settings).items():
+      *sections, leaf = key.split(".")
+      target = values
+      for section in sections:
+        target = target[section]
+      try:
+        expected = json.loads(raw)
+      except json.JSONDecodeError:
+        expected = raw
+      assert target[leaf] == expected, (experiment.name, key)
 
 
 @pytest.mark.parametrize("options, message", [
