@@ -1,11 +1,14 @@
-"""The metrics wrapper against known values, and the retrieval baseline."""
+"""The metrics wrapper against known values, BLEU under the two tokenisation
+protocols, and the retrieval baseline."""
 
+import json
 import math
 import shutil
 
 import numpy as np
 import pytest
 
+from experiments.bleu_protocols import bleu_by_protocol, read_records
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
 from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
@@ -50,6 +53,30 @@ def test_empty_candidate_is_scored_not_a_crash():
 
 @pytest.mark.skipif(shutil.which("java") is None,
                     reason="METEOR needs Java, which is not installed")
+def test_a_kept_final_period_is_one_free_unigram_match():
+  # "a cat runs" against "A dog runs .": 2 of 3 words match without
+  # punctuation; with the period kept, 3 of 4. Equal lengths: no brevity
+  # penalty, so BLEU-1 is the unigram precision.
+  scores = bleu_by_protocol([{"generated": "a cat runs",
+                              "references": ["A dog runs ."]}])
+  assert scores["library (no punctuation)"][0] == pytest.approx(2 / 3, abs=1e-6)
+  assert scores["final period kept"][0] == pytest.approx(3 / 4, abs=1e-6)
+  # Bigrams: none of "a cat", "cat runs" is the reference's; with the
+  # period, "runs ." is: 1 of 3, so BLEU-2 = sqrt(3/4 * 1/3) = 1/2.
+  assert scores["library (no punctuation)"][1] < 1e-6
+  assert scores["final period kept"][1] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_captions_file_that_is_not_an_evaluation_is_one_clear_error(tmp_path):
+  path = tmp_path / "captions.json"
+  path.write_text(json.dumps({"generated": "a dog"}))
+  with pytest.raises(InputError, match=r"captions\.json: expected a non-empty"):
+    read_records(str(path))
+  path.write_text("[{")
+  with pytest.raises(InputError, match=r"captions\.json:1: not JSON"):
+    read_records(str(path))
+
+
 def test_meteor_with_java():
   refs = {"A": ["a red circle above a blue square"]}
   same = caption_metrics({"A": refs["A"][0]}, refs)
