@@ -1,5 +1,6 @@
-"""The metrics wrapper against known values, BLEU under the two tokenisation
-protocols, and the retrieval baseline."""
+"""The metrics wrapper against known values, the analysis of saved captions
+(BLEU under two tokenisations, copies of training captions), and the retrieval
+baseline."""
 
 import json
 import math
@@ -8,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments.bleu_protocols import bleu_by_protocol, read_records
+from experiments.caption_analysis import (
+    bleu_by_protocol, copied_share, read_records)
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
 from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
@@ -59,12 +61,21 @@ def test_a_kept_final_period_is_one_free_unigram_match():
   # penalty, so BLEU-1 is the unigram precision.
   scores = bleu_by_protocol([{"generated": "a cat runs",
                               "references": ["A dog runs ."]}])
-  assert scores["library (no punctuation)"][0] == pytest.approx(2 / 3, abs=1e-6)
-  assert scores["final period kept"][0] == pytest.approx(3 / 4, abs=1e-6)
+  assert scores["library"][0] == pytest.approx(2 / 3, abs=1e-6)
+  assert scores["period kept"][0] == pytest.approx(3 / 4, abs=1e-6)
   # Bigrams: none of "a cat", "cat runs" is the reference's; with the
   # period, "runs ." is: 1 of 3, so BLEU-2 = sqrt(3/4 * 1/3) = 1/2.
-  assert scores["library (no punctuation)"][1] < 1e-6
-  assert scores["final period kept"][1] == pytest.approx(0.5, abs=1e-6)
+  assert scores["library"][1] < 1e-6
+  assert scores["period kept"][1] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_copies_of_training_captions_are_counted_after_tokenisation():
+  records = [{"generated": "a dog runs", "references": ["x"]},
+             {"generated": "A dog runs .", "references": ["x"]},
+             {"generated": "a dog runs fast", "references": ["x"]},
+             {"generated": "two cats", "references": ["x"]}]
+  training = ["A dog runs!", "Two cats sleep ."]
+  assert copied_share(records, training) == 0.5
 
 
 def test_captions_file_that_is_not_an_evaluation_is_one_clear_error(tmp_path):

@@ -1,0 +1,115 @@
+"""What an evaluation's saved captions say beyond the table.
+
+Reads the ``captions.json`` an evaluation wrote (each photo's ``generated``
+caption and its ``references``) and re-scores it; it chooses nothing.
+
+BLEU under two tokenisations. The table scores captions the way the COCO
+evaluator does (lower case, punctuation dropped). The 2015 papers scored
+Flickr8k before that protocol was common, and Flickr8k's own references
+end in " ."; kept as a token on both sides, that period is one free
+unigram match per caption.
+
+Copies. With ``--train_captions``, the share of generated captions that
+are word for word a training caption (after tokenisation), the measure of
+a decoder that recalls sentences instead of describing the photo
+(Vinyals et al. 2016, "Lessons learned"); the table's "distinct" column
+is its companion.
+
+  python -m experiments.caption_analysis \
+      --captions=results/flickr8k/runs/hard_attention-seed0/test/captions.json \
+      --train_captions=../shared/data/flickr8k/Flickr8k.token.txt
+"""
+
+import json
+import os
+
+from absl import flags
+
+from im2txt_ext.data.tokenizer import tokenize
+
+PROTOCOLS = {
+    "library": lambda caption: " ".join(tokenize(caption)),
+    "period kept": lambda caption: " ".join(tokenize(caption) + ["."]),
+}
+
+
+def bleu_by_protocol(records):
+  """{protocol: [BLEU-1, ..., BLEU-4]} of records, each a dict with a
+  ``generated`` caption and its ``references``."""
+  from pycocoevalcap.bleu.bleu import Bleu
+  scores = {}
+  for name, tokenised in PROTOCOLS.items():
+    candidates = {i: [tokenised(r["generated"])] for i, r in enumerate(records)}
+    references = {i: [tokenised(c) for c in r["references"]]
+                  for i, r in enumerate(records)}
+    bleu, _ = Bleu(4).compute_score(references, candidates, verbose=0)
+    scores[name] = [float(b) for b in bleu]
+  return scores
+
+
+def copied_share(records, training_captions):
+  """The share of records whose generated caption, tokenised, is one of
+  ``training_captions`` tokenised."""
+  seen = {tuple(tokenize(c)) for c in training_captions}
+  return sum(tuple(tokenize(r["generated"])) in seen
+             for r in records) / len(records)
+
+
+def read_records(path):
+  """The records of an evaluation's captions.json; InputError if it is not
+  one."""
+  from im2txt_ext.errors import InputError
+  if not os.path.isfile(path):
+    raise InputError("captions file not found", path)
+  try:
+    with open(path) as f:
+      records = json.load(f)
+  except json.JSONDecodeError as e:
+    raise InputError(f"not JSON ({e.msg})", path, e.lineno) from None
+  if not isinstance(records, list) or not records or not all(
+      isinstance(r, dict) and isinstance(r.get("generated"), str)
+      and r.get("references") for r in records):
+    raise InputError("expected a non-empty list of records with 'generated' "
+                     "and 'references' (an evaluation's captions.json)", path)
+  return records
+
+
+def define_flags():
+  flags.DEFINE_list("captions", None, "captions.json files written by "
+                    "im2txt-evaluate or the comparison driver.", required=True)
+  flags.DEFINE_string("train_captions", None, "A caption file (any format "
+                      "the readers take); with it, the share of captions "
+                      "copied from its training split is printed.")
+  flags.DEFINE_string("train_split", "train", "That file's training split.")
+
+
+def main(argv):
+  del argv
+  from im2txt_ext.data.readers import read_dataset, split_records
+  f = flags.FLAGS
+  evaluations = {path: read_records(path) for path in f.captions}
+  training = None
+  if f.train_captions:
+    training = [c for r in split_records(read_dataset(f.train_captions),
+                                         f.train_split, f.train_captions)
+                for c in r.captions]
+  print("| captions | BLEU-1 | BLEU-4 | BLEU-1, period kept | "
+        "BLEU-4, period kept | copied from training |")
+  print("|---|---|---|---|---|---|")
+  for path, records in evaluations.items():
+    bleu = bleu_by_protocol(records)
+    copied = "n/a" if training is None else \
+        f"{copied_share(records, training):.3f}"
+    print(f"| {path} | {bleu['library'][0]:.3f} | {bleu['library'][3]:.3f} | "
+          f"{bleu['period kept'][0]:.3f} | {bleu['period kept'][3]:.3f} | "
+          f"{copied} |")
+
+
+def entry():
+  from im2txt_ext.cli import run
+  define_flags()
+  run(main)
+
+
+if __name__ == "__main__":
+  entry()
