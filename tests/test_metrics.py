@@ -53,8 +53,6 @@ def test_empty_candidate_is_scored_not_a_crash():
     caption_metrics({"A": "a"}, {})
 
 
-@pytest.mark.skipif(shutil.which("java") is None,
-                    reason="METEOR needs Java, which is not installed")
 def test_a_kept_final_period_is_one_free_unigram_match():
   # "a cat runs" against "A dog runs .": 2 of 3 words match without
   # punctuation; with the period kept, 3 of 4. Equal lengths: no brevity
@@ -88,6 +86,8 @@ def test_captions_file_that_is_not_an_evaluation_is_one_clear_error(tmp_path):
     read_records(str(path))
 
 
+@pytest.mark.skipif(shutil.which("java") is None,
+                    reason="METEOR needs Java, which is not installed")
 def test_meteor_with_java():
   refs = {"A": ["a red circle above a blue square"]}
   same = caption_metrics({"A": refs["A"][0]}, refs)
