@@ -4,10 +4,10 @@ Reads the ``captions.json`` an evaluation wrote (each photo's ``generated``
 caption and its ``references``) and re-scores it; it chooses nothing.
 
 BLEU under two tokenisations. The table scores captions the way the COCO
-evaluator does (lower case, punctuation dropped). The 2015 papers scored
-Flickr8k before that protocol was common, and Flickr8k's own references
-end in " ."; kept as a token on both sides, that period is one free
-unigram match per caption.
+evaluator does (lower case, punctuation dropped). Flickr8k's references
+end in " ."; kept as a token on both sides, as a script that only splits
+on spaces would keep it, that period is one free unigram match per
+caption.
 
 Copies. With ``--train_captions``, the share of generated captions that
 are word for word a training caption (after tokenisation), the measure of
