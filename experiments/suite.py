@@ -16,6 +16,7 @@ import re
 
 from im2txt_ext import decoding
 from im2txt_ext.config import load_json
+from im2txt_ext.encoders.specs import encoder_side
 from im2txt_ext.errors import InputError
 
 RUN_PLACEHOLDER = re.compile(r"\{run:([^}]*)\}")  # See Experiment.set.
@@ -232,11 +233,18 @@ class Suite:
       else:
         suite.experiments[i] = with_recipes(experiment, suite.recipes, path)
     seeds = suite.experiment_seeds()
+    sides = {e.name: encoder_side(suite.encoder, e.image_size or
+                                  suite.image_size) for e in suite.experiments}
     for i, experiment in enumerate(suite.experiments):
       for name in experiment.runs_needed():
         if name not in names[:i]:
           raise InputError(f"experiment {experiment.name}: {{run:{name}}} "
                            "must name an experiment listed before it", path)
+        if sides[experiment.name] != sides[name]:
+          raise InputError(
+              f"experiment {experiment.name}: image side "
+              f"{sides[experiment.name]} px, not that of {name} "
+              f"({sides[name]} px), whose runs it starts from", path)
         if set(seeds[experiment.name]) - set(seeds[name]):
           raise InputError(
               f"experiment {experiment.name}: seeds {seeds[experiment.name]}"

@@ -510,6 +510,26 @@ def test_suite_run_placeholder_must_name_an_earlier_experiment(tmp_path):
     Suite.load(suite)
 
 
+def test_suite_run_placeholder_must_name_an_experiment_of_the_same_side(
+    tmp_path):
+  """A row starting from another's runs sees the same grid: soft attention's
+  weights fit any grid, so a 7x7 row would otherwise train silently from a
+  14x14 one."""
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  source = {"name": "st", "config": config, "image_size": 448}
+  scst = {"name": "scst", "config": config,
+          "set": ["train.init_from={run:st}"]}
+  with pytest.raises(InputError, match=r"experiment scst: image side 224 px, "
+                     r"not that of st \(448 px\), whose runs it starts from"):
+    Suite.load(write_json(tmp_path / "suite.json",
+                          {"experiments": [source, scst]}))
+  same = Suite.load(write_json(tmp_path / "suite.json", {
+      "image_size": 448, "experiments": [source, scst]}))
+  assert [e.name for e in same.experiments] == ["st", "scst"]
+
+
 def test_suite_ensemble_names_an_earlier_experiment_and_takes_its_setup(
     tmp_path):
   from experiments.suite import Suite
