@@ -48,7 +48,8 @@ class Experiment:
   set: list = dataclasses.field(default_factory=list)  # Extra overrides
   #   "a.b=value"; "{word2vec}" stands for the suite's word2vec vectors and
   #   "{run:NAME}" for the run of an earlier experiment NAME with the same
-  #   seed (e.g. "train.init_from={run:show_and_tell}" to fine-tune it).
+  #   seed (e.g. "train.init_from={run:show_and_tell}" to fine-tune it),
+  #   which must have this experiment's image side.
   evaluate_set: list = dataclasses.field(default_factory=list)  # Overrides
   #   of the run's config for its test evaluation only (im2txt-evaluate
   #   --set), for what only inference reads; chosen on the dev split.
