@@ -14,9 +14,10 @@ SIGTERM or Ctrl-C reaches its trainings, which save their step first):
   3. per experiment and seed: im2txt-train (checkpoints picked by validation
      BLEU-4), then im2txt-evaluate on the test split (beam search); an
      experiment that sets "data.features=" trains and is evaluated on the
-     images themselves (e.g. to fine-tune the CNN). --jobs=N runs up to N
-     of these side by side, an experiment that starts from another's run
-     ("{run:NAME}") after that run;
+     images themselves (e.g. to fine-tune the CNN), and has no features
+     extracted for it. --jobs=N runs up to N of these side by side, an
+     experiment that starts from another's run ("{run:NAME}") after that
+     run;
   4. im2txt-retrieve: the nearest-neighbour consensus baseline;
   5. the report (experiments/report.py): results.md, results.json,
      curves.png, attention figures and report.html.
@@ -216,11 +217,14 @@ def feature_files(suite, output):
   """The cached features a comparison in ``output`` needs, in the order it
   extracts them ({(kind, image side): path}: retrieval needs the suite's
   pooled ones; spatial ones come first, the pooled are their mean), and
-  {experiment name: the (kind, image side) it reads}."""
+  {experiment name: the (kind, image side) it reads}. An experiment that
+  trains on the images (and an ensemble of its runs) needs none."""
   reads = {e.name: (feature_kind(e.config), e.image_size or suite.image_size)
            for e in suite.experiments}
-  needed = sorted(set(reads.values()) | {("pooled", suite.image_size)},
-                  reverse=True)
+  on_images = {e.name for e in suite.experiments if e.trains_on_images()}
+  needed = sorted({reads[e.name] for e in suite.experiments
+                   if (e.ensemble or e.name) not in on_images}
+                  | {("pooled", suite.image_size)}, reverse=True)
   return {key: features_path(output, suite, *key) for key in needed}, reads
 
 
@@ -350,12 +354,12 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
   def training(experiment, seed):
     return lambda: train_and_evaluate(
         step, suite, experiment, seed, output, paths,
-        features[reads[experiment.name]], reads[experiment.name][1],
+        features.get(reads[experiment.name], ""), reads[experiment.name][1],
         word2vec, meteor)
   def ensemble(experiment):
     return lambda: evaluate_ensemble(
         step, suite, experiment, seeds[experiment.name], output, paths,
-        features[reads[experiment.name]], meteor)
+        features.get(reads[experiment.name], ""), meteor)
   tasks = {(experiment.name, seed): (
       [(name, seed) for name in experiment.runs_needed()],
       training(experiment, seed))
@@ -421,26 +425,32 @@ def train_and_evaluate(step, suite, experiment, seed, output, paths,
     summary["resumed"] = resumed
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2)
-  # A run trained from images (an experiment that sets "data.features=",
-  # e.g. to fine-tune the CNN) is evaluated on images with its own CNN.
+  evaluate(step, suite, experiment, label, [directory],
+           evaluation_features(directory, features), paths, meteor,
+           f"evaluate_{experiment.name}_seed{seed}")
+
+
+def evaluation_features(directory, features):
+  """What the run in ``directory`` is evaluated on: ``features``, or ""
+  (the images, through its own CNN) where it was trained on the images (an
+  experiment that sets "data.features=", e.g. to fine-tune the CNN)."""
   from im2txt_ext import runs
   from im2txt_ext.config import ExperimentConfig
   cached = ExperimentConfig.load(os.path.join(
       directory, runs.CONFIG_FILE)).data.features
-  evaluate(step, suite, experiment, label, [directory],
-           features if cached else "", paths, meteor,
-           f"evaluate_{experiment.name}_seed{seed}")
+  return features if cached else ""
 
 
 def evaluate_ensemble(step, suite, experiment, seeds, output, paths,
                       features, meteor):
   """im2txt-evaluate of the runs of ``experiment.ensemble`` with ``seeds``
-  searched as one model, on ``features``."""
+  searched as one model, on ``features`` (see evaluation_features)."""
   members = [trained_run(output, experiment.ensemble, seed,
                          f"ensemble {experiment.name}") for seed in seeds]
   evaluate(step, suite, experiment, f"{experiment.name} (ensemble of "
            f"{experiment.ensemble} seeds {', '.join(map(str, seeds))})",
-           members, features, paths, meteor, f"evaluate_{experiment.name}",
+           members, evaluation_features(members[0], features), paths,
+           meteor, f"evaluate_{experiment.name}",
            ensemble_dir(output, experiment.name))
 
 

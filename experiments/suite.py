@@ -76,6 +76,12 @@ class Experiment:
     return [run_dir(output, self.ensemble or self.name, seed)
             for seed in seeds]
 
+  def trains_on_images(self):
+    """Whether its runs train, and are evaluated, on the images themselves
+    (its set clears "data.features=", e.g. to fine-tune the CNN), so that
+    it reads no cached features."""
+    return "data.features=" in self.set
+
   def runs_needed(self):
     """Names of the experiments whose runs its "{run:NAME}" settings
     start from."""

@@ -724,6 +724,27 @@ def test_compare_names_a_missing_data_path(tmp_path):
       "'scenes' not found")
 
 
+def test_rows_trained_on_the_images_need_no_cached_features(tmp_path):
+  """A row that fine-tunes the CNN at its own side (and an ensemble of its
+  runs) reads the images, so no features are extracted at that side; the
+  suite's pooled ones are, for retrieval."""
+  from experiments.compare import feature_files
+  from experiments.suite import Suite
+  soft = tiny_config(tmp_path / "soft.json", "soft_attention")
+  suite = Suite.load(write_json(tmp_path / "suite.json", {
+      "encoder": "scene_cnn", "experiments": [
+          {"name": "soft", "config": soft, "image_size": 48},
+          {"name": "soft_cnn", "config": soft, "image_size": 64,
+           "set": ["train.init_from=elsewhere", "data.features="]},
+          {"name": "soft_cnn_ensemble", "ensemble": "soft_cnn"}]}))
+  features, reads = feature_files(suite, str(tmp_path))
+  assert list(features) == [("spatial", 48), ("pooled", 0)]
+  assert features["spatial", 48].endswith("scene_cnn_48px_spatial.npy")
+  assert reads["soft_cnn"] == reads["soft_cnn_ensemble"] == ("spatial", 64)
+  suite.experiments = suite.experiments[1:]  # --only=soft_cnn,...
+  assert list(feature_files(suite, str(tmp_path))[0]) == [("pooled", 0)]
+
+
 def test_compare_refuses_features_or_runs_at_another_image_size(tmp_path):
   """A cached features file or an earlier run at another image side is
   never taken for one at the side the suite asks (e.g. after a suite moves
