@@ -1,12 +1,14 @@
 """The cost of fine-tuning the CNN: one training step of the Flickr8k soft
-attention model on 224-px images, with EfficientNet-Lite0 frozen (its
+attention model on 224-px images (``--image_size=448``: the 14x14 grid's),
+with EfficientNet-Lite0 frozen (its
 forward pass only) and fine-tuned (``train.train_encoder_after``) with its
 BatchNorm frozen or on batch statistics (``train.encoder_batch_norm``).
 
   make bench-finetune      (python -m benchmarks.bench_finetune)
 
-Prints images/s of each (timed in turns) and the hours that the Flickr8k
-schedule's 6000 steps of 64 would take at that rate; the weights are
+Prints images/s of each (timed in turns) and the hours that ``--steps``
+steps of 64 would take at that rate (6000: the Flickr8k schedule; 2000:
+the soft-attention fine-tuning of experiments/suites/flickr8k_finetune.json); the weights are
 random (the arithmetic is that of the ImageNet ones), so it needs no asset.
 """
 
@@ -22,6 +24,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 64, "Images (one caption each) per step.")
 flags.DEFINE_string("config", "experiments/configs/flickr8k/soft_attention"
                     ".json", "The experiment whose model is timed.")
+flags.DEFINE_integer("image_size", 224, "Side of the timed photos, px.")
+flags.DEFINE_integer("steps", 6000, "Steps of 64 whose hours are printed.")
 flags.DEFINE_integer("vocab_size", 2600, "Words (Flickr8k's with min_word_"
                      "count 5: about 2,600).")
 
@@ -57,8 +61,10 @@ def main(argv):
   config = ExperimentConfig.load(FLAGS.config)
   config.model.encoder_weights = ""  # Random: the same arithmetic.
   config.train.encoder_learning_rate_scale = 0.1
+  config.data.image_size = FLAGS.image_size
   n = FLAGS.batch
-  images = tf.random.uniform([n, 224, 224, 3], 0, 255)
+  side = config.data.image_size
+  images = tf.random.uniform([n, side, side, 3], 0, 255)
   ids = tf.random.uniform([n, _WORDS], 3, FLAGS.vocab_size, tf.int32)
   batch = {"image": images, "input_ids": ids,
            "target_ids": tf.roll(ids, -1, axis=1),
@@ -73,10 +79,10 @@ def main(argv):
   seconds = common.time_calls(fns, warmup=1, min_seconds=10.0, min_runs=3)
   for name, s in seconds.items():
     common.emit(f"train_step_{config.model.decoder}_{name}", n / s,
-                "images/s", n, {"image_side": 224, "words": _WORDS,
+                "images/s", n, {"image_side": side, "words": _WORDS,
                                 "encoder": config.model.encoder},
-                hours_for_6000_steps_of_64=round(6000 * 64 / (n / s) / 3600,
-                                                 2))
+                steps_of_64=FLAGS.steps,
+                hours=round(FLAGS.steps * 64 / (n / s) / 3600, 2))
 
 
 if __name__ == "__main__":
