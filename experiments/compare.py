@@ -20,7 +20,9 @@ SIGTERM or Ctrl-C reaches its trainings, which save their step first):
      run;
   4. im2txt-retrieve: the nearest-neighbour consensus baseline;
   5. the report (experiments/report.py): results.md, results.json,
-     curves.png, attention figures and report.html.
+     curves.png, attention figures and report.html; a row reports the seeds
+     just run and every other of its own already evaluated, so --seeds=2
+     adds seed 2 to a row of seeds 0 and 1.
 The same command with --status says how far it is (experiments/status.py).
 """
 
@@ -53,7 +55,8 @@ def define_flags():
   flags.DEFINE_string("output", None, "Results directory; default "
                       "results/<suite name>.")
   flags.DEFINE_list("seeds", None, "Override the suite's seeds (every "
-                    "experiment's), e.g. 0,1.")
+                    "experiment's), e.g. 0,1: those are run, and each row "
+                    "reports them with its own seeds already evaluated.")
   flags.DEFINE_string("encoder", None, "Override the suite's encoder (a name "
                       "of im2txt_ext.encoders).")
   flags.DEFINE_string("encoder_weights", None, "Override the suite's encoder "
@@ -386,7 +389,8 @@ def compare(suite, data_dir, output, seeds=None, meteor=True, command="",
           f"--output_dir={retrieval}", f"--meteor={meteor}", "--show=0"],
          "retrieval")
   print("writing the report ...", flush=True)
-  table = report.write_report(suite, output, seeds, paths,
+  table = report.write_report(suite, output,
+                              suite.reported_seeds(output, seeds), paths,
                               time.time() - started, command, order)
   print(f"wrote {output}/results.md, report.html, curves.png "
         f"({time.time() - started:.0f} s in all)")
@@ -505,9 +509,9 @@ def main(argv):
     from experiments import status
     print("\n".join(status.report(suite, output, seeds)))
     return
+  # Without --only and --seeds: each row's command names its own.
   options = {"suite": FLAGS.suite, "data": FLAGS.data, "output": FLAGS.output,
-             "seeds": ",".join(FLAGS.seeds or []), "encoder": FLAGS.encoder,
-             "encoder_weights": FLAGS.encoder_weights}
+             "encoder": FLAGS.encoder, "encoder_weights": FLAGS.encoder_weights}
   command = "python -m experiments.compare " + " ".join(
       f"--{name}={value}" for name, value in options.items() if value)
   meteor = FLAGS.meteor and "METEOR" in suite.metrics

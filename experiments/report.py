@@ -143,12 +143,18 @@ def rows(suite, runs, retrieval, command=""):
   retrieval baseline and the published rows, each metric as ``mean_sd``.
 
   Args:
-    command: the driver's command line without ``--only``; a measured row's
-      command adds ``--only=NAME``.
+    command: the driver's command line without ``--only`` and ``--seeds``;
+      a measured row's command adds ``--only=NAME``, and ``--seeds`` where
+      its seeds are not the experiment's own.
   """
   measured = []
+  own_seeds = suite.experiment_seeds()
   for experiment in suite.experiments:
     seeded = runs[experiment.name]
+    seeds = [seed for r in seeded for seed in r["seeds"]]
+    only = f" --only={experiment.name}"
+    if seeds != own_seeds[experiment.name]:
+      only += " --seeds=" + ",".join(map(str, seeds))
     config = read_json(os.path.join(seeded[0]["run_dir"], "config.json"))
     evaluated = max(os.path.getmtime(os.path.join(r["test_dir"],
                                                   "metrics.json"))
@@ -161,7 +167,7 @@ def rows(suite, runs, retrieval, command=""):
         "decoder": config["model"]["decoder"],
         "encoder": config["model"]["encoder"],
         "image_size": trained_side(seeded[0]["run_dir"]),
-        "seeds": [seed for r in seeded for seed in r["seeds"]],
+        "seeds": seeds,
         "metrics": {m: mean_sd([r["metrics"].get(m) for r in seeded])
                     for m in suite.metrics},
         "training_seconds": mean_sd([r["seconds"] for r in seeded]),
@@ -172,7 +178,7 @@ def rows(suite, runs, retrieval, command=""):
             {"seed": r["seeds"][0], "metrics": {
                 m: r["metrics"].get(m) for m in suite.metrics},
              "training_seconds": r["seconds"]} for r in seeded],
-        "command": f"{command} --only={experiment.name}" if command else "",
+        "command": command + only if command else "",
         "device": "; ".join(devices),
         "date": datetime.datetime.fromtimestamp(
             evaluated, datetime.timezone.utc).date().isoformat()})

@@ -276,6 +276,19 @@ class Suite:
     return {e.name: list(override or e.seeds or self.seeds)
             for e in self.experiments}
 
+  def reported_seeds(self, output, ran):
+    """{experiment name: the seeds its row reports}: ``ran`` (those just
+    run) and every other of its own seeds whose run in ``output`` is
+    evaluated on test, so that running some seeds (``--seeds``) adds them
+    to a row rather than replacing it; an ensemble's: ``ran``, the members
+    it was evaluated with."""
+    own = self.experiment_seeds()
+    return {e.name: list(ran[e.name]) if e.ensemble else sorted(
+        set(ran[e.name]) | {seed for seed in own[e.name] if os.path.exists(
+            os.path.join(run_dir(output, e.name, seed), "test",
+                         "metrics.json"))})
+            for e in self.experiments}
+
   def paths(self, data_dir):
     """Absolute-ish paths of the data files; a missing one raises InputError
     naming it."""

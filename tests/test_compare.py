@@ -252,10 +252,30 @@ def test_compare_end_to_end(scene_data, tmp_path):
   document = json.loads((tmp_path / "docs" / "tiny.json").read_text())
   assert document["rows"][0]["date"] == "2021-06-01"
 
+  # Running some seeds (--seeds) adds them to their row, not replaces it;
+  # a row of other seeds than its experiment's own names them.
+  some = subprocess.run(command + ["--only=st", "--seeds=1"],
+                        capture_output=True, text=True, cwd=str(REPO),
+                        env=env, timeout=300)
+  assert some.returncode == 0, some.stderr[-3000:]
+  st = json.loads((tmp_path / "docs" / "tiny.json").read_text())["rows"][0]
+  assert (st["name"], st["seeds"]) == ("st", [0, 1])
+  assert st["command"] == f"python -m experiments.compare --suite={suite} " \
+      f"--data={root} --output={output} --only=st"
+  from experiments import report, status
+  from experiments.suite import Suite
+  loaded = Suite.load(str(suite))
+  own = loaded.experiment_seeds()
+  assert loaded.reported_seeds(str(output), dict(own, st=[1])) == own
+  assert loaded.reported_seeds(str(output), dict(own, st=[7]))["st"] == [
+      0, 1, 7]
+  commands = [row["command"] for row in report.rows(
+      loaded, report.collect(loaded, str(output), dict(own, st=[1])), {},
+      "cmd")[:2]]
+  assert commands == ["cmd --only=st --seeds=1", "cmd --only=soft_w2v"]
+
   # How far it is (--status), from what it left: all done; then a run
   # with a checkpoint and no summary, and one with nothing.
-  from experiments import status
-  from experiments.suite import Suite
   done = "trained, evaluated on test"
   assert status.report(Suite.load(str(suite)), str(output)) == [
       "spatial features at 48 px: done", "pooled features at 32 px: done",
