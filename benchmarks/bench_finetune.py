@@ -1,15 +1,16 @@
 """The cost of fine-tuning the CNN: one training step of the Flickr8k soft
 attention model on 224-px images (``--image_size=448``: the 14x14 grid's),
-with EfficientNet-Lite0 frozen (its
-forward pass only) and fine-tuned (``train.train_encoder_after``) with its
-BatchNorm frozen or on batch statistics (``train.encoder_batch_norm``).
+with EfficientNet-Lite0 frozen (its forward pass only) and fine-tuned
+(``train.train_encoder_after``) with its BatchNorm frozen or on batch
+statistics (``train.encoder_batch_norm``).
 
   make bench-finetune      (python -m benchmarks.bench_finetune)
 
 Prints images/s of each (timed in turns) and the hours that ``--steps``
 steps of 64 would take at that rate (6000: the Flickr8k schedule; 2000:
-the soft-attention fine-tuning of experiments/suites/flickr8k_finetune.json); the weights are
-random (the arithmetic is that of the ImageNet ones), so it needs no asset.
+the soft-attention fine-tuning of experiments/suites/flickr8k_finetune.json);
+the weights are random (the arithmetic is that of the ImageNet ones), so it
+needs no asset.
 """
 
 import tensorflow as tf
