@@ -222,7 +222,7 @@ def feature_files(suite, output):
   pooled ones; spatial ones come first, the pooled are their mean), and
   {experiment name: the (kind, image side) it reads}. An experiment that
   trains on the images (and an ensemble of its runs) needs none."""
-  reads = {e.name: (feature_kind(e.config), e.image_size or suite.image_size)
+  reads = {e.name: (feature_kind(e.config), suite.image_size_of(e))
            for e in suite.experiments}
   on_images = {e.name for e in suite.experiments if e.trains_on_images()}
   needed = sorted({reads[e.name] for e in suite.experiments

@@ -240,8 +240,8 @@ class Suite:
       else:
         suite.experiments[i] = with_recipes(experiment, suite.recipes, path)
     seeds = suite.experiment_seeds()
-    sides = {e.name: encoder_side(suite.encoder, e.image_size or
-                                  suite.image_size) for e in suite.experiments}
+    sides = {e.name: encoder_side(suite.encoder, suite.image_size_of(e))
+             for e in suite.experiments}
     for i, experiment in enumerate(suite.experiments):
       for name in experiment.runs_needed():
         if name not in names[:i]:
@@ -269,6 +269,11 @@ class Suite:
   def trained(self):
     """The experiments that train runs (all but the ensembles)."""
     return [e for e in self.experiments if not e.ensemble]
+
+  def image_size_of(self, experiment):
+    """The image side ``experiment`` is run at: its own, else the suite's
+    (0: the encoder's default)."""
+    return experiment.image_size or self.image_size
 
   def experiment_seeds(self, override=None):
     """{experiment name: its seeds}: ``override`` for all where given, else
