@@ -7,7 +7,9 @@ features every experiment trains on, the experiments (each an experiment
 config of ``experiments/configs/`` plus ``--set`` overrides), the seeds,
 the search used for evaluation, and the retrieval baseline's settings.
 Overrides that several experiments share (e.g. the SCST recipe) are
-written once, as a named recipe of the suite that each of them names.
+written once, as a named recipe that each of them names: the suite's own,
+or one of a recipes file that several suites share (e.g. a dev suite and
+the table's suite, so that what is tuned on dev is what the table runs).
 """
 
 import dataclasses
@@ -15,7 +17,7 @@ import os
 import re
 
 from im2txt_ext import decoding
-from im2txt_ext.config import load_json
+from im2txt_ext.config import load_json, read_json
 from im2txt_ext.encoders.specs import encoder_side
 from im2txt_ext.errors import InputError
 
@@ -126,13 +128,32 @@ def with_recipes(experiment, recipes, path):
 
 
 def check_recipes(recipes, path):
-  """InputError (naming the suite file ``path``) unless each of
-  ``recipes`` is a list of overrides "a.b=value"."""
+  """InputError (naming the file ``path`` they are written in) unless
+  ``recipes`` maps names to lists of overrides "a.b=value"."""
+  if not isinstance(recipes, dict):
+    raise InputError("recipes must be an object of name -> list of "
+                     f"overrides, got {type(recipes).__name__}", path)
   for name, items in recipes.items():
     if not isinstance(items, list) or not all(
         isinstance(item, str) and "=" in item for item in items):
       raise InputError(f"recipe {name}: must be a list of overrides "
                        f"'a.b=value', got {items!r}", path)
+
+
+def all_recipes(suite, path):
+  """The recipes of ``suite`` (loaded from the suite file ``path``): its
+  own and those of its ``recipes_file``; InputError naming the file where
+  one is malformed or a name is in both."""
+  check_recipes(suite.recipes, path)
+  if not suite.recipes_file:
+    return suite.recipes
+  shared = read_json(suite.recipes_file, "recipes file")
+  check_recipes(shared, suite.recipes_file)
+  both = sorted(set(shared) & set(suite.recipes))
+  if both:
+    raise InputError(f"recipe(s) {both} both in the suite and in its "
+                     f"recipes_file {suite.recipes_file}", path)
+  return {**shared, **suite.recipes}
 
 
 def check_decoding(experiment, path):
@@ -199,6 +220,9 @@ class Suite:
   recipes: dict = dataclasses.field(default_factory=dict)  # Name -> list
   #   of overrides "a.b=value" that the experiments naming it share (e.g.
   #   {"scst": ["train.scst=true", ...]}), written once.
+  recipes_file: str = ""  # A JSON file of more recipes (name -> list of
+  #   overrides, as recipes; relative to the working directory) that
+  #   several suites share; a name may not be in both.
   experiments: list[Experiment] = dataclasses.field(default_factory=list)
   metrics: list = dataclasses.field(default_factory=lambda: list(
       METRICS))  # The table's columns: names of KNOWN_METRICS.
@@ -232,13 +256,13 @@ class Suite:
     if set(suite.curves) - set(names):
       raise InputError(f"curves names unknown experiments "
                        f"{sorted(set(suite.curves) - set(names))}", path)
-    check_recipes(suite.recipes, path)
+    recipes = all_recipes(suite, path)
     for i, experiment in enumerate(suite.experiments):
       if experiment.ensemble:
         suite.experiments[i] = ensemble_of(experiment, suite.experiments[:i],
                                            path)
       else:
-        suite.experiments[i] = with_recipes(experiment, suite.recipes, path)
+        suite.experiments[i] = with_recipes(experiment, recipes, path)
     seeds = suite.experiment_seeds()
     sides = {e.name: encoder_side(suite.encoder, suite.image_size_of(e))
              for e in suite.experiments}

@@ -140,17 +140,22 @@ class ExperimentConfig:
     return load_json(cls, path)
 
 
+def read_json(path, what="config file"):
+  """The values of JSON file ``path``; InputError naming it where it is
+  missing (as ``what``) or malformed."""
+  if not os.path.isfile(path):
+    raise InputError(f"{what} not found", path)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise InputError(f"malformed JSON ({e.msg})", path, e.lineno) from None
+
+
 def load_json(cls, path):
   """A dataclass ``cls`` from a JSON file of its fields (omitted fields keep
   their defaults; unknown or mistyped ones raise InputError)."""
-  if not os.path.isfile(path):
-    raise InputError("config file not found", path)
-  try:
-    with open(path, encoding="utf-8") as f:
-      values = json.load(f)
-  except json.JSONDecodeError as e:
-    raise InputError(f"malformed JSON ({e.msg})", path, e.lineno) from None
-  return _build(cls, values, path)
+  return _build(cls, read_json(path), path)
 
 
 def _build(cls, values, source):

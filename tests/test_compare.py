@@ -650,6 +650,48 @@ def test_suite_rejects_bad_recipes(tmp_path, suite, message):
     Suite.load(write_json(tmp_path / "suite.json", suite))
 
 
+def test_a_suite_takes_the_recipes_of_its_recipes_file_too(tmp_path):
+  from experiments.suite import Suite
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  shared = write_json(tmp_path / "recipes.json", {
+      "scst": ["train.scst=true", "train.num_steps=4"]})
+  suite = {"recipes_file": shared,
+           "recipes": {"short": ["train.num_steps=2"]},
+           "experiments": [{"name": "st", "config": config},
+                           {"name": "scst", "config": config,
+                            "recipes": ["scst", "short"]}]}
+  loaded = Suite.load(write_json(tmp_path / "suite.json", suite))
+  assert loaded.experiments[1].set == [
+      "train.scst=true", "train.num_steps=4", "train.num_steps=2"]
+  # Two suites naming one file run the same recipe.
+  other = Suite.load(write_json(tmp_path / "other.json", {
+      **suite, "recipes": {}, "experiments": [
+          {"name": "scst", "config": config, "recipes": ["scst"]}]}))
+  assert other.experiments[0].set == loaded.experiments[1].set[:2]
+
+
+@pytest.mark.parametrize("recipes_file, message", [
+    ("missing.json", r"recipes file not found"),
+    ({"scst": "train.scst=true"},
+     r"recipes.json: recipe scst: must be a list of overrides"),
+    (["train.scst=true"], r"recipes.json: recipes must be an object of "
+                          r"name -> list of overrides, got list"),
+    ({"short": ["train.num_steps=4"]},
+     r"suite.json: recipe\(s\) \['short'\] both in the suite and in its "
+     r"recipes_file"),
+])
+def test_suite_rejects_a_bad_recipes_file(tmp_path, recipes_file, message):
+  from experiments.suite import Suite
+  from im2txt_ext.errors import InputError
+  path = str(tmp_path / "missing.json") if recipes_file == "missing.json" \
+      else write_json(tmp_path / "recipes.json", recipes_file)
+  config = tiny_config(tmp_path / "st.json", "show_and_tell")
+  with pytest.raises(InputError, match=message):
+    Suite.load(write_json(tmp_path / "suite.json", {
+        "recipes_file": path, "recipes": {"short": ["train.num_steps=2"]},
+        "experiments": [{"name": "st", "config": config}]}))
+
+
 @pytest.mark.parametrize("name", [
     path.name for path in sorted((REPO / "experiments/suites").glob("*.json"))
     if isinstance(json.loads(path.read_text()), dict)])  # Not decodings.
