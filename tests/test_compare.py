@@ -670,25 +670,28 @@ def test_a_suite_takes_the_recipes_of_its_recipes_file_too(tmp_path):
   assert other.experiments[0].set == loaded.experiments[1].set[:2]
 
 
-@pytest.mark.parametrize("recipes_file, message", [
-    ("missing.json", r"recipes file not found"),
-    ({"scst": "train.scst=true"},
+@pytest.mark.parametrize("text, message", [
+    (None, r"missing.json: recipes file not found"),
+    ('{"scst": ["train.scst=true"],}',
+     r"recipes.json:1: malformed JSON \(Expecting property name"),
+    ('{"scst": "train.scst=true"}',
      r"recipes.json: recipe scst: must be a list of overrides"),
-    (["train.scst=true"], r"recipes.json: recipes must be an object of "
-                          r"name -> list of overrides, got list"),
-    ({"short": ["train.num_steps=4"]},
+    ('["train.scst=true"]', r"recipes.json: recipes must be an object of "
+                            r"name -> list of overrides, got list"),
+    ('{"short": ["train.num_steps=4"]}',
      r"suite.json: recipe\(s\) \['short'\] both in the suite and in its "
      r"recipes_file"),
 ])
-def test_suite_rejects_a_bad_recipes_file(tmp_path, recipes_file, message):
+def test_suite_rejects_a_bad_recipes_file(tmp_path, text, message):
   from experiments.suite import Suite
   from im2txt_ext.errors import InputError
-  path = str(tmp_path / "missing.json") if recipes_file == "missing.json" \
-      else write_json(tmp_path / "recipes.json", recipes_file)
+  path = tmp_path / ("missing.json" if text is None else "recipes.json")
+  if text is not None:
+    path.write_text(text)
   config = tiny_config(tmp_path / "st.json", "show_and_tell")
   with pytest.raises(InputError, match=message):
     Suite.load(write_json(tmp_path / "suite.json", {
-        "recipes_file": path, "recipes": {"short": ["train.num_steps=2"]},
+        "recipes_file": str(path), "recipes": {"short": ["train.num_steps=2"]},
         "experiments": [{"name": "st", "config": config}]}))
 
 
