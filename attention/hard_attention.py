@@ -25,10 +25,11 @@ expected context sum_i alpha_i a_i instead of samples, as in the paper
 expected value"); such captions add nothing to the REINFORCE term and are
 trained as in soft attention.
 
-Randomness: samples come from TF's stateful ops (``tf.random.categorical``,
-``tf.random.uniform``), so a run is reproducible after
-``keras.utils.set_random_seed`` (which the trainer calls with train.seed);
-inside a tf.function every call draws new samples.
+Randomness: samples come from the layer's ``keras.random.SeedGenerator``,
+seeded through ``keras.utils.set_random_seed`` (which the trainer calls
+with train.seed); inside a tf.function every call draws new samples, and
+the generator's state is a variable that the trainer checkpoints, so a
+resumed run draws what an unbroken one would.
 """
 
 import keras
@@ -96,6 +97,8 @@ class HardAttention(SoftAttention):
     self.reward_baseline = self.add_weight(
         shape=(), initializer="zeros", trainable=False, aggregation="mean",
         name="reward_baseline")
+    self.location_sampler = keras.random.SeedGenerator(
+        name="location_sampler")
 
   def get_config(self):
     config = super().get_config()
@@ -111,7 +114,8 @@ class HardAttention(SoftAttention):
     state = super().initial_state(features, training)
     batch_size = tf.shape(features)[:1]
     if training:
-      use = tf.random.uniform(batch_size) < self.expectation_prob
+      use = keras.random.uniform(batch_size, seed=self.location_sampler
+                                 ) < self.expectation_prob
     else:
       use = tf.fill(batch_size, self.inference == "expectation")
     state["use_expectation"] = tf.cast(use, tf.float32)
@@ -127,7 +131,8 @@ class HardAttention(SoftAttention):
     log_weights = tf.math.log(tf.maximum(tf.cast(weights, tf.float32),
                                          _TINY))  # [B, L]
     if training:
-      location = tf.random.categorical(log_weights, 1, dtype=tf.int32)[:, 0]
+      location = keras.random.categorical(
+          log_weights, 1, dtype="int32", seed=self.location_sampler)[:, 0]
     else:
       location = tf.argmax(weights, axis=-1, output_type=tf.int32)
     chosen = tf.gather(features, location, batch_dims=1)  # [B, D]

@@ -167,15 +167,21 @@ def _train_command(config_path, run_dir):
 
 def _final_weights(run_dir):
   model = runs.TrainedModel(str(run_dir), which="latest", with_encoder=True)
-  # Every weight and BatchNorm statistic; not the dropout seed generators,
-  # which a fresh process seeds anew.
+  # Every weight and BatchNorm statistic; not the seed generators' states,
+  # which the trainer's checkpoint holds but not the model's.
   return model.step, [v.numpy() for v in model.decoder.variables
                       if "seed_generator" not in v.path]
 
 
-def test_sigkill_and_resume_matches_uninterrupted_run(scene_data, tmp_path):
+@pytest.mark.parametrize("decoder", ["show_and_tell", "hard_attention"])
+def test_sigkill_and_resume_matches_uninterrupted_run(scene_data, tmp_path,
+                                                      decoder):
+  """With dropout, and for hard attention its sampled locations: the
+  resumed run draws what the unbroken one drew after the checkpoint."""
   config = tiny_config(scene_data, num_steps=16, checkpoint_every=4,
                        validate_every=1000)
+  config.model.decoder = decoder
+  config.model.dropout = 0.3
   config_path = str(tmp_path / "config.json")
   config.save(config_path)
   env = dict(os.environ, TF_DETERMINISTIC_OPS="1", TF_CPP_MIN_LOG_LEVEL="2",

@@ -132,6 +132,14 @@ def objective_of(config, decoder, vocab, records):
   return objectives.Objective(weighted)
 
 
+def seed_generator_states(model):
+  """The states of ``model``'s Keras SeedGenerators (its dropout layers',
+  hard attention's location sampler), which tf.train.Checkpoint does not
+  reach through a Keras model: checkpointed beside it, a resumed run draws
+  the masks and samples an unbroken one would."""
+  return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
 class Trainer:
   """Trains the decoder of an ExperimentConfig in a run directory.
 
@@ -257,6 +265,9 @@ class Trainer:
                  first_loss=self.first_loss)
     if self.iterator is not None:
       state["iterator"] = self.iterator
+    # Where the dropout masks and sampled locations are in their streams
+    # (a checkpoint without them, from before, resumes as it always did).
+    state["random_draws"] = seed_generator_states(self.decoder)
     self.checkpoint = tf.train.Checkpoint(**state)
     # Non-chief workers write to a temporary folder (distribute.write_dir)
     # and every worker resumes from the chief's checkpoints.
