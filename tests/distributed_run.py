@@ -36,7 +36,7 @@ def main(argv):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpus)
   from im2txt_ext.config import ExperimentConfig
-  from im2txt_ext.training.trainer import Trainer
+  from im2txt_ext.training.trainer import Trainer, learned_variables
   config = ExperimentConfig.load(FLAGS.config)
   out = {}
   for name in FLAGS.strategies:
@@ -47,9 +47,7 @@ def main(argv):
     trainer.train()
     out[f"{name}/history"] = np.array(trainer.history)
     out[f"{name}/replicas"] = trainer.strategy.num_replicas_in_sync
-    weights = [v for v in trainer.decoder.variables
-               if "seed_generator" not in v.path]
-    for i, v in enumerate(weights):
+    for i, v in enumerate(learned_variables(trainer.decoder)):
       out[f"{name}/weights/{i}"] = v.numpy()
       out[f"{name}/local/{i}"] = np.stack([
           x.numpy() for x in trainer.strategy.experimental_local_results(

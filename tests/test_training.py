@@ -23,7 +23,7 @@ from im2txt_ext.inference import Captioner, encoder_fn
 from im2txt_ext.models.decoder import scheduled_sampling_seeds
 from im2txt_ext.training.losses import perplexity
 from im2txt_ext.training.stopping import TrainingStopped
-from im2txt_ext.training.trainer import Trainer, objective_of
+from im2txt_ext.training.trainer import Trainer, learned_variables, objective_of
 
 
 def tiny_config(scene_data, **train):
@@ -167,10 +167,9 @@ def _train_command(config_path, run_dir):
 
 def _final_weights(run_dir):
   model = runs.TrainedModel(str(run_dir), which="latest", with_encoder=True)
-  # Every weight and BatchNorm statistic; not the seed generators' states,
-  # which the trainer's checkpoint holds but not the model's.
-  return model.step, [v.numpy() for v in model.decoder.variables
-                      if "seed_generator" not in v.path]
+  # Not the seed generators' states, which the trainer's checkpoint holds
+  # but not the model's.
+  return model.step, [v.numpy() for v in learned_variables(model.decoder)]
 
 
 @pytest.mark.parametrize("decoder", ["show_and_tell", "hard_attention"])

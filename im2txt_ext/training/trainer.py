@@ -137,7 +137,17 @@ def seed_generator_states(model):
   hard attention's location sampler), which tf.train.Checkpoint does not
   reach through a Keras model: checkpointed beside it, a resumed run draws
   the masks and samples an unbroken one would."""
-  return [v for v in model.variables if v.name == "seed_generator_state"]
+  return [v for v in model.variables if _is_seed_generator_state(v)]
+
+
+def learned_variables(model):
+  """``model``'s variables less its seed generators' states: its weights
+  and BatchNorm statistics, what two runs that trained alike share."""
+  return [v for v in model.variables if not _is_seed_generator_state(v)]
+
+
+def _is_seed_generator_state(variable):
+  return variable.name == "seed_generator_state"
 
 
 class Trainer:
