@@ -95,7 +95,8 @@ def test_mirrored_on_two_cpus_matches_one_device(scene_data, tmp_path):
   one, two = result["default/history"], result["mirrored/history"]
   assert len(one) == len(two) == STEPS and one[-1] < one[0]
   np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
-  for a, b in zip(_weights(result, "default"), _weights(result, "mirrored")):
+  for a, b in zip(_weights(result, "default"), _weights(result, "mirrored"),
+                  strict=True):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
   _replicas_agree(result, "mirrored")
   assert tf.train.latest_checkpoint(str(tmp_path / "mirrored" /
@@ -206,7 +207,7 @@ def test_two_workers_agree_survive_a_killed_worker_and_resume(scene_data,
   np.testing.assert_array_equal(chief["multi_worker/history"],
                                 worker["multi_worker/history"])
   for a, b in zip(_weights(chief, "multi_worker"),
-                  _weights(worker, "multi_worker")):
+                  _weights(worker, "multi_worker"), strict=True):
     np.testing.assert_array_equal(a, b)
 
   # The same steps as one device with the same global batch.
@@ -216,7 +217,7 @@ def test_two_workers_agree_survive_a_killed_worker_and_resume(scene_data,
   np.testing.assert_allclose(chief["multi_worker/history"],
                              reference.history[saved:], rtol=0, atol=1e-5)
   for a, b in zip([v.numpy() for v in learned_variables(reference.decoder)],
-                  _weights(chief, "multi_worker")):
+                  _weights(chief, "multi_worker"), strict=True):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
   # Only the chief wrote the run directory; the worker's folder is gone.

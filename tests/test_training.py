@@ -293,7 +293,8 @@ def test_fine_tuning_starts_from_a_run_on_cached_features(scene_data,
   config.train.train_encoder_after = 0
   trainer = Trainer(config, str(tmp_path / "tuned"), quiet=True)
   cnn = trainer.decoder.encoder.get_layer("scene_cnn")
-  for got, want in zip(cnn.weights, encoder.get_layer("scene_cnn").weights):
+  for got, want in zip(cnn.weights, encoder.get_layer("scene_cnn").weights,
+                       strict=True):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
   decoder_weights = [w for w in trainer.decoder.weights
                      if not any(w is v for v in cnn.weights)]
