@@ -9,6 +9,12 @@ end in " ."; kept as a token on both sides, as a script that only splits
 on spaces would keep it, that period is one free unigram match per
 caption.
 
+Length. The corpus length ratio (the generated words over the reference
+words, each caption's reference the one nearest its length, as
+pycocoevalcap's BLEU takes it) and BLEU's brevity penalty exp(1 - 1/ratio)
+below 1 (Papineni et al. 2002): with a penalty of 1 a BLEU-1 gap
+is the unigram precision's, not the captions' length.
+
 Copies. With ``--train_captions``, the share of generated captions that
 are word for word a training caption (after tokenisation), the measure of
 a decoder that recalls sentences instead of describing the photo
@@ -21,6 +27,7 @@ is its companion.
 """
 
 import json
+import math
 import os
 
 from absl import flags
@@ -45,6 +52,22 @@ def bleu_by_protocol(records):
     bleu, _ = Bleu(4).compute_score(references, candidates, verbose=0)
     scores[name] = [float(b) for b in bleu]
   return scores
+
+
+def brevity(records):
+  """(length ratio, brevity penalty) of records under the library's
+  tokenisation: the generated words over the reference words, each
+  caption's reference length the one nearest its own (the shorter on a
+  tie), summed over the records; BP = exp(1 - 1 / ratio) where the ratio
+  is below 1, else 1."""
+  generated = references = 0
+  for r in records:
+    length = len(tokenize(r["generated"]))
+    lengths = [len(tokenize(c)) for c in r["references"]]
+    generated += length
+    references += min(lengths, key=lambda n: (abs(n - length), n))
+  ratio = generated / references
+  return ratio, 1.0 if ratio >= 1 else math.exp(1 - 1 / ratio)
 
 
 def copied_share(records, training_captions):
@@ -94,15 +117,17 @@ def main(argv):
                                          f.train_split, f.train_captions)
                 for c in r.captions]
   print("| captions | BLEU-1 | BLEU-4 | BLEU-1, period kept | "
-        "BLEU-4, period kept | copied from training |")
-  print("|---|---|---|---|---|---|")
+        "BLEU-4, period kept | length ratio | brevity penalty | "
+        "copied from training |")
+  print("|---|---|---|---|---|---|---|---|")
   for path, records in evaluations.items():
     bleu = bleu_by_protocol(records)
+    ratio, penalty = brevity(records)
     copied = "n/a" if training is None else \
         f"{copied_share(records, training):.3f}"
     print(f"| {path} | {bleu['library'][0]:.3f} | {bleu['library'][3]:.3f} | "
           f"{bleu['period kept'][0]:.3f} | {bleu['period kept'][3]:.3f} | "
-          f"{copied} |")
+          f"{ratio:.3f} | {penalty:.3f} | {copied} |")
 
 
 def entry():

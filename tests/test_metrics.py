@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.caption_analysis import (
-    bleu_by_protocol, copied_share, read_records)
+    bleu_by_protocol, brevity, copied_share, read_records)
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
 from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
@@ -65,6 +65,22 @@ def test_a_kept_final_period_is_one_free_unigram_match():
   # period, "runs ." is: 1 of 3, so BLEU-2 = sqrt(3/4 * 1/3) = 1/2.
   assert scores["library"][1] < 1e-6
   assert scores["period kept"][1] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_brevity_takes_the_nearest_reference_and_agrees_with_bleu_1():
+  # 3 words against references of 4 and 7: the nearer, 4. 4 words against
+  # 3 and 5: a tie, the shorter, 3. Ratio (3 + 4) / (4 + 3) = 1: no penalty.
+  records = [{"generated": "a dog runs", "references": [
+                 "A dog runs fast .", "a brown dog runs on the grass"]},
+             {"generated": "two cats sleep inside", "references": [
+                 "two cats sleep", "two cats sleep on beds"]}]
+  assert brevity(records) == (1.0, 1.0)
+  # The first alone: 3 / 4, BP exp(1 - 4 / 3); all three of its words are
+  # in the references, so BLEU-1 is the penalty itself.
+  ratio, penalty = brevity(records[:1])
+  assert ratio == 0.75 and penalty == pytest.approx(math.exp(-1 / 3))
+  assert bleu_by_protocol(records[:1])["library"][0] == pytest.approx(
+      penalty, abs=1e-6)
 
 
 def test_copies_of_training_captions_are_counted_after_tokenisation():
