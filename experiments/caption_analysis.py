@@ -21,6 +21,13 @@ a decoder that recalls sentences instead of describing the photo
 (Vinyals et al. 2016, "Lessons learned"); the table's "distinct" column
 is its companion.
 
+Checkpoint choice. The trainer validates on the first
+``train.validation_images`` photos of the dev split, so a dev
+evaluation's scores mix photos that chose the checkpoint with photos no
+choice saw. With ``--validated_images`` the two parts are scored apart
+(BLEU-1, BLEU-4, METEOR, CIDEr-D; each part's CIDEr-D takes its document
+frequencies from that part alone).
+
   python -m experiments.caption_analysis \
       --captions=results/flickr8k/runs/hard_attention-seed0/test/captions.json \
       --train_captions=../shared/data/flickr8k/Flickr8k.token.txt
@@ -78,6 +85,17 @@ def copied_share(records, training_captions):
              for r in records) / len(records)
 
 
+def scores_by_part(records, validated, meteor=True):
+  """{"validated": scores of the first ``validated`` records, "unseen":
+  scores of the rest}, each caption_metrics' dict over that part alone."""
+  from im2txt_ext.metrics import caption_metrics
+  parts = {"validated": records[:validated], "unseen": records[validated:]}
+  return {name: caption_metrics(
+      {i: r["generated"] for i, r in enumerate(part)},
+      {i: r["references"] for i, r in enumerate(part)}, meteor=meteor)
+          for name, part in parts.items()}
+
+
 def read_records(path):
   """The records of an evaluation's captions.json; InputError if it is not
   one."""
@@ -104,13 +122,23 @@ def define_flags():
                       "the readers take); with it, the share of captions "
                       "copied from its training split is printed.")
   flags.DEFINE_string("train_split", "train", "That file's training split.")
+  flags.DEFINE_integer("validated_images", None, "The run's "
+                       "train.validation_images; with it, the photos that "
+                       "chose the checkpoint (the first ones) and the rest "
+                       "are scored apart.", lower_bound=1)
 
 
 def main(argv):
   del argv
   from im2txt_ext.data.readers import read_dataset, split_records
   f = flags.FLAGS
+  from im2txt_ext.errors import InputError
   evaluations = {path: read_records(path) for path in f.captions}
+  for path, records in evaluations.items():
+    if f.validated_images and f.validated_images >= len(records):
+      raise InputError(f"--validated_images={f.validated_images} leaves no "
+                       f"photo outside validation ({len(records)} records)",
+                       path)
   training = None
   if f.train_captions:
     training = [c for r in split_records(read_dataset(f.train_captions),
@@ -128,6 +156,17 @@ def main(argv):
     print(f"| {path} | {bleu['library'][0]:.3f} | {bleu['library'][3]:.3f} | "
           f"{bleu['period kept'][0]:.3f} | {bleu['period kept'][3]:.3f} | "
           f"{ratio:.3f} | {penalty:.3f} | {copied} |")
+  if not f.validated_images:
+    return
+  names = ("BLEU-1", "BLEU-4", "METEOR", "CIDEr-D")
+  print("\n| captions | photos | " + " | ".join(names) + " |")
+  print("|---|---" + "|---" * len(names) + "|")
+  for path, records in evaluations.items():
+    for part, scores in scores_by_part(records, f.validated_images).items():
+      count = f.validated_images if part == "validated" else \
+          len(records) - f.validated_images
+      print(f"| {path} | {count} {part} | " + " | ".join(
+          f"{scores[n]:.3f}" if n in scores else "n/a" for n in names) + " |")
 
 
 def entry():

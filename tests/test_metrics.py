@@ -5,12 +5,15 @@ baseline."""
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from experiments.caption_analysis import (
-    bleu_by_protocol, brevity, copied_share, read_records)
+    bleu_by_protocol, brevity, copied_share, read_records, scores_by_part)
 from im2txt_ext.errors import InputError
 from im2txt_ext.metrics import caption_metrics
 from im2txt_ext.retrieval import ConsensusRetrieval, consensus_scores, nearest
@@ -81,6 +84,32 @@ def test_brevity_takes_the_nearest_reference_and_agrees_with_bleu_1():
   assert ratio == 0.75 and penalty == pytest.approx(math.exp(-1 / 3))
   assert bleu_by_protocol(records[:1])["library"][0] == pytest.approx(
       penalty, abs=1e-6)
+
+
+def test_validated_and_unseen_photos_are_scored_apart(tmp_path):
+  # The first two records (the validated photos) are their references word
+  # for word, the last two share no word with theirs.
+  records = [{"generated": "a dog runs on the grass",
+              "references": ["a dog runs on the grass"]},
+             {"generated": "two cats sleep on a bed",
+              "references": ["two cats sleep on a bed"]},
+             {"generated": "red car", "references": ["a man rides a bike"]},
+             {"generated": "blue sky", "references": ["children play in water"]}]
+  parts = scores_by_part(records, 2, meteor=False)
+  assert parts["validated"]["BLEU-1"] == pytest.approx(1.0)
+  assert parts["validated"]["BLEU-4"] == pytest.approx(1.0)
+  assert parts["unseen"]["BLEU-1"] == pytest.approx(0.0, abs=1e-6)
+  assert parts["unseen"]["CIDEr-D"] == 0.0
+  # A split that leaves nothing unseen is one clear error naming the file.
+  path = tmp_path / "captions.json"
+  path.write_text(json.dumps(records))
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.caption_analysis",
+       f"--captions={path}", "--validated_images=4"],
+      capture_output=True, text=True, cwd=str(REPO))
+  assert result.returncode != 0
+  assert f"{path}: --validated_images=4 leaves no photo outside " \
+      "validation (4 records)" in result.stderr
 
 
 def test_copies_of_training_captions_are_counted_after_tokenisation():
