@@ -131,8 +131,8 @@ def define_flags():
 def main(argv):
   del argv
   from im2txt_ext.data.readers import read_dataset, split_records
-  f = flags.FLAGS
   from im2txt_ext.errors import InputError
+  f = flags.FLAGS
   evaluations = {path: read_records(path) for path in f.captions}
   for path, records in evaluations.items():
     if f.validated_images and f.validated_images >= len(records):
