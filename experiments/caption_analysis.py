@@ -87,12 +87,14 @@ def copied_share(records, training_captions):
 
 def scores_by_part(records, validated, meteor=True):
   """{"validated": scores of the first ``validated`` records, "unseen":
-  scores of the rest}, each caption_metrics' dict over that part alone."""
+  scores of the rest}, each caption_metrics' dict over that part alone
+  with "images", the part's size."""
   from im2txt_ext.metrics import caption_metrics
   parts = {"validated": records[:validated], "unseen": records[validated:]}
-  return {name: caption_metrics(
+  return {name: dict(caption_metrics(
       {i: r["generated"] for i, r in enumerate(part)},
-      {i: r["references"] for i, r in enumerate(part)}, meteor=meteor)
+      {i: r["references"] for i, r in enumerate(part)}, meteor=meteor),
+                     images=len(part))
           for name, part in parts.items()}
 
 
@@ -163,9 +165,7 @@ def main(argv):
   print("|---|---" + "|---" * len(names) + "|")
   for path, records in evaluations.items():
     for part, scores in scores_by_part(records, f.validated_images).items():
-      count = f.validated_images if part == "validated" else \
-          len(records) - f.validated_images
-      print(f"| {path} | {count} {part} | " + " | ".join(
+      print(f"| {path} | {scores['images']} {part} | " + " | ".join(
           f"{scores[n]:.3f}" if n in scores else "n/a" for n in names) + " |")
 
 

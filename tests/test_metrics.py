@@ -96,6 +96,7 @@ def test_validated_and_unseen_photos_are_scored_apart(tmp_path):
              {"generated": "red car", "references": ["a man rides a bike"]},
              {"generated": "blue sky", "references": ["children play in water"]}]
   parts = scores_by_part(records, 2, meteor=False)
+  assert parts["validated"]["images"] == parts["unseen"]["images"] == 2
   assert parts["validated"]["BLEU-1"] == pytest.approx(1.0)
   assert parts["validated"]["BLEU-4"] == pytest.approx(1.0)
   assert parts["unseen"]["BLEU-1"] == pytest.approx(0.0, abs=1e-6)
